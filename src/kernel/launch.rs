@@ -1,0 +1,371 @@
+//! Starting and stopping a kernel process from the kernelspec shipped in `kernelspec/`.
+//!
+//! Owns the process side of a kernel we start: the files it needs in its private directory
+//! (connection file, IPython startup file, log), the process in its own process group, the
+//! task that waits on it and reports its exit, and the signals sent to its group. Knows nothing
+//! of the messages it speaks (`actor.rs` does).
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use super::{Death, KernelError};
+use crate::jupyter::connection::{ConnectionInfo, Transport};
+
+/// The kernelspec template: argv and env with `{python}`, `{connection_file}` and `{ipython_dir}`.
+const KERNEL_JSON: &str = include_str!("../../kernelspec/kernel.json");
+/// The IPython startup file that defines `display_figure(fig)`.
+const STARTUP_PY: &str = include_str!("../../kernelspec/startup.py");
+
+/// How many bytes of the kernel log a start-up error shows.
+const LOG_TAIL_BYTES: u64 = 4000;
+
+#[derive(Debug, Deserialize)]
+struct KernelSpec {
+    argv: Vec<String>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    interrupt_mode: InterruptMode,
+    metadata: KernelSpecMetadata,
+}
+
+#[derive(Debug, Deserialize)]
+struct KernelSpecMetadata {
+    startup_file: String,
+}
+
+/// How a kernel wants to be interrupted (`interrupt_mode` in kernel.json).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterruptMode {
+    /// SIGINT to the process group.
+    #[default]
+    Signal,
+    /// `interrupt_request` on the control channel.
+    Message,
+}
+
+fn kernel_spec() -> KernelSpec {
+    serde_json::from_str(KERNEL_JSON).expect("kernelspec/kernel.json is valid (checked by a test)")
+}
+
+/// What to start: which interpreter, where its files go, which transport.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    /// The venv's `python` (must have ipykernel installed).
+    pub python: PathBuf,
+    /// A directory of the kernel's own, created with mode 0700: connection files, ipc sockets,
+    /// log and IPython profile live here. Kernels may share one (a restart does).
+    pub dir: PathBuf,
+    /// `Ipc` (the default: sockets in `dir`) or `Tcp` on 127.0.0.1.
+    pub transport: Transport,
+    /// How long the kernel may take to answer its first request.
+    pub startup_timeout: Duration,
+}
+
+impl LaunchSpec {
+    /// A spec for `python` with its files in `dir`, over ipc, with a 60 s start-up limit.
+    pub fn new(python: impl Into<PathBuf>, dir: impl Into<PathBuf>) -> Self {
+        LaunchSpec {
+            python: python.into(),
+            dir: dir.into(),
+            transport: Transport::Ipc,
+            startup_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The same spec with another transport.
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// The file the kernel's stdout and stderr go to.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("kernel.log")
+    }
+}
+
+/// A kernel process we started, in its own process group.
+///
+/// Dropping it kills the group and removes the connection file and sockets, so no kernel
+/// outlives its owner.
+#[derive(Debug)]
+pub struct KernelProcess {
+    pid: Pid,
+    connection: ConnectionInfo,
+    connection_file: PathBuf,
+    log_path: PathBuf,
+    interrupt_mode: InterruptMode,
+    exit: watch::Receiver<Option<Death>>,
+}
+
+impl KernelProcess {
+    /// Writes the kernel's files and starts it. Returns once the process is running and has
+    /// bound its sockets, not once it answers (the caller's handshake does that).
+    ///
+    /// # Errors
+    /// When the directory or files cannot be written, the interpreter cannot be run, or the
+    /// kernel exits or fails to bind before `spec.startup_timeout`; the error then carries the
+    /// tail of the kernel's log.
+    pub async fn start(spec: &LaunchSpec) -> Result<KernelProcess, KernelError> {
+        let kernel_spec = kernel_spec();
+        create_private_dir(&spec.dir)?;
+        // Each start gets its own file names, so a kernel being replaced cannot remove or hold
+        // the files of the one replacing it.
+        let instance = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let connection = match spec.transport {
+            Transport::Ipc => ConnectionInfo::ipc(&spec.dir.join(instance))?,
+            Transport::Tcp => ConnectionInfo::tcp(std::net::Ipv4Addr::LOCALHOST)?,
+        };
+        let connection_file = spec.dir.join(format!("kernel-{instance}.json"));
+        connection.write(&connection_file)?;
+
+        let ipython_dir = spec.dir.join("ipython");
+        let startup_file = ipython_dir.join(&kernel_spec.metadata.startup_file);
+        write_file(&startup_file, STARTUP_PY)?;
+
+        let substitute = |s: &str| {
+            s.replace("{python}", &spec.python.to_string_lossy())
+                .replace("{connection_file}", &connection_file.to_string_lossy())
+                .replace("{ipython_dir}", &ipython_dir.to_string_lossy())
+        };
+        let argv: Vec<String> = kernel_spec.argv.iter().map(|a| substitute(a)).collect();
+        let log_path = spec.log_path();
+        // Appended to, so a restart keeps the log of the kernel before it.
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|source| KernelError::Io {
+            path: log_path.clone(),
+            source,
+        })?;
+        let log_err = log.try_clone().map_err(|source| KernelError::Io { path: log_path.clone(), source })?;
+
+        let mut command = tokio::process::Command::new(&argv[0]);
+        command
+            .args(&argv[1..])
+            .envs(kernel_spec.env.iter().map(|(k, v)| (k, substitute(v))))
+            .env("JPY_PARENT_PID", std::process::id().to_string())
+            // The caller's environment is passed through (certificates, proxies), except the
+            // switch that stops bytecode caches being written: with it every kernel start pays
+            // the full compile of numpy, pandas and matplotlib again.
+            .env_remove("PYTHONDONTWRITEBYTECODE")
+            .current_dir(&spec.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command.spawn().map_err(|source| KernelError::Spawn {
+            command: argv.join(" "),
+            source,
+        })?;
+        let pid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
+
+        let (exit_tx, exit) = watch::channel(None);
+        tokio::spawn(async move {
+            let death = match child.wait().await {
+                Ok(status) => match (status.code(), status.signal()) {
+                    (Some(code), _) => Death::Exited { code },
+                    (None, Some(signal)) => Death::Signalled { signal },
+                    (None, None) => Death::Exited { code: -1 },
+                },
+                Err(error) => Death::WaitFailed { error: error.to_string() },
+            };
+            exit_tx.send_replace(Some(death));
+        });
+
+        let process = KernelProcess {
+            pid,
+            connection,
+            connection_file,
+            log_path,
+            interrupt_mode: kernel_spec.interrupt_mode,
+            exit,
+        };
+        process.wait_for_sockets(spec.startup_timeout).await?;
+        Ok(process)
+    }
+
+    /// Waits until the kernel has bound all five sockets, it exits, or `timeout` passes.
+    async fn wait_for_sockets(&self, timeout: Duration) -> Result<(), KernelError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut exit = self.exit.clone();
+        loop {
+            if let Some(death) = exit.borrow_and_update().clone() {
+                return Err(self.start_failed(format!("the kernel {death} during start-up")));
+            }
+            if self.sockets_bound().await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self.start_failed(format!(
+                    "the kernel did not bind its sockets within {}s",
+                    timeout.as_secs_f32()
+                )));
+            }
+            // Poll often: a bare kernel is up in about 0.2 s and every millisecond counts.
+            let _ = tokio::time::timeout(Duration::from_millis(5), exit.changed()).await;
+        }
+    }
+
+    async fn sockets_bound(&self) -> bool {
+        match self.connection.transport {
+            Transport::Ipc => {
+                ConnectionInfo::CHANNELS.iter().all(|c| self.connection.ipc_path(*c).exists())
+            }
+            Transport::Tcp => {
+                for channel in ConnectionInfo::CHANNELS {
+                    let address = (self.connection.ip.as_str(), self.connection.port(channel));
+                    if tokio::net::TcpStream::connect(address).await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// A start-up error carrying the tail of the kernel's log.
+    pub(crate) fn start_failed(&self, reason: String) -> KernelError {
+        KernelError::StartFailed {
+            reason,
+            log: self.log_path.clone(),
+            log_tail: read_tail(&self.log_path, LOG_TAIL_BYTES),
+        }
+    }
+
+    /// The connection the kernel was started with.
+    pub fn connection(&self) -> &ConnectionInfo {
+        &self.connection
+    }
+
+    /// The exit watch: `Some(cause)` once the process has exited.
+    pub fn exit(&self) -> watch::Receiver<Option<Death>> {
+        self.exit.clone()
+    }
+
+    /// How the kernelspec wants interrupts delivered.
+    pub fn interrupt_mode(&self) -> InterruptMode {
+        self.interrupt_mode
+    }
+
+    /// The process group id (the kernel's pid).
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw() as u32
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&self) -> bool {
+        self.exit.borrow().is_none()
+    }
+
+    /// Sends `signal` to the kernel's whole process group. A group that is already gone is not
+    /// an error.
+    pub fn signal_group(&self, signal: Signal) {
+        match killpg(self.pid, signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(error) => tracing::warn!(pid = self.pid.as_raw(), ?signal, %error, "cannot signal kernel"),
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; whether it did.
+    pub async fn wait_exit(&self, timeout: Duration) -> bool {
+        let mut exit = self.exit.clone();
+        tokio::time::timeout(timeout, exit.wait_for(Option::is_some)).await.is_ok()
+    }
+
+    /// Stops the process for good: SIGTERM to the group, a bounded wait, then SIGKILL to whatever
+    /// of the group is left (user code may have started children of its own).
+    pub async fn terminate(&self, grace: Duration) {
+        if self.is_running() {
+            self.signal_group(Signal::SIGTERM);
+            self.wait_exit(grace).await;
+        }
+        self.signal_group(Signal::SIGKILL);
+        self.wait_exit(grace).await;
+        // The rest of the group are no children of ours: wait (bounded) until they have been
+        // reaped, so that "stopped" means no process of the kernel is left.
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.group_exists() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn group_exists(&self) -> bool {
+        killpg(self.pid, None).is_ok()
+    }
+}
+
+impl Drop for KernelProcess {
+    fn drop(&mut self) {
+        self.signal_group(Signal::SIGKILL);
+        let _ = std::fs::remove_file(&self.connection_file);
+        remove_stale_sockets(&self.connection);
+    }
+}
+
+fn remove_stale_sockets(connection: &ConnectionInfo) {
+    if connection.transport == Transport::Ipc {
+        for channel in ConnectionInfo::CHANNELS {
+            let _ = std::fs::remove_file(connection.ipc_path(channel));
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), KernelError> {
+    let io = |source| KernelError::Io { path: dir.to_owned(), source };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+    // `mode` does not apply to a directory that already existed.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)
+}
+
+fn write_file(path: &Path, contents: &str) -> Result<(), KernelError> {
+    let io = |source| KernelError::Io { path: path.to_owned(), source };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    std::fs::write(path, contents).map_err(io)
+}
+
+/// The last `bytes` of a file, lossily decoded; empty when it cannot be read.
+fn read_tail(path: &Path, bytes: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else { return String::new() };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(bytes)));
+    let mut tail = Vec::new();
+    let _ = file.read_to_end(&mut tail);
+    String::from_utf8_lossy(&tail).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_kernelspec_parses_and_has_its_placeholders() {
+        let spec = kernel_spec();
+        assert_eq!(spec.argv[0], "{python}");
+        assert!(spec.argv.iter().any(|a| a == "{connection_file}"));
+        assert_eq!(spec.env["IPYTHONDIR"], "{ipython_dir}");
+        assert_eq!(spec.interrupt_mode, InterruptMode::Signal);
+        assert!(spec.metadata.startup_file.ends_with(".py"));
+    }
+
+    #[test]
+    fn read_tail_keeps_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, "0123456789").unwrap();
+        assert_eq!(read_tail(&path, 4), "6789");
+        assert_eq!(read_tail(&path, 100), "0123456789");
+        assert_eq!(read_tail(&dir.path().join("missing"), 4), "");
+    }
+}

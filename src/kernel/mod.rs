@@ -1,0 +1,331 @@
+//! A Jupyter kernel we talk to: [`Kernel`] runs code, interrupts, restarts and shuts down.
+//!
+//! Owns the lifecycle of one kernel connection, whether we started the kernel
+//! ([`Kernel::launch`], `launch.rs`) or somebody else did ([`Kernel::attach`]: we never kill
+//! or restart those). The sockets are owned by one task (`actor.rs`); outputs are built in
+//! `output.rs`. Knows nothing of venvs, cells or MCP.
+
+mod actor;
+pub mod launch;
+pub mod output;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::jupyter::connection::{ConnectionError, ConnectionInfo};
+use crate::jupyter::message::{Content, KernelInfoReply, Shutdown};
+use crate::jupyter::socket::{ClientSockets, SocketError};
+use actor::{Client, Liveness, RequestChannel};
+pub use launch::{InterruptMode, KernelProcess, LaunchSpec};
+pub use output::{MimeBundle, Output, StreamName};
+
+/// How long a kernel we attach to may take to accept our connections.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a graceful `shutdown_request` may take before the process is signalled.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long control requests (interrupt, shutdown) may take to be answered.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a kernel is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Death {
+    /// The process exited with a status code.
+    Exited {
+        /// The exit code.
+        code: i32,
+    },
+    /// The process was killed by a signal (a segfault, the OOM killer, SIGKILL).
+    Signalled {
+        /// The signal number.
+        signal: i32,
+    },
+    /// An attached kernel stopped answering its heartbeat.
+    HeartbeatLost {
+        /// How long it was silent.
+        silent_for: Duration,
+    },
+    /// Waiting on the process failed.
+    WaitFailed {
+        /// The OS error.
+        error: String,
+    },
+    /// We stopped watching it (its owner is shutting down).
+    Stopped,
+}
+
+impl std::fmt::Display for Death {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Death::Exited { code } => write!(f, "exited with code {code}"),
+            Death::Signalled { signal } => {
+                let name = Signal::try_from(*signal).map(Signal::as_str).unwrap_or("unknown");
+                write!(f, "was killed by signal {signal} ({name})")
+            }
+            Death::HeartbeatLost { silent_for } => {
+                write!(f, "stopped answering its heartbeat for {}s", silent_for.as_secs())
+            }
+            Death::WaitFailed { error } => write!(f, "could not be waited on: {error}"),
+            Death::Stopped => write!(f, "was stopped"),
+        }
+    }
+}
+
+/// Errors from starting, attaching to or talking to a kernel.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KernelError {
+    /// The kernel process could not be started or did not come up.
+    #[error("kernel failed to start: {reason}\n--- last lines of `{}` ---\n{log_tail}", log.display())]
+    StartFailed {
+        /// What went wrong.
+        reason: String,
+        /// The kernel's log file.
+        log: PathBuf,
+        /// The end of that log (Python's traceback, usually).
+        log_tail: String,
+    },
+    /// The interpreter could not be run at all.
+    #[error("cannot run `{command}`")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file or directory of the kernel could not be written.
+    #[error("cannot write `{}`", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection file could not be read or written.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// A socket failed.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// The kernel is gone.
+    #[error("the kernel {0}")]
+    Died(Death),
+    /// The kernel did not answer in time.
+    #[error("the kernel did not answer {what} within {}s", timeout.as_secs_f32())]
+    Timeout {
+        /// The request.
+        what: &'static str,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// A restart was asked of a kernel somebody else started.
+    #[error("cannot {action} a kernel we did not start (attached through `{}`); restart it where it was started", connection_file.display())]
+    NotOwned {
+        /// What was asked.
+        action: &'static str,
+        /// Its connection file.
+        connection_file: PathBuf,
+    },
+    /// The socket task stopped (only when the runtime is shutting down).
+    #[error("the kernel client task has stopped")]
+    ClientGone,
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutionStatus {
+    /// The code ran to the end.
+    Ok,
+    /// The code raised; the error is among the outputs.
+    Error,
+    /// The kernel skipped the code because an earlier request failed.
+    Aborted,
+    /// The kernel died while running it; the outputs are what arrived before.
+    Died(Death),
+}
+
+/// The outcome of running one piece of code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Execution {
+    /// Outputs in the order the kernel produced them.
+    pub outputs: Vec<Output>,
+    /// How it ended.
+    pub status: ExecutionStatus,
+    /// The kernel's execution counter for it, when the kernel reported one.
+    pub execution_count: Option<u64>,
+}
+
+enum Owner {
+    Launched { spec: LaunchSpec, process: KernelProcess },
+    Attached { connection_file: PathBuf },
+}
+
+/// A connected kernel.
+pub struct Kernel {
+    client: Client,
+    info: KernelInfoReply,
+    owner: Owner,
+}
+
+impl Kernel {
+    /// Starts a kernel as `spec` says and waits until it answers.
+    ///
+    /// # Errors
+    /// [`KernelError::StartFailed`] (with the kernel's log) when it does not come up within
+    /// `spec.startup_timeout`; I/O and spawn errors otherwise.
+    pub async fn launch(spec: LaunchSpec) -> Result<Kernel, KernelError> {
+        let process = KernelProcess::start(&spec).await?;
+        let started = async {
+            let sockets = ClientSockets::connect(process.connection(), spec.startup_timeout).await?;
+            let client = Client::spawn(sockets, Liveness::Process(process.exit()));
+            let info = handshake(&client, spec.startup_timeout).await?;
+            Ok::<_, KernelError>((client, info))
+        };
+        match started.await {
+            Ok((client, info)) => Ok(Kernel { client, info, owner: Owner::Launched { spec, process } }),
+            Err(error) => Err(process.start_failed(error.to_string())),
+        }
+    }
+
+    /// Connects to a kernel somebody else started, given its connection file. The kernel is
+    /// watched through its heartbeat; it is never killed or restarted by us.
+    ///
+    /// # Errors
+    /// When the file cannot be read or the kernel does not answer within 10 s.
+    pub async fn attach(connection_file: &Path) -> Result<Kernel, KernelError> {
+        let connection = ConnectionInfo::read(connection_file)?;
+        let sockets = ClientSockets::connect(&connection, ATTACH_TIMEOUT).await?;
+        let client = Client::spawn(sockets, Liveness::Heartbeat);
+        let info = handshake(&client, ATTACH_TIMEOUT).await?;
+        Ok(Kernel { client, info, owner: Owner::Attached { connection_file: connection_file.to_owned() } })
+    }
+
+    /// Runs `code` as a cell and returns its outputs once both the reply and the kernel's idle
+    /// status have arrived, or once the kernel has died (status [`ExecutionStatus::Died`], with
+    /// the outputs captured before).
+    ///
+    /// # Errors
+    /// When the request cannot be sent, or the kernel was already dead.
+    pub async fn execute(&self, code: &str) -> Result<Execution, KernelError> {
+        self.client.execute(code).await
+    }
+
+    /// Interrupts the running code (a `KeyboardInterrupt` in the cell; variables are kept):
+    /// SIGINT to the process group of a kernel we started with `interrupt_mode: signal`, an
+    /// `interrupt_request` on control otherwise.
+    ///
+    /// # Errors
+    /// When the control request fails or is not answered.
+    pub async fn interrupt(&self) -> Result<(), KernelError> {
+        if let Owner::Launched { process, .. } = &self.owner
+            && process.interrupt_mode() == InterruptMode::Signal
+        {
+            process.signal_group(Signal::SIGINT);
+            return Ok(());
+        }
+        self.control_request("interrupt_request", Content::InterruptRequest).await.map(drop)
+    }
+
+    /// Replaces the kernel with a fresh one from the same spec; the sockets are rebuilt (the
+    /// `zeromq` crate's DEALER and REQ do not reconnect by themselves).
+    ///
+    /// # Errors
+    /// [`KernelError::NotOwned`] for an attached kernel; start-up errors of the new kernel.
+    pub async fn restart(&mut self) -> Result<(), KernelError> {
+        let spec = match &self.owner {
+            Owner::Launched { spec, process } => {
+                // The state is being thrown away: no graceful shutdown to wait for.
+                process.terminate(SHUTDOWN_GRACE).await;
+                spec.clone()
+            }
+            Owner::Attached { connection_file } => {
+                return Err(KernelError::NotOwned { action: "restart", connection_file: connection_file.clone() });
+            }
+        };
+        *self = Kernel::launch(spec).await?;
+        Ok(())
+    }
+
+    /// Stops the kernel: `shutdown_request` on control, a bounded wait, then SIGTERM and
+    /// SIGKILL to its process group, so no process of it is left. An attached kernel is only
+    /// disconnected, never stopped.
+    pub async fn shutdown(self) {
+        let Owner::Launched { process, .. } = &self.owner else { return };
+        if process.is_running() {
+            let request = Content::ShutdownRequest(Shutdown { restart: false });
+            if let Err(error) = self.control_request("shutdown_request", request).await {
+                tracing::debug!(%error, "shutdown_request not answered; signalling");
+            }
+            process.wait_exit(SHUTDOWN_GRACE).await;
+        }
+        process.terminate(SHUTDOWN_GRACE).await;
+    }
+
+    /// Whether the kernel is still alive as far as we know (process running, or heartbeat
+    /// answered for attached kernels).
+    pub fn is_alive(&self) -> bool {
+        self.client.death().borrow().is_none()
+    }
+
+    /// Why the kernel is gone, if it is.
+    pub fn death(&self) -> Option<Death> {
+        self.client.death().borrow().clone()
+    }
+
+    /// What the kernel said about itself at connection time.
+    pub fn info(&self) -> &KernelInfoReply {
+        &self.info
+    }
+
+    /// The kernel's process id, when we started it.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.owner {
+            Owner::Launched { process, .. } => Some(process.pid()),
+            Owner::Attached { .. } => None,
+        }
+    }
+
+    async fn control_request(&self, what: &'static str, content: Content) -> Result<(), KernelError> {
+        match tokio::time::timeout(CONTROL_TIMEOUT, self.client.request(RequestChannel::Control, content)).await {
+            Ok(reply) => reply.map(drop),
+            Err(_) => Err(KernelError::Timeout { what, timeout: CONTROL_TIMEOUT }),
+        }
+    }
+}
+
+/// Waits until the kernel answers `kernel_info_request` on shell and our iopub subscription has
+/// landed. ipykernel >= 7.2 greets a new subscriber with `iopub_welcome`; older kernels only show
+/// it by the status messages each request causes, so the request is repeated until iopub speaks.
+async fn handshake(client: &Client, timeout: Duration) -> Result<KernelInfoReply, KernelError> {
+    const ATTEMPT: Duration = Duration::from_millis(500);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut iopub_seen = client.iopub_seen();
+    let mut info = None;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(death) = client.death().borrow().clone() {
+            return Err(KernelError::Died(death));
+        }
+        let remaining = deadline - tokio::time::Instant::now();
+        if info.is_none() {
+            let request = client.request(RequestChannel::Shell, Content::KernelInfoRequest);
+            if let Ok(reply) = tokio::time::timeout(ATTEMPT.min(remaining), request).await {
+                match reply?.content {
+                    Content::KernelInfoReply(reply) => info = Some(*reply),
+                    other => tracing::warn!(msg_type = other.msg_type(), "odd reply to kernel_info_request"),
+                }
+            }
+        }
+        if let Some(reply) = &info {
+            let wait = ATTEMPT.min(deadline - tokio::time::Instant::now());
+            if tokio::time::timeout(wait, iopub_seen.wait_for(|seen| *seen)).await.is_ok() {
+                return Ok(reply.clone());
+            }
+            // Subscription not confirmed: ask again so the kernel publishes another status.
+            info = None;
+        }
+    }
+    Err(KernelError::Timeout { what: "kernel_info_request", timeout })
+}

@@ -1,0 +1,55 @@
+//! The `mcp-pyrepl` binary: parses the command line, sets up logging to stderr, runs the command
+//! and turns its outcome into an exit code.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mcp_pyrepl::config::Settings;
+use mcp_pyrepl::exec::{self, ExecArgs};
+
+/// An MCP server that gives an LLM a stateful, branching Python interpreter.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    settings: Settings,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run each CODE argument as a cell in one fresh (or attached) kernel and print the outputs
+    Exec(ExecArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,zeromq=error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let outcome = match &cli.command {
+        Command::Exec(args) => {
+            exec::run(&cli.settings, args, &mut std::io::stdout(), &mut std::io::stderr()).await
+        }
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            let chain: Vec<String> = error.chain().map(ToString::to_string).collect();
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("error: {}\n", chain.join("\n  Caused by: ")).as_bytes(),
+            );
+            ExitCode::from(2)
+        }
+    }
+}

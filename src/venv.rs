@@ -1,0 +1,304 @@
+//! uv and virtual environments: finding or bootstrapping `uv`, creating a venv with ipykernel
+//! and the base packages, installing into it.
+//!
+//! Owns every `uv` invocation. uv needs the caller's environment (certificates, proxies), so it
+//! is passed through untouched. Knows nothing of kernels or sessions.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+/// The packages a session's venv gets besides ipykernel.
+pub const BASE_PACKAGES: &[&str] =
+    &["numpy", "pandas", "matplotlib", "scipy", "scikit-learn", "seaborn", "plotly"];
+
+/// What every venv that runs a kernel needs.
+const KERNEL_PACKAGE: &str = "ipykernel";
+
+/// Marker written into a venv once it is complete; holds what it was built with.
+const READY_MARKER: &str = ".mcp-pyrepl-ready";
+
+/// Errors finding uv or building venvs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VenvError {
+    /// No uv on PATH and no Python to install it with.
+    #[error("`uv` is not on PATH and there is no `python3` to install it with; install uv (https://docs.astral.sh/uv/) or pass its path with `--uv`")]
+    NoPython,
+    /// The uv path given does not exist.
+    #[error("uv was given as `{}` but there is no such file", path.display())]
+    UvMissing {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A command ran and failed.
+    #[error("`{command}` failed ({status})\n{stderr}")]
+    CommandFailed {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// A command could not be started.
+    #[error("cannot run `{command}`")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file or directory could not be written.
+    #[error("cannot write `{}`", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The `uv` executable we use.
+#[derive(Debug, Clone)]
+pub struct Uv {
+    path: PathBuf,
+}
+
+impl Uv {
+    /// Finds uv: the `explicit` path (flag or environment) when given, else `uv` on PATH, else a
+    /// copy installed earlier in `data_dir`, else installs one there from PyPI with
+    /// `python3 -m pip install --target`.
+    ///
+    /// # Errors
+    /// When an explicit path does not exist, or uv must be installed and cannot be.
+    pub async fn locate(explicit: Option<&Path>, data_dir: &Path) -> Result<Uv, VenvError> {
+        if let Some(path) = explicit {
+            if !path.exists() && which(path).is_none() {
+                return Err(VenvError::UvMissing { path: path.to_owned() });
+            }
+            return Ok(Uv { path: path.to_owned() });
+        }
+        if let Some(path) = which(Path::new("uv")) {
+            return Ok(Uv { path });
+        }
+        let installed = Uv::installed_path(data_dir);
+        if installed.exists() {
+            return Ok(Uv { path: installed });
+        }
+        Uv::install_from_pypi(data_dir).await
+    }
+
+    fn installed_path(data_dir: &Path) -> PathBuf {
+        data_dir.join("tools").join("uv").join("bin").join("uv")
+    }
+
+    /// Installs uv from PyPI into `data_dir` with `python3 -m pip install --target`. Installs
+    /// into a temporary sibling and renames it into place, so a crash never leaves half a uv.
+    ///
+    /// # Errors
+    /// When there is no `python3`, or pip fails.
+    pub async fn install_from_pypi(data_dir: &Path) -> Result<Uv, VenvError> {
+        let python = which(Path::new("python3")).ok_or(VenvError::NoPython)?;
+        let path = Uv::installed_path(data_dir);
+        let install_dir = path.parent().and_then(Path::parent).expect("uv's path has two parents");
+        let parent = install_dir.parent().expect("install dir has a parent");
+        std::fs::create_dir_all(parent)
+            .map_err(|source| VenvError::Io { path: parent.to_owned(), source })?;
+        let staging = parent.join(format!(".uv-{}", uuid::Uuid::new_v4().simple()));
+        tracing::info!(target = %install_dir.display(), "installing uv from PyPI");
+        let mut pip = Command::new(python);
+        pip.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+            .arg(&staging)
+            .arg("uv");
+        if let Err(error) = run(pip).await {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(error);
+        }
+        match std::fs::rename(&staging, install_dir) {
+            Ok(()) => Ok(Uv { path }),
+            // Another process got there first: theirs is as good as ours.
+            Err(_) if path.exists() => {
+                let _ = std::fs::remove_dir_all(&staging);
+                Ok(Uv { path })
+            }
+            Err(source) => Err(VenvError::Io { path: install_dir.to_owned(), source }),
+        }
+    }
+
+    /// The executable.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates a venv at `dir` with ipykernel and `packages`, using `python` (a version such as
+    /// `3.13` or a path; uv's default when `None`).
+    ///
+    /// # Errors
+    /// When uv fails; its stderr is in the error.
+    pub async fn create_venv(
+        &self,
+        dir: &Path,
+        python: Option<&str>,
+        packages: &[String],
+    ) -> Result<Venv, VenvError> {
+        let mut venv = self.command();
+        venv.arg("venv").arg(dir);
+        if let Some(python) = python {
+            venv.arg("--python").arg(python);
+        }
+        run(venv).await?;
+        let venv = Venv { dir: dir.to_owned() };
+        let mut all = vec![KERNEL_PACKAGE.to_owned()];
+        all.extend(packages.iter().cloned());
+        self.install(&venv, &all).await?;
+        Ok(venv)
+    }
+
+    /// Returns the venv at `dir` if an earlier call built it with the same `python` and
+    /// `packages`; builds it (replacing anything half-made there) otherwise. Safe to call from
+    /// several processes at once: they take turns on a lock file.
+    ///
+    /// # Errors
+    /// As [`Uv::create_venv`].
+    pub async fn ensure_venv(
+        &self,
+        dir: &Path,
+        python: Option<&str>,
+        packages: &[String],
+    ) -> Result<Venv, VenvError> {
+        let recipe = format!("python={}\npackages={}\n", python.unwrap_or("default"), packages.join(" "));
+        let marker = dir.join(READY_MARKER);
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| VenvError::Io { path, source }
+        };
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+        let lock_path = dir.with_extension("lock");
+        let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+            .await
+            .expect("lock task does not panic")
+            .map_err(io(&lock_path))?;
+
+        if std::fs::read_to_string(&marker).is_ok_and(|built| built == recipe) {
+            return Ok(Venv { dir: dir.to_owned() });
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(io(dir))?;
+        }
+        let venv = self.create_venv(dir, python, packages).await?;
+        std::fs::write(&marker, recipe).map_err(io(&marker))?;
+        drop(lock);
+        Ok(venv)
+    }
+
+    /// `uv pip install --python <venv python> <requirements…>`; returns uv's report of what
+    /// changed.
+    ///
+    /// # Errors
+    /// When uv fails; its stderr is in the error.
+    pub async fn install(&self, venv: &Venv, requirements: &[String]) -> Result<String, VenvError> {
+        let mut install = self.command();
+        install.args(["pip", "install", "--python"]).arg(venv.python()).args(requirements);
+        run(install).await
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.path);
+        command.arg("--no-progress");
+        command
+    }
+}
+
+/// A virtual environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Venv {
+    dir: PathBuf,
+}
+
+impl Venv {
+    /// The venv's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Its interpreter, `<dir>/bin/python`.
+    pub fn python(&self) -> PathBuf {
+        self.dir.join("bin").join("python")
+    }
+}
+
+/// Runs `command` to completion; its stdout on success, an error with its stderr otherwise.
+async fn run(mut command: Command) -> Result<String, VenvError> {
+    let line = describe(&command);
+    tracing::debug!(command = %line, "running");
+    let output = command
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| VenvError::Spawn { command: line.clone(), source })?;
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    if !output.status.success() {
+        return Err(VenvError::CommandFailed { command: line, status: output.status, stderr });
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    // uv reports what it did on stderr.
+    Ok(if stdout.is_empty() { stderr } else { format!("{stdout}\n{stderr}") })
+}
+
+fn describe(command: &Command) -> String {
+    let command = command.as_std();
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| part.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The path of `program`: itself when it has a directory part, else the first match on PATH.
+fn which(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_owned());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_finds_programs_on_path_and_rejects_missing_ones() {
+        assert!(which(Path::new("sh")).is_some());
+        assert!(which(Path::new("definitely-not-a-program-xyz")).is_none());
+        assert!(which(Path::new("/bin/sh")).is_some());
+        assert!(which(Path::new("/nonexistent/uv")).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_missing_explicit_uv_is_named_in_the_error() {
+        let error = Uv::locate(Some(Path::new("/nonexistent/uv")), Path::new("/tmp")).await.unwrap_err();
+        assert!(error.to_string().contains("/nonexistent/uv"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_reports_its_stderr() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo broken >&2; exit 3"]);
+        let error = run(command).await.unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("sh -c") && text.contains("broken") && text.contains('3'), "{text}");
+    }
+}

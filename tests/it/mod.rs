@@ -1,0 +1,5 @@
+mod attach;
+mod common;
+mod exec_cli;
+mod kernel;
+mod venv;
