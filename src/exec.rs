@@ -55,7 +55,8 @@ pub async fn run(
         None => {
             let uv = Uv::locate(settings.uv.as_deref(), &data_dir).await?;
             let packages: Vec<String> = BASE_PACKAGES.iter().map(|p| p.to_string()).collect();
-            let venv_name = format!("default-{}", settings.python.as_deref().unwrap_or("python").replace('/', "_"));
+            let venv_name =
+                format!("default-{}", settings.python.as_deref().unwrap_or("python").replace('/', "_"));
             let venv = uv
                 .ensure_venv(&data_dir.join("venvs").join(venv_name), settings.python.as_deref(), &packages)
                 .await?;
@@ -136,7 +137,12 @@ impl Printer {
     }
 }
 
-fn print_text(output: &Output, image: Option<&Path>, out: &mut impl Write, err: &mut impl Write) -> std::io::Result<()> {
+fn print_text(
+    output: &Output,
+    image: Option<&Path>,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> std::io::Result<()> {
     match output {
         Output::Stream { name: StreamName::Stdout, text } => write!(out, "{text}"),
         Output::Stream { name: StreamName::Stderr, text } => write!(err, "{text}"),
@@ -150,7 +156,9 @@ fn print_text(output: &Output, image: Option<&Path>, out: &mut impl Write, err: 
 
 fn output_json(cell: usize, output: &Output, image: Option<&Path>) -> Value {
     match output {
-        Output::Stream { name, text } => json!({"cell": cell, "type": "stream", "name": name.as_str(), "text": text}),
+        Output::Stream { name, text } => {
+            json!({"cell": cell, "type": "stream", "name": name.as_str(), "text": text})
+        }
         Output::Error { ename, evalue, .. } => json!({
             "cell": cell, "type": "error", "ename": ename, "evalue": evalue,
             "traceback": output.traceback_text(),

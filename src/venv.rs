@@ -24,7 +24,9 @@ const READY_MARKER: &str = ".mcp-pyrepl-ready";
 #[non_exhaustive]
 pub enum VenvError {
     /// No uv on PATH and no Python to install it with.
-    #[error("`uv` is not on PATH and there is no `python3` to install it with; install uv (https://docs.astral.sh/uv/) or pass its path with `--uv`")]
+    #[error(
+        "`uv` is not on PATH and there is no `python3` to install it with; install uv (https://docs.astral.sh/uv/) or pass its path with `--uv`"
+    )]
     NoPython,
     /// The uv path given does not exist.
     #[error("uv was given as `{}` but there is no such file", path.display())]

@@ -60,7 +60,9 @@ pub enum ConnectionError {
         scheme: String,
     },
     /// An ipc path prefix too long for a unix socket.
-    #[error("ipc socket path `{path}` is {len} bytes, over the 107-byte limit of unix sockets; use a shorter data directory")]
+    #[error(
+        "ipc socket path `{path}` is {len} bytes, over the 107-byte limit of unix sockets; use a shorter data directory"
+    )]
     IpcPathTooLong {
         /// The longest socket path.
         path: String,
@@ -115,10 +117,7 @@ impl ConnectionInfo {
         let longest = info.ipc_path(Channel::Heartbeat);
         let len = longest.as_os_str().len();
         if len > MAX_IPC_PATH {
-            return Err(ConnectionError::IpcPathTooLong {
-                path: longest.display().to_string(),
-                len,
-            });
+            return Err(ConnectionError::IpcPathTooLong { path: longest.display().to_string(), len });
         }
         Ok(info)
     }
@@ -211,8 +210,7 @@ impl ConnectionInfo {
     /// # Errors
     /// When the file cannot be written.
     pub fn write(&self, path: &Path) -> Result<(), ConnectionError> {
-        let io_error =
-            |source| ConnectionError::Io { action: "write", path: path.to_owned(), source };
+        let io_error = |source| ConnectionError::Io { action: "write", path: path.to_owned(), source };
         // Remove first: `mode` only applies when the file is created.
         match std::fs::remove_file(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_error(e)),
@@ -302,9 +300,6 @@ mod tests {
                 "ip": "127.0.0.1", "key": "k", "transport": "tcp", "signature_scheme": "hmac-md5"}"#,
         )
         .unwrap();
-        assert!(matches!(
-            ConnectionInfo::read(&md5),
-            Err(ConnectionError::UnsupportedScheme { .. })
-        ));
+        assert!(matches!(ConnectionInfo::read(&md5), Err(ConnectionError::UnsupportedScheme { .. })));
     }
 }

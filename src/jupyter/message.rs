@@ -382,10 +382,7 @@ impl Content {
             "error" => Content::Error(parse(json)?),
             "clear_output" => Content::ClearOutput(parse(json)?),
             "iopub_welcome" => Content::IopubWelcome,
-            other => Content::Unknown {
-                msg_type: other.to_owned(),
-                content: parse(json)?,
-            },
+            other => Content::Unknown { msg_type: other.to_owned(), content: parse(json)? },
         })
     }
 
@@ -450,8 +447,7 @@ mod tests {
 
     #[test]
     fn aborted_reply_without_count_parses() {
-        let content =
-            Content::from_type_and_json("execute_reply", br#"{"status": "aborted"}"#).unwrap();
+        let content = Content::from_type_and_json("execute_reply", br#"{"status": "aborted"}"#).unwrap();
         let Content::ExecuteReply(reply) = content else { panic!("wrong variant") };
         assert_eq!(reply.status, ReplyStatus::Aborted);
         assert_eq!(reply.execution_count, None);

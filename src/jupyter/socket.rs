@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use zeromq::{
-    DealerRecvHalf, DealerSendHalf, DealerSocket, ReqSocket, Socket, SocketOptions, SocketRecv,
-    SocketSend, SubSocket, ZmqMessage,
+    DealerRecvHalf, DealerSendHalf, DealerSocket, ReqSocket, Socket, SocketOptions, SocketRecv, SocketSend,
+    SubSocket, ZmqMessage,
 };
 
 use super::connection::ConnectionInfo;

@@ -160,10 +160,7 @@ pub fn decode(mut frames: Vec<Bytes>, signer: &Signer) -> Result<Message, WireEr
     Ok(Message { identities, header, parent_header, metadata, content, buffers })
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(
-    part: &'static str,
-    bytes: &[u8],
-) -> Result<T, WireError> {
+fn parse_json<T: serde::de::DeserializeOwned>(part: &'static str, bytes: &[u8]) -> Result<T, WireError> {
     serde_json::from_slice(bytes).map_err(|source| WireError::InvalidJson { part, source })
 }
 
@@ -261,10 +258,7 @@ mod tests {
     fn short_and_odd_frame_lists_are_errors() {
         let s = signer();
         assert!(matches!(decode(vec![], &s), Err(WireError::NoDelimiter { frames: 0 })));
-        assert!(matches!(
-            decode(vec![Bytes::from_static(b"x")], &s),
-            Err(WireError::NoDelimiter { .. })
-        ));
+        assert!(matches!(decode(vec![Bytes::from_static(b"x")], &s), Err(WireError::NoDelimiter { .. })));
         let full = encode(&stream_message(), &s);
         for keep in 0..full.len() - 1 {
             let cut: Vec<Bytes> = full[..keep].to_vec();

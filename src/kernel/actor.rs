@@ -34,7 +34,10 @@ pub(crate) enum RequestChannel {
 }
 
 pub(crate) enum Command {
-    Execute { code: String, reply: oneshot::Sender<Result<Execution, KernelError>> },
+    Execute {
+        code: String,
+        reply: oneshot::Sender<Result<Execution, KernelError>>,
+    },
     Request {
         channel: RequestChannel,
         content: Content,
@@ -192,8 +195,7 @@ impl Actor {
                     let _ = reply.send(Err(KernelError::Died(cause.clone())));
                     return;
                 }
-                let request =
-                    Message::new(Content::ExecuteRequest(ExecuteRequest::new(code)), &self.session);
+                let request = Message::new(Content::ExecuteRequest(ExecuteRequest::new(code)), &self.session);
                 if let Err(error) = self.shell_tx.send(&request).await {
                     let _ = reply.send(Err(error.into()));
                     return;

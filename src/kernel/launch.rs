@@ -141,10 +141,11 @@ impl KernelProcess {
         let argv: Vec<String> = kernel_spec.argv.iter().map(|a| substitute(a)).collect();
         let log_path = spec.log_path();
         // Appended to, so a restart keeps the log of the kernel before it.
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|source| KernelError::Io {
-            path: log_path.clone(),
-            source,
-        })?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|source| KernelError::Io { path: log_path.clone(), source })?;
         let log_err = log.try_clone().map_err(|source| KernelError::Io { path: log_path.clone(), source })?;
 
         let mut command = tokio::process::Command::new(&argv[0]);
@@ -162,10 +163,8 @@ impl KernelProcess {
             .stderr(Stdio::from(log_err))
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = command.spawn().map_err(|source| KernelError::Spawn {
-            command: argv.join(" "),
-            source,
-        })?;
+        let mut child =
+            command.spawn().map_err(|source| KernelError::Spawn { command: argv.join(" "), source })?;
         let pid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
 
         let (exit_tx, exit) = watch::channel(None);
@@ -217,9 +216,7 @@ impl KernelProcess {
 
     async fn sockets_bound(&self) -> bool {
         match self.connection.transport {
-            Transport::Ipc => {
-                ConnectionInfo::CHANNELS.iter().all(|c| self.connection.ipc_path(*c).exists())
-            }
+            Transport::Ipc => ConnectionInfo::CHANNELS.iter().all(|c| self.connection.ipc_path(*c).exists()),
             Transport::Tcp => {
                 for channel in ConnectionInfo::CHANNELS {
                     let address = (self.connection.ip.as_str(), self.connection.port(channel));
@@ -244,6 +241,11 @@ impl KernelProcess {
     /// The connection the kernel was started with.
     pub fn connection(&self) -> &ConnectionInfo {
         &self.connection
+    }
+
+    /// The connection file written for the kernel.
+    pub fn connection_file(&self) -> &Path {
+        &self.connection_file
     }
 
     /// The exit watch: `Some(cause)` once the process has exited.

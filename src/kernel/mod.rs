@@ -159,7 +159,7 @@ pub struct Execution {
 }
 
 enum Owner {
-    Launched { spec: LaunchSpec, process: KernelProcess },
+    Launched { spec: LaunchSpec, process: Box<KernelProcess> },
     Attached { connection_file: PathBuf },
 }
 
@@ -185,7 +185,9 @@ impl Kernel {
             Ok::<_, KernelError>((client, info))
         };
         match started.await {
-            Ok((client, info)) => Ok(Kernel { client, info, owner: Owner::Launched { spec, process } }),
+            Ok((client, info)) => {
+                Ok(Kernel { client, info, owner: Owner::Launched { spec, process: Box::new(process) } })
+            }
             Err(error) => Err(process.start_failed(error.to_string())),
         }
     }
@@ -242,7 +244,10 @@ impl Kernel {
                 spec.clone()
             }
             Owner::Attached { connection_file } => {
-                return Err(KernelError::NotOwned { action: "restart", connection_file: connection_file.clone() });
+                return Err(KernelError::NotOwned {
+                    action: "restart",
+                    connection_file: connection_file.clone(),
+                });
             }
         };
         *self = Kernel::launch(spec).await?;
@@ -280,6 +285,14 @@ impl Kernel {
         &self.info
     }
 
+    /// The connection file: the one we wrote, or the one we attached through.
+    pub fn connection_file(&self) -> &Path {
+        match &self.owner {
+            Owner::Launched { process, .. } => process.connection_file(),
+            Owner::Attached { connection_file } => connection_file,
+        }
+    }
+
     /// The kernel's process id, when we started it.
     pub fn pid(&self) -> Option<u32> {
         match &self.owner {
@@ -289,7 +302,9 @@ impl Kernel {
     }
 
     async fn control_request(&self, what: &'static str, content: Content) -> Result<(), KernelError> {
-        match tokio::time::timeout(CONTROL_TIMEOUT, self.client.request(RequestChannel::Control, content)).await {
+        match tokio::time::timeout(CONTROL_TIMEOUT, self.client.request(RequestChannel::Control, content))
+            .await
+        {
             Ok(reply) => reply.map(drop),
             Err(_) => Err(KernelError::Timeout { what, timeout: CONTROL_TIMEOUT }),
         }

@@ -115,19 +115,15 @@ impl OutputLog {
                 let name = if stream.name == "stderr" { StreamName::Stderr } else { StreamName::Stdout };
                 Output::Stream { name, text: stream.text }
             }
-            Content::ExecuteResult(result) => Output::ExecuteResult {
-                execution_count: result.execution_count,
-                data: result.data,
-            },
-            Content::DisplayData(display) => Output::DisplayData {
-                display_id: display_id(&display),
-                data: display.data,
-            },
-            Content::Error(error) => Output::Error {
-                ename: error.ename,
-                evalue: error.evalue,
-                traceback: error.traceback,
-            },
+            Content::ExecuteResult(result) => {
+                Output::ExecuteResult { execution_count: result.execution_count, data: result.data }
+            }
+            Content::DisplayData(display) => {
+                Output::DisplayData { display_id: display_id(&display), data: display.data }
+            }
+            Content::Error(error) => {
+                Output::Error { ename: error.ename, evalue: error.evalue, traceback: error.traceback }
+            }
             Content::UpdateDisplayData(update) => {
                 self.update_display(update);
                 return;
@@ -149,10 +145,8 @@ impl OutputLog {
         if std::mem::take(&mut self.clear_on_next) {
             self.outputs.clear();
         }
-        if let (
-            Output::Stream { name, text },
-            Some(Output::Stream { name: last_name, text: last_text }),
-        ) = (&output, self.outputs.last_mut())
+        if let (Output::Stream { name, text }, Some(Output::Stream { name: last_name, text: last_text })) =
+            (&output, self.outputs.last_mut())
             && name == last_name
         {
             last_text.push_str(text);
@@ -232,7 +226,9 @@ mod tests {
     #[test]
     fn consecutive_streams_of_one_name_coalesce() {
         let mut log = OutputLog::default();
-        for content in [stream("stdout", "a"), stream("stdout", "b"), stream("stderr", "c"), stream("stdout", "d")] {
+        for content in
+            [stream("stdout", "a"), stream("stdout", "b"), stream("stderr", "c"), stream("stdout", "d")]
+        {
             log.apply(content);
         }
         assert_eq!(

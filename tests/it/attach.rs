@@ -53,7 +53,10 @@ async fn attach_over_tcp_runs_interrupts_and_never_kills() {
     .await;
     let execution = execution.unwrap();
     assert!(
-        execution.outputs.iter().any(|o| matches!(o, Output::Error { ename, .. } if ename == "KeyboardInterrupt")),
+        execution
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Output::Error { ename, .. } if ename == "KeyboardInterrupt")),
         "{:?}",
         execution.outputs
     );

@@ -16,8 +16,7 @@ pub fn data_dir() -> PathBuf {
 /// uv, found or bootstrapped exactly as the server does it.
 pub async fn uv() -> &'static Uv {
     static UV: OnceCell<Uv> = OnceCell::const_new();
-    UV.get_or_init(|| async { Uv::locate(None, &data_dir()).await.expect("uv is found or installed") })
-        .await
+    UV.get_or_init(|| async { Uv::locate(None, &data_dir()).await.expect("uv is found or installed") }).await
 }
 
 /// The venv `mcp-pyrepl exec` uses by default (ipykernel and the base packages), at the path

@@ -34,7 +34,9 @@ async fn outputs_arrive_in_order_with_every_kind() {
         .collect();
     assert_eq!(kinds, ["stdout:a\nb\n", "stderr:oops\n", "stdout:c\n", "display:<b>x</b>", "result:42"]);
     let count = execution.execution_count.unwrap();
-    assert!(matches!(execution.outputs[4], Output::ExecuteResult { execution_count, .. } if execution_count == count));
+    assert!(
+        matches!(execution.outputs[4], Output::ExecuteResult { execution_count, .. } if execution_count == count)
+    );
     kernel.shutdown().await;
 }
 
@@ -65,7 +67,9 @@ async fn input_fails_fast_instead_of_hanging() {
     let kernel = launch_in(dir.path()).await;
     let execution = run(&kernel, "input('name? ')").await;
     assert_eq!(execution.status, ExecutionStatus::Error);
-    assert!(matches!(&execution.outputs[0], Output::Error { ename, .. } if ename == "StdinNotImplementedError"));
+    assert!(
+        matches!(&execution.outputs[0], Output::Error { ename, .. } if ename == "StdinNotImplementedError")
+    );
     kernel.shutdown().await;
 }
 
@@ -73,10 +77,13 @@ async fn input_fails_fast_instead_of_hanging() {
 async fn concurrent_executes_each_get_their_own_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let kernel = launch_in(dir.path()).await;
-    let (a, b, c) = within(
-        60,
-        async { tokio::join!(kernel.execute("print('one')"), kernel.execute("print('two')"), kernel.execute("print('three')")) },
-    )
+    let (a, b, c) = within(60, async {
+        tokio::join!(
+            kernel.execute("print('one')"),
+            kernel.execute("print('two')"),
+            kernel.execute("print('three')")
+        )
+    })
     .await;
     assert_eq!(stdout(&a.unwrap()), "one\n");
     assert_eq!(stdout(&b.unwrap()), "two\n");
@@ -88,7 +95,8 @@ async fn concurrent_executes_each_get_their_own_outputs() {
 async fn every_way_of_showing_a_figure_gives_one_png() {
     let dir = tempfile::tempdir().unwrap();
     let kernel = launch_in(dir.path()).await;
-    stdout_of(&kernel, "import matplotlib.pyplot as plt\nimport numpy as np\nx = np.linspace(0, 10, 50)").await;
+    stdout_of(&kernel, "import matplotlib.pyplot as plt\nimport numpy as np\nx = np.linspace(0, 10, 50)")
+        .await;
     for code in [
         "fig, ax = plt.subplots()\nax.plot(x, np.sin(x))\ndisplay_figure(fig)",
         "plt.plot(x, np.cos(x))\nplt.show()",
@@ -103,8 +111,11 @@ async fn every_way_of_showing_a_figure_gives_one_png() {
         assert!(images[0].starts_with(PNG_MAGIC));
     }
     // display_figure works for a figure made without pyplot, too.
-    let execution =
-        run(&kernel, "from matplotlib.figure import Figure\nf = Figure()\nf.add_subplot().plot([1, 2])\ndisplay_figure(f)").await;
+    let execution = run(
+        &kernel,
+        "from matplotlib.figure import Figure\nf = Figure()\nf.add_subplot().plot([1, 2])\ndisplay_figure(f)",
+    )
+    .await;
     assert_eq!(pngs(&execution).len(), 1, "{:?}", execution.outputs);
     kernel.shutdown().await;
 }
@@ -125,7 +136,10 @@ async fn interrupt_stops_a_busy_loop_and_keeps_variables() {
     let execution = execution.unwrap();
     assert_eq!(execution.status, ExecutionStatus::Error);
     assert!(
-        execution.outputs.iter().any(|o| matches!(o, Output::Error { ename, .. } if ename == "KeyboardInterrupt")),
+        execution
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Output::Error { ename, .. } if ename == "KeyboardInterrupt")),
         "{:?}",
         execution.outputs
     );
@@ -160,11 +174,15 @@ async fn shutdown_leaves_no_process_of_the_group() {
     let kernel = launch_in(dir.path()).await;
     let pid = kernel.pid().unwrap();
     // A child of the kernel, in its process group, must go too.
-    let child = stdout_of(&kernel, "import subprocess\np = subprocess.Popen(['sleep', '300'])\nprint(p.pid)").await;
+    let child =
+        stdout_of(&kernel, "import subprocess\np = subprocess.Popen(['sleep', '300'])\nprint(p.pid)").await;
     let child: i32 = child.trim().parse().unwrap();
     within(30, kernel.shutdown()).await;
     assert!(!group_alive(pid), "processes of the kernel's group survived shutdown");
-    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), None).is_err(), "the kernel's child survived");
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), None).is_err(),
+        "the kernel's child survived"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -177,7 +195,8 @@ async fn shutdown_leaves_no_process_of_the_group() {
 async fn a_kernel_that_exits_mid_cell_is_reported_not_waited_for() {
     let dir = tempfile::tempdir().unwrap();
     let kernel = launch_in(dir.path()).await;
-    let execution = run(&kernel, "print('before', flush=True)\nimport os, time\ntime.sleep(0.2)\nos._exit(3)").await;
+    let execution =
+        run(&kernel, "print('before', flush=True)\nimport os, time\ntime.sleep(0.2)\nos._exit(3)").await;
     assert_eq!(execution.status, ExecutionStatus::Died(Death::Exited { code: 3 }));
     assert_eq!(stdout(&execution), "before\n", "output printed before the exit is kept");
     assert!(!kernel.is_alive());
@@ -194,7 +213,8 @@ async fn a_kernel_killed_by_a_signal_names_the_signal() {
     let (execution, ()) = within(60, async {
         tokio::join!(kernel.execute("import time\ntime.sleep(300)"), async {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
+                .unwrap();
         })
     })
     .await;
@@ -209,7 +229,11 @@ async fn a_python_without_ipykernel_fails_with_the_kernel_log() {
     let dir = tempfile::tempdir().unwrap();
     let venv = dir.path().join("bare");
     // A venv with nothing installed: the kernel cannot even import.
-    let status = std::process::Command::new("python3").args(["-m", "venv", "--without-pip"]).arg(&venv).status().unwrap();
+    let status = std::process::Command::new("python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
     assert!(status.success());
     let spec = LaunchSpec::new(venv.join("bin/python"), dir.path().join("k"));
     let error = match within(60, Kernel::launch(spec)).await {
@@ -226,9 +250,13 @@ async fn a_python_without_ipykernel_fails_with_the_kernel_log() {
 async fn streams_of_one_name_are_coalesced_across_many_writes() {
     let dir = tempfile::tempdir().unwrap();
     let kernel = launch_in(dir.path()).await;
-    let execution = run(&kernel, "import sys\nfor i in range(2000):\n    sys.stdout.write(f'{i},'); sys.stdout.flush()").await;
+    let execution =
+        run(&kernel, "import sys\nfor i in range(2000):\n    sys.stdout.write(f'{i},'); sys.stdout.flush()")
+            .await;
     let expected: String = (0..2000).map(|i| format!("{i},")).collect();
     assert_eq!(execution.outputs.len(), 1);
-    assert!(matches!(&execution.outputs[0], Output::Stream { name: StreamName::Stdout, text } if *text == expected));
+    assert!(
+        matches!(&execution.outputs[0], Output::Stream { name: StreamName::Stdout, text } if *text == expected)
+    );
     kernel.shutdown().await;
 }

@@ -7,7 +7,8 @@ use super::common::{data_dir, run, stdout_of, uv, within};
 /// Python 3.13 as pyenv installs it on this kind of machine (uv cannot download interpreters
 /// here, and does not look inside pyenv by itself).
 fn python_313() -> String {
-    let root = std::env::var("PYENV_ROOT").unwrap_or_else(|_| format!("{}/.pyenv", std::env::var("HOME").unwrap()));
+    let root =
+        std::env::var("PYENV_ROOT").unwrap_or_else(|_| format!("{}/.pyenv", std::env::var("HOME").unwrap()));
     let versions = std::fs::read_dir(format!("{root}/versions")).expect("pyenv versions are installed");
     let dir = versions
         .map(|e| e.unwrap().path())
@@ -18,9 +19,12 @@ fn python_313() -> String {
 
 #[tokio::test]
 async fn a_venv_on_another_python_runs_its_kernel() {
-    let venv = within(300, uv().await.ensure_venv(&data_dir().join("venvs").join("py313-bare"), Some(&python_313()), &[]))
-        .await
-        .unwrap();
+    let venv = within(
+        300,
+        uv().await.ensure_venv(&data_dir().join("venvs").join("py313-bare"), Some(&python_313()), &[]),
+    )
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kernel = within(90, Kernel::launch(LaunchSpec::new(venv.python(), dir.path()))).await.unwrap();
     let version = stdout_of(&kernel, "import sys; print(sys.version_info[:2])").await;
@@ -32,7 +36,8 @@ async fn a_venv_on_another_python_runs_its_kernel() {
 async fn packages_installed_later_import_in_the_running_kernel() {
     let dir = tempfile::tempdir().unwrap();
     let venv = within(300, uv().await.ensure_venv(&dir.path().join("venv"), None, &[])).await.unwrap();
-    let kernel = within(90, Kernel::launch(LaunchSpec::new(venv.python(), dir.path().join("k")))).await.unwrap();
+    let kernel =
+        within(90, Kernel::launch(LaunchSpec::new(venv.python(), dir.path().join("k")))).await.unwrap();
     let missing = run(&kernel, "import six").await;
     assert_eq!(missing.status, ExecutionStatus::Error);
     let report = within(300, uv().await.install(&venv, &["six==1.16.0".to_owned()])).await.unwrap();
@@ -45,9 +50,10 @@ async fn packages_installed_later_import_in_the_running_kernel() {
 async fn a_failed_install_says_what_uv_said() {
     let dir = tempfile::tempdir().unwrap();
     let venv = within(300, uv().await.ensure_venv(&dir.path().join("venv"), None, &[])).await.unwrap();
-    let error = within(300, uv().await.install(&venv, &["this-package-does-not-exist-mcp-pyrepl==0.0.1".to_owned()]))
-        .await
-        .unwrap_err();
+    let error =
+        within(300, uv().await.install(&venv, &["this-package-does-not-exist-mcp-pyrepl==0.0.1".to_owned()]))
+            .await
+            .unwrap_err();
     let text = error.to_string();
     assert!(text.contains("this-package-does-not-exist-mcp-pyrepl"), "{text}");
 }
