@@ -5,6 +5,10 @@
 
 use std::path::PathBuf;
 
+use sha2::Digest;
+
+use crate::venv::BASE_PACKAGES;
+
 /// Where data lives and which tools build the venvs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
@@ -21,9 +25,42 @@ pub struct Settings {
     /// Python for new venvs: a version (`3.13`) or an interpreter path [default: uv's choice]
     #[arg(long, env = "MCP_PYREPL_PYTHON", global = true)]
     pub python: Option<String>,
+
+    /// Packages every new venv gets besides ipykernel, comma-separated; `''` for none
+    #[arg(
+        long,
+        env = "MCP_PYREPL_BASE_PACKAGES",
+        global = true,
+        value_delimiter = ',',
+        default_values_t = base_packages_default()
+    )]
+    pub base_packages: Vec<String>,
 }
 
 impl Settings {
+    /// Settings with every default, data kept in `data_dir`.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Settings {
+            data_dir: Some(data_dir.into()),
+            uv: None,
+            python: None,
+            base_packages: base_packages_default(),
+        }
+    }
+
+    /// The base packages, without empty entries (`--base-packages ''` means none).
+    pub fn base_packages(&self) -> Vec<String> {
+        self.base_packages.iter().map(|p| p.trim()).filter(|p| !p.is_empty()).map(str::to_owned).collect()
+    }
+
+    /// The shared venv for these settings' interpreter and base packages: one directory per
+    /// combination, so changing a setting builds a new venv instead of rebuilding the old one.
+    pub fn shared_venv_dir(&self) -> PathBuf {
+        let recipe = format!("{:?}|{}", self.python, self.base_packages().join(","));
+        let digest = sha2::Sha256::digest(recipe.as_bytes());
+        self.data_dir().join("venvs").join(format!("shared-{}", &hex::encode(digest)[..12]))
+    }
+
     /// The data directory, resolved to its default when not set.
     pub fn data_dir(&self) -> PathBuf {
         if let Some(dir) = &self.data_dir {
@@ -36,4 +73,8 @@ impl Settings {
             .unwrap_or_else(std::env::temp_dir);
         base.join("mcp-pyrepl")
     }
+}
+
+fn base_packages_default() -> Vec<String> {
+    BASE_PACKAGES.iter().map(|p| p.to_string()).collect()
 }

@@ -1,7 +1,7 @@
 //! `mcp-pyrepl exec`: run each argument as a cell in one kernel and print what it produced.
 //!
-//! Owns the hand-driven path to a kernel: a fresh kernel in the shared default venv (built on
-//! first use with the base packages) or an attached one, and the rendering of outputs for a
+//! Owns the hand-driven path to a kernel: a fresh kernel in the shared venv (built on first use
+//! with the base packages) or an attached one, and the rendering of outputs for a
 //! person (text, images saved to files) or for a program (`--json`, one object per output).
 
 use std::io::Write;
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::config::Settings;
 use crate::kernel::{Execution, ExecutionStatus, Kernel, LaunchSpec, Output, StreamName};
-use crate::venv::{BASE_PACKAGES, Uv};
+use crate::venv::Uv;
 
 /// Flags of `mcp-pyrepl exec`.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,11 +54,12 @@ pub async fn run(
         Some(file) => Kernel::attach(file).await?,
         None => {
             let uv = Uv::locate(settings.uv.as_deref(), &data_dir).await?;
-            let packages: Vec<String> = BASE_PACKAGES.iter().map(|p| p.to_string()).collect();
-            let venv_name =
-                format!("default-{}", settings.python.as_deref().unwrap_or("python").replace('/', "_"));
             let venv = uv
-                .ensure_venv(&data_dir.join("venvs").join(venv_name), settings.python.as_deref(), &packages)
+                .ensure_venv(
+                    &settings.shared_venv_dir(),
+                    settings.python.as_deref(),
+                    &settings.base_packages(),
+                )
                 .await?;
             let dir = kernel_dir.insert(tempdir_in(&data_dir.join("exec"))?);
             Kernel::launch(LaunchSpec::new(venv.python(), dir.path())).await?

@@ -4,8 +4,9 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mcp_pyrepl::config::Settings;
 use mcp_pyrepl::kernel::{Execution, ExecutionStatus, Kernel, LaunchSpec, Output, StreamName};
-use mcp_pyrepl::venv::{BASE_PACKAGES, Uv, Venv};
+use mcp_pyrepl::venv::{Uv, Venv};
 use tokio::sync::OnceCell;
 
 /// The data directory of the tests: the bootstrapped uv and the cached venvs live here.
@@ -19,14 +20,13 @@ pub async fn uv() -> &'static Uv {
     UV.get_or_init(|| async { Uv::locate(None, &data_dir()).await.expect("uv is found or installed") }).await
 }
 
-/// The venv `mcp-pyrepl exec` uses by default (ipykernel and the base packages), at the path
-/// `exec --data-dir <data_dir()>` looks for it.
+/// The venv `mcp-pyrepl exec --data-dir <data_dir()>` uses: ipykernel and the base packages.
 pub async fn default_venv() -> &'static Venv {
     static VENV: OnceCell<Venv> = OnceCell::const_new();
     VENV.get_or_init(|| async {
-        let packages: Vec<String> = BASE_PACKAGES.iter().map(|p| p.to_string()).collect();
+        let settings = Settings::with_data_dir(data_dir());
         uv().await
-            .ensure_venv(&data_dir().join("venvs").join("default-python"), None, &packages)
+            .ensure_venv(&settings.shared_venv_dir(), None, &settings.base_packages())
             .await
             .expect("the default venv builds")
     })
