@@ -6,12 +6,20 @@
 //! # Layout
 //! - [`jupyter`]: the protocol: messages, the signed wire codec, connection files, sockets.
 //! - [`kernel`]: one kernel: launch or attach, execute, interrupt, restart, shutdown, death.
+//! - [`graph`]: the DAG of cells: ids, chain hashes, the replay plan; persisted atomically.
 //! - [`venv`]: uv: found or bootstrapped; venvs with ipykernel and the base packages.
+//! - [`session`]: a venv, its kernel and its graph; running a cell with replay; all sessions.
+//! - [`mcp`]: the MCP tools, outputs as MCP content, the stdio transport.
+//! - [`error`]: what a session operation can fail with, as the MCP layer sees it.
 //! - [`config`]: settings shared by every command (data directory, uv, Python).
 //! - [`exec`]: the `exec` command, to drive a kernel by hand.
 
 pub mod config;
+pub mod error;
 pub mod exec;
+pub mod graph;
 pub mod jupyter;
 pub mod kernel;
+pub mod mcp;
+pub mod session;
 pub mod venv;

@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mcp_pyrepl::config::Settings;
 use mcp_pyrepl::exec::{self, ExecArgs};
+use mcp_pyrepl::mcp::serve::serve_stdio;
+use mcp_pyrepl::session::manager::SessionManager;
+use std::sync::Arc;
 
 /// An MCP server that gives an LLM a stateful, branching Python interpreter.
 #[derive(Debug, Parser)]
@@ -15,11 +18,13 @@ struct Cli {
     settings: Settings,
 
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve MCP over stdio (the default when no command is given)
+    Serve,
     /// Run each CODE argument as a cell in one fresh (or attached) kernel and print the outputs
     Exec(ExecArgs),
 }
@@ -36,7 +41,11 @@ async fn main() -> ExitCode {
         .init();
 
     let outcome = match &cli.command {
-        Command::Exec(args) => {
+        None | Some(Command::Serve) => {
+            let manager = Arc::new(SessionManager::new(cli.settings.clone()));
+            serve_stdio(manager, shutdown_signal()).await.map(|()| true)
+        }
+        Some(Command::Exec(args)) => {
             exec::run(&cli.settings, args, &mut std::io::stdout(), &mut std::io::stderr()).await
         }
     };
@@ -51,5 +60,15 @@ async fn main() -> ExitCode {
             );
             ExitCode::from(2)
         }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler can be installed");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
     }
 }

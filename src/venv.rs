@@ -224,6 +224,11 @@ pub struct Venv {
 }
 
 impl Venv {
+    /// The venv in `dir`, built earlier.
+    pub fn at(dir: impl Into<PathBuf>) -> Self {
+        Venv { dir: dir.into() }
+    }
+
     /// The venv's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -233,6 +238,71 @@ impl Venv {
     pub fn python(&self) -> PathBuf {
         self.dir.join("bin").join("python")
     }
+}
+
+/// Longest requirement string accepted.
+const MAX_REQUIREMENT_LEN: usize = 200;
+
+/// Checks that `requirement` is a plain PEP 508 requirement: a name, optional extras and
+/// optional version specifiers (`pandas`, `requests[socks]>=2.31,<3`). Everything else that uv or
+/// pip would accept is refused (options such as `--index-url=…` or `-e .`, paths, URLs, direct
+/// references with `@`, environment markers), so a model cannot point an install anywhere but
+/// the package index. No shell ever sees the string; this is about where packages come from.
+///
+/// # Errors
+/// A sentence saying what is wrong with it.
+pub fn validate_requirement(requirement: &str) -> Result<(), String> {
+    let text = requirement.trim();
+    if text.is_empty() {
+        return Err("an empty requirement".into());
+    }
+    if text.len() > MAX_REQUIREMENT_LEN {
+        return Err(format!("longer than {MAX_REQUIREMENT_LEN} characters"));
+    }
+    if text.starts_with('-') {
+        return Err("options are not accepted, only package names with optional extras and versions".into());
+    }
+    let mut rest = text;
+    let name_len = rest.find(|c: char| !is_name_char(c)).unwrap_or(rest.len());
+    let name = &rest[..name_len];
+    if name.is_empty()
+        || !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !name.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        return Err("it does not start with a package name (letters, digits, `.`, `_`, `-`)".into());
+    }
+    rest = rest[name_len..].trim_start();
+    if let Some(extras) = rest.strip_prefix('[') {
+        let end = extras.find(']').ok_or("an unclosed `[` of extras")?;
+        for extra in extras[..end].split(',') {
+            let extra = extra.trim();
+            if extra.is_empty() || !extra.chars().all(is_name_char) {
+                return Err(format!("`{extra}` is not an extra name"));
+            }
+        }
+        rest = extras[end + 1..].trim_start();
+    }
+    if rest.is_empty() {
+        return Ok(());
+    }
+    for specifier in rest.split(',') {
+        let specifier = specifier.trim();
+        let operator = ["===", "==", "!=", "~=", ">=", "<=", ">", "<"]
+            .into_iter()
+            .find(|op| specifier.starts_with(op))
+            .ok_or_else(|| format!("`{specifier}` is not a version specifier such as `>=1.2` (URLs, paths, `@` references and markers are refused)"))?;
+        let version = specifier[operator.len()..].trim();
+        let version_ok =
+            !version.is_empty() && version.chars().all(|c| c.is_ascii_alphanumeric() || ".*+!_-".contains(c));
+        if !version_ok {
+            return Err(format!("`{version}` is not a version"));
+        }
+    }
+    Ok(())
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
 /// Runs `command` to completion; its stdout on success, an error with its stderr otherwise.
@@ -280,6 +350,49 @@ fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_requirements_are_accepted() {
+        for good in [
+            "numpy",
+            "scikit-learn",
+            "requests[socks,security]>=2.31,<3",
+            "pandas == 2.2.*",
+            "zope.interface~=6.0",
+            "a",
+            "torch!=2.0.0",
+        ] {
+            assert_eq!(validate_requirement(good), Ok(()), "{good}");
+        }
+    }
+
+    #[test]
+    fn hostile_requirements_are_refused_with_a_reason() {
+        for bad in [
+            "",
+            "   ",
+            "--index-url=https://evil.example/simple",
+            "-r requirements.txt",
+            "-e .",
+            "file:///etc/passwd",
+            "./local/package",
+            "/abs/path.whl",
+            "pkg; rm -rf ~",
+            "git+https://github.com/x/y",
+            "pkg @ https://evil.example/pkg.whl",
+            "pkg[extra",
+            "pkg>=",
+            "pkg>=1.0; python_version < '3.12'",
+            "-",
+            ".hidden",
+            "pkg$(whoami)",
+            "pkg`id`",
+            &"a".repeat(201),
+        ] {
+            let reason = validate_requirement(bad).expect_err(bad);
+            assert!(!reason.is_empty());
+        }
+    }
 
     #[test]
     fn which_finds_programs_on_path_and_rejects_missing_ones() {

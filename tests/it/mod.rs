@@ -2,4 +2,5 @@ mod attach;
 mod common;
 mod exec_cli;
 mod kernel;
+mod mcp;
 mod venv;

@@ -1,0 +1,78 @@
+//! The errors a session operation can end with, as the MCP layer sees them.
+//!
+//! Every variant is something the caller (an LLM, usually) can act on, and says how: a bad id, a
+//! refused package, a replay that no longer reproduces, a kernel that could not start. The MCP
+//! layer turns all of them into tool results flagged as errors; only requests it cannot route at
+//! all become protocol errors.
+
+use std::path::PathBuf;
+
+use crate::graph::GraphError;
+use crate::graph::store::StoreError;
+use crate::kernel::KernelError;
+use crate::venv::VenvError;
+
+/// Result of a session operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a session operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A session id that is not of the form we generate.
+    #[error(
+        "`{given}` is not a session id (session ids are 16 lowercase hex characters, as returned by create_repl)"
+    )]
+    InvalidSessionId {
+        /// The id given, shortened when long.
+        given: String,
+    },
+    /// A well-formed session id with no session behind it.
+    #[error("no session `{id}`; create one with create_repl")]
+    UnknownSession {
+        /// The id.
+        id: String,
+    },
+    /// A bad or unknown cell id, or a damaged graph.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// Code that cannot be run as given.
+    #[error("{0}")]
+    InvalidCode(String),
+    /// A package requirement that was refused before uv ran.
+    #[error("refused package `{requirement}`: {reason}")]
+    InvalidRequirement {
+        /// The requirement as given.
+        requirement: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A cell that succeeded when it was first run failed while being replayed.
+    #[error(
+        "replaying cell `{cell}` failed, although it succeeded when it was first run: {detail}\nThe kernel now holds an unknown state; it will be restarted on the next run_code"
+    )]
+    ReplayFailed {
+        /// The replayed cell.
+        cell: String,
+        /// Its error (traceback) or the kernel's death.
+        detail: String,
+    },
+    /// The kernel failed.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// uv failed.
+    #[error(transparent)]
+    Venv(#[from] VenvError),
+    /// The graph file could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A session file or directory could not be written or removed.
+    #[error("cannot write `{}`", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,105 @@
+//! Cell runs and errors as MCP tool results.
+//!
+//! Stdout as text, stderr as text labelled `[stderr]`, results and displays as their image
+//! (PNG or JPEG) when they have one and as text otherwise, errors as a plain traceback with the
+//! result flagged as an error. The new cell id is always the last text item (the original
+//! server's convention, which clients read as `result[-1].text`), and again in structured
+//! content with the status, the replayed cells and the timings.
+
+use base64::Engine;
+use rmcp::model::{CallToolResult, ContentBlock};
+use serde_json::{Value, json};
+
+use crate::error::Error;
+use crate::graph::CellStatus;
+use crate::kernel::{ExecutionStatus, Output, StreamName};
+use crate::session::CellRun;
+
+/// Image types passed to the client as images, in order of preference.
+const IMAGE_TYPES: [&str; 2] = ["image/png", "image/jpeg"];
+/// Rich text types shown as text when a result has no plain text.
+const TEXT_TYPES: [&str; 4] = ["text/markdown", "text/html", "image/svg+xml", "application/json"];
+
+/// The tool result of a cell run.
+pub fn cell_result(run: &CellRun) -> CallToolResult {
+    let mut content: Vec<ContentBlock> = run.execution.outputs.iter().filter_map(output_content).collect();
+    if let ExecutionStatus::Died(death) = &run.execution.status {
+        content.push(ContentBlock::text(format!(
+            "The kernel {death} while running this cell. Its in-memory state is lost; the next run_code \
+             starts a new kernel and replays the cells it needs."
+        )));
+    }
+    content.push(ContentBlock::text(run.cell.id.to_string()));
+
+    let status = match run.cell.status {
+        CellStatus::Ok => "ok",
+        CellStatus::Error => "error",
+        CellStatus::Interrupted => "interrupted",
+        CellStatus::KernelDied => "kernel_died",
+    };
+    let structured = json!({
+        "cell_id": run.cell.id,
+        "parent_cell_id": run.cell.parent,
+        "status": status,
+        "execution_count": run.execution.execution_count,
+        "replayed_cell_ids": run.replayed,
+        "kernel_restarted": run.restarted,
+        "replay_ms": millis(run.replay_time),
+        "run_ms": millis(run.run_time),
+    });
+    let mut result = if run.cell.status == CellStatus::Ok {
+        CallToolResult::success(content)
+    } else {
+        CallToolResult::error(content)
+    };
+    result.structured_content = Some(structured);
+    result
+}
+
+/// The tool result of a failed operation: the error and its causes, flagged as an error.
+pub fn error_result(error: &Error) -> CallToolResult {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!("\ncaused by: {cause}"));
+        source = cause.source();
+    }
+    CallToolResult::error(vec![ContentBlock::text(text)])
+}
+
+/// A text result with the same data as structured content.
+pub fn text_result(text: impl Into<String>, structured: Value) -> CallToolResult {
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(structured);
+    result
+}
+
+fn output_content(output: &Output) -> Option<ContentBlock> {
+    match output {
+        Output::Stream { name: StreamName::Stdout, text } => Some(ContentBlock::text(text.clone())),
+        Output::Stream { name: StreamName::Stderr, text } => {
+            Some(ContentBlock::text(format!("[stderr]\n{text}")))
+        }
+        Output::Error { .. } => output.traceback_text().map(ContentBlock::text),
+        Output::ExecuteResult { data, .. } | Output::DisplayData { data, .. } => {
+            for mime in IMAGE_TYPES {
+                if let Some(bytes) = output.image(mime) {
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+                    return Some(ContentBlock::image(encoded, mime));
+                }
+            }
+            if let Some(text) = output.text_plain() {
+                return Some(ContentBlock::text(text.to_owned()));
+            }
+            TEXT_TYPES.into_iter().find_map(|mime| {
+                let value = data.get(mime)?;
+                let text = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+                Some(ContentBlock::text(format!("[{mime}]\n{text}")))
+            })
+        }
+    }
+}
+
+fn millis(duration: std::time::Duration) -> f64 {
+    (duration.as_secs_f64() * 1e6).round() / 1e3
+}

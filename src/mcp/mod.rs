@@ -1,0 +1,8 @@
+//! The MCP face of the server: tools, the mapping of outputs to MCP content, transports.
+//!
+//! `tools.rs` holds the tool methods and their argument types (no kernel logic), `content.rs`
+//! turns cell runs and errors into tool results, `serve.rs` runs the server on a transport.
+
+pub mod content;
+pub mod serve;
+pub mod tools;

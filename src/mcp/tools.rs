@@ -1,0 +1,206 @@
+//! The MCP tools and their argument types. Each method validates nothing itself beyond the JSON
+//! shape: it finds the session, calls it, and maps the outcome with `content.rs`.
+
+use std::sync::Arc;
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    CallToolResult, Implementation, ProgressNotificationParam, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::content::{cell_result, error_result, text_result};
+use crate::error::Error;
+use crate::graph::CellId;
+use crate::session::manager::SessionManager;
+use crate::session::{Progress, ProgressUpdate};
+
+/// What the server tells the model about itself.
+const INSTRUCTIONS: &str = "\
+A stateful Python interpreter whose history is a tree. Call create_repl once to get a session \
+(a private virtualenv with numpy, pandas, matplotlib, scipy, scikit-learn, seaborn and plotly, \
+and a running IPython kernel). Then call run_code with Python source: every call creates a \
+cell and returns its outputs followed by the new cell id as the last text item.\n\
+To continue where a cell left off, pass its id as parent_cell_id: the code runs on exactly the \
+state after that cell (variables, imports). To explore an alternative, pass an older cell id: \
+the new cell branches from there and sees none of the later cells' effects. Without \
+parent_cell_id the code runs on a fresh interpreter. Cells that raised can still be parents.\n\
+Figures: call display_figure(fig) (predefined), plt.show(), or end the cell with the figure; \
+each figure comes back once as a PNG image. Install more packages with install_packages; they \
+import at once. reset_repl clears a session's cells and restarts its kernel.";
+
+/// `run_code` arguments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct RunCodeArgs {
+    /// The session id returned by create_repl.
+    pub session_id: String,
+    /// Python source to run, as in a notebook cell; the value of a last expression is returned.
+    pub code: String,
+    /// Run on the state after this cell (an id returned by an earlier run_code). Omit to start
+    /// from a fresh interpreter.
+    #[serde(default)]
+    pub parent_cell_id: Option<String>,
+}
+
+/// Arguments naming one session.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SessionArgs {
+    /// The session id returned by create_repl.
+    pub session_id: String,
+}
+
+/// `install_packages` arguments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct InstallPackagesArgs {
+    /// The session id returned by create_repl.
+    pub session_id: String,
+    /// Package requirements: names with optional extras and versions, e.g. ["requests",
+    /// "polars>=1.0", "httpx[http2]"]. Options, paths and URLs are refused.
+    pub packages: Vec<String>,
+}
+
+/// The MCP server: its tools over one [`SessionManager`].
+#[derive(Clone)]
+pub struct PyReplServer {
+    manager: Arc<SessionManager>,
+    tool_router: ToolRouter<PyReplServer>,
+}
+
+#[tool_router]
+impl PyReplServer {
+    /// A server whose tools act on `manager`'s sessions.
+    pub fn new(manager: Arc<SessionManager>) -> Self {
+        PyReplServer { manager, tool_router: Self::tool_router() }
+    }
+
+    #[tool(
+        description = "Create a new Python session: a private virtualenv with numpy, pandas, matplotlib, scipy, \
+        scikit-learn, seaborn and plotly, and a running kernel. Returns the session id to pass to the other \
+        tools. Takes a few seconds; progress is reported when the request carries a progress token."
+    )]
+    async fn create_repl(&self, context: RequestContext<RoleServer>) -> Result<CallToolResult, ErrorData> {
+        let outcome =
+            with_progress(&context, |progress| async move { self.manager.create(&progress).await }).await;
+        Ok(match outcome {
+            Ok(id) => text_result(id.clone(), json!({ "session_id": id })),
+            Err(error) => error_result(&error),
+        })
+    }
+
+    #[tool(
+        description = "Run Python code in a session and return its outputs in order: stdout, stderr (labelled), \
+        the value of the last expression, images (display_figure(fig), plt.show(), or a figure as the last \
+        value), and tracebacks. The last text item is always the new cell's id. Pass parent_cell_id to run on \
+        exactly the state after that cell (continue a line of work, or branch from an older cell); omit it to \
+        start from a fresh interpreter. Cells that raised are recorded and can be parents too."
+    )]
+    async fn run_code(
+        &self,
+        Parameters(args): Parameters<RunCodeArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let outcome = with_progress(&context, |progress| async move {
+            let parent = args.parent_cell_id.as_deref().map(CellId::parse).transpose()?;
+            let session = self.manager.get(&args.session_id)?;
+            let mut session = session.lock().await;
+            session.run_cell(&args.code, parent.as_ref(), &progress).await
+        })
+        .await;
+        Ok(match outcome {
+            Ok(run) => cell_result(&run),
+            Err(error) => error_result(&error),
+        })
+    }
+
+    #[tool(
+        description = "Install Python packages into a session's virtualenv with uv. They can be imported at once, \
+        without a restart. Give plain requirements such as \"requests\" or \"polars>=1.0\"."
+    )]
+    async fn install_packages(
+        &self,
+        Parameters(args): Parameters<InstallPackagesArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let outcome = with_progress(&context, |progress| async move {
+            let session = self.manager.get(&args.session_id)?;
+            let uv = self.manager.uv().await?;
+            let mut session = session.lock().await;
+            session.install(uv, &args.packages, &progress).await.map(|report| (report, args.packages))
+        })
+        .await;
+        Ok(match outcome {
+            Ok((report, packages)) => text_result(
+                format!("Installed {}; import them directly.\n{report}", packages.join(", ")),
+                json!({ "installed": packages, "report": report }),
+            ),
+            Err(error) => error_result(&error),
+        })
+    }
+
+    #[tool(
+        description = "Reset a session: stop its kernel and forget all its cells. The next run_code starts on a \
+        fresh interpreter. Installed packages stay."
+    )]
+    async fn reset_repl(
+        &self,
+        Parameters(args): Parameters<SessionArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let outcome = async {
+            let session = self.manager.get(&args.session_id)?;
+            session.lock().await.reset().await
+        }
+        .await;
+        Ok(match outcome {
+            Ok(()) => text_result(
+                format!(
+                    "Session {} was reset: its cells are gone and the next run_code starts fresh",
+                    args.session_id
+                ),
+                json!({ "session_id": args.session_id }),
+            ),
+            Err(error) => error_result(&error),
+        })
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for PyReplServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("mcp-pyrepl", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
+    }
+}
+
+/// Runs `operation` with a [`Progress`] that becomes MCP progress notifications when the request
+/// carries a progress token; every notification is sent before this returns.
+async fn with_progress<T, F, Fut>(context: &RequestContext<RoleServer>, operation: F) -> Result<T, Error>
+where
+    F: FnOnce(Progress) -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let Some(token) = context.meta.get_progress_token() else {
+        return operation(Progress::default()).await;
+    };
+    let (sender, mut updates) = tokio::sync::mpsc::unbounded_channel::<ProgressUpdate>();
+    let peer = context.peer.clone();
+    let forwarder = tokio::spawn(async move {
+        while let Some(update) = updates.recv().await {
+            let mut param =
+                ProgressNotificationParam::new(token.clone(), update.progress).with_message(update.message);
+            if let Some(total) = update.total {
+                param = param.with_total(total);
+            }
+            if let Err(error) = peer.notify_progress(param).await {
+                tracing::debug!(%error, "progress notification not sent");
+            }
+        }
+    });
+    let outcome = operation(Progress::to(sender)).await;
+    let _ = forwarder.await;
+    outcome
+}

@@ -1,0 +1,129 @@
+//! All sessions of one server: session ids to sessions, created, found on disk, reset.
+//!
+//! Owns the session directory layout under `<data dir>/sessions/` and the rule that calls on one
+//! session run one at a time (each session sits behind its own async mutex, which serves waiters
+//! in order) while different sessions run in parallel.
+
+use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
+
+use super::{Progress, Session, SessionPaths};
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::graph::{Graph, store};
+use crate::venv::{Uv, Venv};
+
+/// Length of a session id: lowercase hex characters.
+const SESSION_ID_LEN: usize = 16;
+
+/// A session shared between the calls that use it; lock it to use it.
+pub type SharedSession = Arc<tokio::sync::Mutex<Session>>;
+
+/// The sessions of one server.
+pub struct SessionManager {
+    settings: Settings,
+    uv: OnceCell<Uv>,
+    sessions: Mutex<HashMap<String, SharedSession>>,
+}
+
+impl SessionManager {
+    /// A manager keeping its sessions under `settings.data_dir()`.
+    pub fn new(settings: Settings) -> Self {
+        SessionManager { settings, uv: OnceCell::new(), sessions: Mutex::new(HashMap::new()) }
+    }
+
+    /// uv, found or installed on first use.
+    ///
+    /// # Errors
+    /// When there is no uv and it cannot be installed.
+    pub async fn uv(&self) -> Result<&Uv> {
+        let data_dir = self.settings.data_dir();
+        Ok(self.uv.get_or_try_init(|| Uv::locate(self.settings.uv.as_deref(), &data_dir)).await?)
+    }
+
+    fn sessions_dir(&self) -> PathBuf {
+        self.settings.data_dir().join("sessions")
+    }
+
+    /// Creates a session: its private directory, a venv with ipykernel and the base packages, an
+    /// empty graph on disk, a started kernel. Nothing is left behind when a step fails.
+    ///
+    /// # Errors
+    /// When uv or the kernel fails; the error carries their output.
+    pub async fn create(&self, progress: &Progress) -> Result<String> {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..SESSION_ID_LEN].to_owned();
+        let paths = SessionPaths::new(self.sessions_dir().join(&id));
+        let created = self.build(&id, &paths, progress).await;
+        match created {
+            Ok(session) => {
+                self.sessions.lock().expect("sessions lock").insert(id.clone(), Arc::new(session.into()));
+                Ok(id)
+            }
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(paths.dir());
+                Err(error)
+            }
+        }
+    }
+
+    async fn build(&self, id: &str, paths: &SessionPaths, progress: &Progress) -> Result<Session> {
+        let dir = paths.dir();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| Error::Io { path: dir.to_owned(), source })?;
+        let packages = self.settings.base_packages();
+        progress.report(0.0, Some(3.0), "finding uv");
+        let uv = self.uv().await?;
+        let mut installing = vec!["ipykernel".to_owned()];
+        installing.extend(packages.iter().cloned());
+        progress.report(1.0, Some(3.0), format!("creating the venv with {}", installing.join(", ")));
+        let venv = uv.create_venv(&paths.venv(), self.settings.python.as_deref(), &packages).await?;
+        store::save(&Graph::new(), &paths.graph())?;
+        progress.report(2.0, Some(3.0), "starting the kernel");
+        let mut session = Session::open(id.to_owned(), paths.clone(), venv, Graph::new());
+        session.start_kernel().await?;
+        progress.report(3.0, Some(3.0), "ready");
+        Ok(session)
+    }
+
+    /// The session `id`: in memory, or brought back from its directory (its kernel starts on
+    /// first use and replays what is needed).
+    ///
+    /// # Errors
+    /// A malformed id, or one with no session behind it.
+    pub fn get(&self, id: &str) -> Result<SharedSession> {
+        let valid = id.len() == SESSION_ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !valid {
+            return Err(Error::InvalidSessionId { given: crate::graph::shown(id) });
+        }
+        if let Some(session) = self.sessions.lock().expect("sessions lock").get(id) {
+            return Ok(session.clone());
+        }
+        let paths = SessionPaths::new(self.sessions_dir().join(id));
+        if !paths.graph().exists() {
+            return Err(Error::UnknownSession { id: id.to_owned() });
+        }
+        let graph = store::load(&paths.graph())?;
+        let venv = Venv::at(paths.venv());
+        tracing::info!(session = id, cells = graph.len(), "session brought back from disk");
+        let session = Arc::new(tokio::sync::Mutex::new(Session::open(id.to_owned(), paths, venv, graph)));
+        // Another call may have brought it back meanwhile: keep the first.
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        Ok(sessions.entry(id.to_owned()).or_insert(session).clone())
+    }
+
+    /// Stops every kernel (on server shutdown).
+    pub async fn shutdown(&self) {
+        let sessions: Vec<SharedSession> =
+            self.sessions.lock().expect("sessions lock").values().cloned().collect();
+        for session in sessions {
+            session.lock().await.stop_kernel().await;
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! A session: a venv, a kernel in it, and the graph of cells run there.
+//!
+//! Owns running a cell on exactly its parent's state: it asks the graph for a replay plan
+//! against what the kernel holds (its head), restarts and replays as the plan says, runs the
+//! code, records the cell and saves the graph before answering. Knows nothing of MCP (the
+//! `mcp` module turns its results into content) or of other sessions (`manager.rs`).
+
+pub mod manager;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::graph::{Cell, CellId, CellStatus, Graph, KernelHead, store};
+use crate::kernel::{Execution, ExecutionStatus, Kernel, LaunchSpec, Output};
+use crate::venv::{Uv, Venv, validate_requirement};
+
+/// Largest code accepted in one cell.
+pub const MAX_CODE_BYTES: usize = 1 << 20;
+
+/// Characters of a cell's text output kept in the graph as its summary.
+const SUMMARY_CHARS: usize = 200;
+
+/// One progress report for a long operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressUpdate {
+    /// Steps done so far.
+    pub progress: f64,
+    /// Steps in all, when known.
+    pub total: Option<f64>,
+    /// What is happening.
+    pub message: String,
+}
+
+/// Where progress goes: a channel the caller forwards (as MCP progress notifications), or
+/// nowhere.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Option<mpsc::UnboundedSender<ProgressUpdate>>);
+
+impl Progress {
+    /// Progress sent into `sender`.
+    pub fn to(sender: mpsc::UnboundedSender<ProgressUpdate>) -> Self {
+        Progress(Some(sender))
+    }
+
+    /// Reports step `progress` of `total`.
+    pub fn report(&self, progress: f64, total: Option<f64>, message: impl Into<String>) {
+        if let Some(sender) = &self.0 {
+            let _ = sender.send(ProgressUpdate { progress, total, message: message.into() });
+        }
+    }
+}
+
+/// What running one cell did.
+#[derive(Debug, Clone)]
+pub struct CellRun {
+    /// The recorded cell (its id is what the caller uses as a parent later).
+    pub cell: Cell,
+    /// The new code's outputs and status.
+    pub execution: Execution,
+    /// The cells replayed first, in order.
+    pub replayed: Vec<CellId>,
+    /// Whether the kernel was (re)started first.
+    pub restarted: bool,
+    /// Time spent restarting and replaying.
+    pub replay_time: Duration,
+    /// Time spent running the new code.
+    pub run_time: Duration,
+}
+
+/// A session's files: `<dir>/venv`, `<dir>/graph.json`, `<dir>/kernel/`.
+#[derive(Debug, Clone)]
+pub struct SessionPaths {
+    dir: PathBuf,
+}
+
+impl SessionPaths {
+    /// The files of the session in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        SessionPaths { dir: dir.into() }
+    }
+
+    /// The session directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The venv.
+    pub fn venv(&self) -> PathBuf {
+        self.dir.join("venv")
+    }
+
+    /// The graph file.
+    pub fn graph(&self) -> PathBuf {
+        self.dir.join("graph.json")
+    }
+
+    /// The kernel's private directory (connection files, sockets, log).
+    pub fn kernel(&self) -> PathBuf {
+        self.dir.join("kernel")
+    }
+}
+
+/// One session.
+pub struct Session {
+    id: String,
+    paths: SessionPaths,
+    venv: Venv,
+    graph: Graph,
+    kernel: Option<Kernel>,
+    head: KernelHead,
+}
+
+impl Session {
+    /// A session over an existing venv and graph; the kernel starts on first use.
+    pub fn open(id: String, paths: SessionPaths, venv: Venv, graph: Graph) -> Self {
+        Session { id, paths, venv, graph, kernel: None, head: KernelHead::Fresh }
+    }
+
+    /// The session id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The session's cells.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The session's venv.
+    pub fn venv(&self) -> &Venv {
+        &self.venv
+    }
+
+    /// Starts the kernel now if it is not running (so the first `run_code` is quick).
+    ///
+    /// # Errors
+    /// When the kernel does not start.
+    pub async fn start_kernel(&mut self) -> Result<()> {
+        self.live_kernel().await.map(drop)
+    }
+
+    /// Runs `code` on exactly the state after `parent` (a fresh state when `None`), replaying
+    /// what the kernel lacks, and records it as a new cell.
+    ///
+    /// # Errors
+    /// Bad code or parent ids (nothing changes); a kernel that cannot start; a replayed cell that
+    /// no longer succeeds. A Python exception in `code` is not an error: it is the cell's status.
+    pub async fn run_cell(
+        &mut self,
+        code: &str,
+        parent: Option<&CellId>,
+        progress: &Progress,
+    ) -> Result<CellRun> {
+        if code.trim().is_empty() {
+            return Err(Error::InvalidCode("the code is empty; send the Python source to run".into()));
+        }
+        if code.len() > MAX_CODE_BYTES {
+            return Err(Error::InvalidCode(format!(
+                "the code is {} bytes, over the limit of {MAX_CODE_BYTES}; split it into several cells",
+                code.len()
+            )));
+        }
+        // Refuse an unknown parent before any kernel work.
+        if let Some(parent) = parent {
+            self.graph.cell(parent)?;
+        }
+
+        let replay_started = Instant::now();
+        let kernel_was_running = self.kernel.as_ref().is_some_and(Kernel::is_alive);
+        self.live_kernel().await?;
+        let plan = self.graph.plan(self.head, parent)?;
+        let restarted = plan.restart || !kernel_was_running;
+        if plan.restart {
+            progress.report(0.0, None, "restarting the kernel");
+            self.kernel.as_mut().expect("started above").restart().await?;
+            self.head = KernelHead::Fresh;
+        }
+        let total = plan.replay.len() as f64 + 1.0;
+        for (step, id) in plan.replay.iter().enumerate() {
+            progress.report(
+                step as f64,
+                Some(total),
+                format!("replaying cell {id} ({} of {})", step + 1, plan.replay.len()),
+            );
+            self.replay(id).await?;
+        }
+        let replay_time = replay_started.elapsed();
+
+        let run_started = Instant::now();
+        let execution = self.kernel().execute(code).await?;
+        let run_time = run_started.elapsed();
+        let status = cell_status(&execution);
+        let summary = summarize(&execution.outputs);
+        let cell =
+            self.graph.add(parent, code.to_owned(), status, execution.execution_count, summary)?.clone();
+        self.head = match status {
+            CellStatus::KernelDied => KernelHead::Unknown,
+            _ => KernelHead::At(cell.chain_hash),
+        };
+        self.save()?;
+        Ok(CellRun { cell, execution, replayed: plan.replay, restarted, replay_time, run_time })
+    }
+
+    /// Replays one recorded cell. One that succeeded before must succeed again; one that failed
+    /// before may fail again.
+    async fn replay(&mut self, id: &CellId) -> Result<()> {
+        let cell = self.graph.cell(id)?.clone();
+        let execution = self.kernel().execute(&cell.code).await?;
+        let failed_now = execution.status != ExecutionStatus::Ok;
+        if failed_now && cell.status == CellStatus::Ok || matches!(execution.status, ExecutionStatus::Died(_))
+        {
+            self.head = KernelHead::Unknown;
+            let detail = match &execution.status {
+                ExecutionStatus::Died(death) => format!("the kernel {death}"),
+                _ => {
+                    execution.outputs.iter().filter_map(Output::traceback_text).collect::<Vec<_>>().join("\n")
+                }
+            };
+            return Err(Error::ReplayFailed { cell: id.to_string(), detail });
+        }
+        self.head = KernelHead::At(cell.chain_hash);
+        Ok(())
+    }
+
+    /// Installs `requirements` into the session's venv; the running kernel can import them at
+    /// once. Every requirement is validated before uv runs.
+    ///
+    /// # Errors
+    /// A refused requirement (nothing is installed), or uv's failure.
+    pub async fn install(&mut self, uv: &Uv, requirements: &[String], progress: &Progress) -> Result<String> {
+        if requirements.is_empty() {
+            return Err(Error::InvalidRequirement {
+                requirement: String::new(),
+                reason: "no packages given; pass a list such as [\"requests\", \"polars>=1\"]".into(),
+            });
+        }
+        for requirement in requirements {
+            validate_requirement(requirement).map_err(|reason| Error::InvalidRequirement {
+                requirement: crate::graph::shown(requirement),
+                reason,
+            })?;
+        }
+        let requirements: Vec<String> = requirements.iter().map(|r| r.trim().to_owned()).collect();
+        progress.report(0.0, Some(1.0), format!("installing {}", requirements.join(", ")));
+        let report = uv.install(&self.venv, &requirements).await?;
+        progress.report(1.0, Some(1.0), "installed");
+        Ok(report)
+    }
+
+    /// Stops the kernel and clears the graph; the next cell starts from a fresh kernel.
+    ///
+    /// # Errors
+    /// When the empty graph cannot be saved.
+    pub async fn reset(&mut self) -> Result<()> {
+        self.stop_kernel().await;
+        self.graph.clear();
+        self.save()
+    }
+
+    /// Stops the kernel, if one runs.
+    pub async fn stop_kernel(&mut self) {
+        if let Some(kernel) = self.kernel.take() {
+            kernel.shutdown().await;
+        }
+        self.head = KernelHead::Fresh;
+    }
+
+    fn save(&self) -> Result<()> {
+        store::save(&self.graph, &self.paths.graph())?;
+        Ok(())
+    }
+
+    /// The kernel, started (or started again after its death) when needed.
+    async fn live_kernel(&mut self) -> Result<&Kernel> {
+        if let Some(dead) = self.kernel.take_if(|kernel| !kernel.is_alive()) {
+            tracing::info!(session = %self.id, death = ?dead.death(), "kernel died; starting a new one");
+            dead.shutdown().await;
+        }
+        if self.kernel.is_none() {
+            let spec = LaunchSpec::new(self.venv.python(), self.paths.kernel());
+            self.kernel = Some(Kernel::launch(spec).await?);
+            self.head = KernelHead::Fresh;
+        }
+        Ok(self.kernel())
+    }
+
+    fn kernel(&self) -> &Kernel {
+        self.kernel.as_ref().expect("the kernel is started before use")
+    }
+}
+
+fn cell_status(execution: &Execution) -> CellStatus {
+    match &execution.status {
+        ExecutionStatus::Ok => CellStatus::Ok,
+        ExecutionStatus::Died(_) => CellStatus::KernelDied,
+        ExecutionStatus::Error | ExecutionStatus::Aborted => {
+            let interrupted = execution
+                .outputs
+                .iter()
+                .any(|o| matches!(o, Output::Error { ename, .. } if ename == "KeyboardInterrupt"));
+            if interrupted { CellStatus::Interrupted } else { CellStatus::Error }
+        }
+    }
+}
+
+/// The first characters of a cell's text output, for listings.
+fn summarize(outputs: &[Output]) -> String {
+    let text: String = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Stream { text, .. } => Some(text.clone()),
+            Output::Error { ename, evalue, .. } => Some(format!("{ename}: {evalue}")),
+            _ => o.text_plain().map(str::to_owned),
+        })
+        .collect::<Vec<_>>()
+        .join("");
+    let text = text.trim();
+    match text.char_indices().nth(SUMMARY_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
