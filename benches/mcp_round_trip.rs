@@ -42,7 +42,7 @@ async fn measure<F: AsyncFnMut()>(mut round_trip: F) -> (f64, f64) {
 }
 
 fn last_text(result: &CallToolResult) -> String {
-    result.content.iter().filter_map(|c| c.as_text()).last().unwrap().text.clone()
+    result.content.iter().rev().find_map(|c| c.as_text()).unwrap().text.clone()
 }
 
 #[tokio::main]
