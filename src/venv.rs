@@ -16,6 +16,10 @@ pub const BASE_PACKAGES: &[&str] =
 /// What every venv that runs a kernel needs.
 const KERNEL_PACKAGE: &str = "ipykernel";
 
+/// Where Linux distributions keep the system CA bundle (Debian/Ubuntu, Fedora/RHEL).
+const SYSTEM_CA_BUNDLES: [&str; 2] =
+    ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"];
+
 /// Marker written into a venv once it is complete; holds what it was built with.
 const READY_MARKER: &str = ".mcp-pyrepl-ready";
 
@@ -116,6 +120,14 @@ impl Uv {
         pip.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
             .arg(&staging)
             .arg("uv");
+        // As for uv: with a reduced environment, point pip at the platform's CA bundle.
+        let cert_configured =
+            ["PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"].iter().any(|v| std::env::var_os(v).is_some());
+        if let Some(bundle) = SYSTEM_CA_BUNDLES.iter().map(Path::new).find(|p| p.is_file())
+            && !cert_configured
+        {
+            pip.arg("--cert").arg(bundle);
+        }
         if let Err(error) = run(pip).await {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(error);
@@ -213,6 +225,15 @@ impl Uv {
     fn command(&self) -> Command {
         let mut command = Command::new(&self.path);
         command.arg("--no-progress");
+        // MCP clients often start servers with a reduced environment (the Python SDK keeps only
+        // HOME, PATH, SHELL, TERM, USER, LOGNAME), which drops `SSL_CERT_FILE`. The platform's
+        // certificate store is where such machines keep their CAs, so uv reads it unless the
+        // caller chose otherwise. (`UV_NATIVE_TLS` is the older name of the same switch.)
+        for switch in ["UV_SYSTEM_CERTS", "UV_NATIVE_TLS"] {
+            if std::env::var_os(switch).is_none() {
+                command.env(switch, "1");
+            }
+        }
         command
     }
 }

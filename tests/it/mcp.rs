@@ -41,13 +41,23 @@ struct Server {
 
 impl Server {
     async fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, "numpy,matplotlib", |_| {}).await
+    }
+
+    /// Starts the server with `adjust` applied to its command first.
+    async fn start_with(
+        data_dir: &Path,
+        base_packages: &str,
+        adjust: impl FnOnce(&mut tokio::process::Command),
+    ) -> Server {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-pyrepl"));
+        adjust(&mut command);
         command
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--uv")
             .arg(uv().await.path())
-            .args(["--base-packages", "numpy,matplotlib"]);
+            .args(["--base-packages", base_packages]);
         let transport = TokioChildProcess::new(command).unwrap();
         let pid = transport.id().unwrap();
         let recorder = Recorder::default();
@@ -342,4 +352,27 @@ async fn sessions_run_in_parallel_and_calls_on_one_session_in_order() {
     })
     .await;
     assert_eq!(std::fs::read_to_string(log).unwrap(), "12");
+}
+
+#[tokio::test]
+async fn works_with_the_reduced_environment_mcp_clients_give_their_servers() {
+    // The official Python SDK starts servers with only these variables: no SSL_CERT_FILE.
+    let (_guard, data) = data_dir();
+    // An empty uv cache makes uv reach the package index for real.
+    let cache = data.join("uv-cache");
+    let server = Server::start_with(&data, "", |command| {
+        command.env_clear().env("UV_CACHE_DIR", &cache);
+        for name in ["HOME", "PATH", "SHELL", "TERM", "USER", "LOGNAME"] {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+    })
+    .await;
+    let session = server.create_repl().await;
+    let result =
+        server.call("install_packages", json!({ "session_id": session, "packages": ["six==1.16.0"] })).await;
+    assert_ne!(result.is_error, Some(true), "{:?}", texts(&result));
+    let (out, _) = server.ok(&session, "import six\nprint(six.__version__)", None).await;
+    assert_eq!(out, "1.16.0\n");
 }
