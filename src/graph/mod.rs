@@ -333,33 +333,6 @@ impl Graph {
         self.get(id).ok_or_else(|| GraphError::UnknownCell { id: id.to_string() })
     }
 
-    /// The cell `id`, to update what its last run did (`status`, `execution_count`,
-    /// `summary`).
-    ///
-    /// Changing its `id`, `parent`, `code` or `chain_hash` breaks the graph's invariants; use
-    /// [`Graph::add`] for new code instead.
-    pub fn get_mut(&mut self, id: &CellId) -> Option<&mut Cell> {
-        self.index.get(id).map(|&position| &mut self.cells[position])
-    }
-
-    /// Records the outcome of running cell `id` again (after a replay, say).
-    ///
-    /// # Errors
-    /// [`GraphError::UnknownCell`] if there is no such cell.
-    pub fn record_run(
-        &mut self,
-        id: &CellId,
-        status: CellStatus,
-        execution_count: Option<u64>,
-        summary: String,
-    ) -> Result<(), GraphError> {
-        let cell = self.get_mut(id).ok_or_else(|| GraphError::UnknownCell { id: id.to_string() })?;
-        cell.status = status;
-        cell.execution_count = execution_count;
-        cell.summary = summary;
-        Ok(())
-    }
-
     /// Adds a cell with a fresh id under `parent` (`None`: a root), computes its chain hash,
     /// stamps it with the current time and returns it.
     ///
@@ -402,7 +375,7 @@ impl Graph {
     ///
     /// # Errors
     /// [`GraphError::UnknownCell`] if `id` is not in the graph; [`GraphError::Inconsistent`] if
-    /// its ancestry was broken through [`Graph::get_mut`] (a missing parent or a cycle).
+    /// its ancestry is broken (a missing parent or a cycle; `from_cells` and `add` never build one).
     pub fn path_to(&self, id: &CellId) -> Result<Vec<CellId>, GraphError> {
         let mut path = vec![self.cell(id)?.id.clone()];
         let mut current = self.cell(id)?;
@@ -428,7 +401,7 @@ impl Graph {
     ///
     /// # Errors
     /// [`GraphError::UnknownCell`] if `parent` is not in the graph.
-    pub fn head_after(&self, parent: Option<&CellId>) -> Result<Option<ChainHash>, GraphError> {
+    fn head_after(&self, parent: Option<&CellId>) -> Result<Option<ChainHash>, GraphError> {
         parent.map(|parent| self.cell(parent).map(|cell| cell.chain_hash)).transpose()
     }
 
@@ -605,23 +578,6 @@ mod tests {
     }
 
     #[test]
-    fn record_run_updates_the_outcome_only() {
-        let (mut graph, [a, ..]) = sample();
-        let before = graph.cell(&a).unwrap().clone();
-        graph.record_run(&a, CellStatus::Error, Some(7), "boom".into()).unwrap();
-        let after = graph.cell(&a).unwrap();
-        assert_eq!(
-            (after.status, after.execution_count, after.summary.as_str()),
-            (CellStatus::Error, Some(7), "boom")
-        );
-        assert_eq!(
-            (&after.code, after.chain_hash, after.created),
-            (&before.code, before.chain_hash, before.created)
-        );
-        assert!(graph.record_run(&CellId::new(), CellStatus::Ok, None, String::new()).is_err());
-    }
-
-    #[test]
     fn path_to_runs_from_the_root_down() {
         let (graph, [a, b, c, d, e]) = sample();
         assert_eq!(graph.path_to(&c).unwrap(), [a.clone(), b.clone(), c]);
@@ -629,13 +585,6 @@ mod tests {
         assert_eq!(graph.path_to(&a).unwrap(), [a]);
         assert_eq!(graph.path_to(&e).unwrap(), [e]);
         assert!(matches!(graph.path_to(&CellId::new()), Err(GraphError::UnknownCell { .. })));
-    }
-
-    #[test]
-    fn path_to_reports_a_cycle_made_through_get_mut() {
-        let (mut graph, [a, b, ..]) = sample();
-        graph.get_mut(&a).unwrap().parent = Some(b.clone());
-        assert!(matches!(graph.path_to(&b), Err(GraphError::Inconsistent { .. })));
     }
 
     #[test]
