@@ -47,3 +47,42 @@ def _mcp_pyrepl_close_returned_figure():
 
 
 get_ipython().events.register("post_execute", _mcp_pyrepl_close_returned_figure)  # noqa: F821
+
+
+def _mcp_pyrepl_bound_stream(stream, limit=1 << 20):
+    """Flush `stream` whenever a megabyte has been written since its last flush.
+
+    ipykernel sends buffered output every 0.2 s, so a tight loop of prints becomes one message
+    of tens or hundreds of megabytes, which every reader must hold at once. Flushing by size keeps
+    each message small whatever the cell prints, and makes the printing loop wait for the kernel's
+    I/O thread instead of outrunning it.
+    """
+    if not hasattr(stream, "flush") or getattr(stream, "_mcp_pyrepl_bounded", False):
+        return
+    write = stream.write
+    pending = 0
+
+    def bounded_write(text):
+        nonlocal pending
+        written = write(text)
+        pending += len(text)
+        if pending >= limit:
+            pending = 0
+            stream.flush()
+        return written
+
+    try:
+        stream.write = bounded_write
+        stream._mcp_pyrepl_bounded = True
+    except (AttributeError, TypeError):
+        pass  # not an ipykernel stream: nothing to bound
+
+
+def _mcp_pyrepl_bound_streams():
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        _mcp_pyrepl_bound_stream(stream)
+
+
+_mcp_pyrepl_bound_streams()

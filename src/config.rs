@@ -35,17 +35,58 @@ pub struct Settings {
         default_values_t = base_packages_default()
     )]
     pub base_packages: Vec<String>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub limits: Limits,
+}
+
+/// What one cell, one reply and one kernel may use.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Limits {
+    /// Seconds a cell may run before it is interrupted (run_code's `timeout_s` overrides it)
+    #[arg(long, env = "MCP_PYREPL_CELL_TIMEOUT", global = true, default_value_t = 300.0)]
+    pub cell_timeout: f64,
+
+    /// Seconds an interrupted cell gets to stop before its kernel is killed (the state is then
+    /// rebuilt by replay on the next call)
+    #[arg(long, env = "MCP_PYREPL_INTERRUPT_GRACE", global = true, default_value_t = 5.0)]
+    pub interrupt_grace: f64,
+
+    /// Bytes of text output returned per cell: the start and the end are kept, the middle is
+    /// cut with a note saying where the full output was saved
+    #[arg(long, env = "MCP_PYREPL_MAX_OUTPUT_BYTES", global = true, default_value_t = 32 * 1024)]
+    pub max_output_bytes: usize,
+
+    /// Images returned per cell
+    #[arg(long, env = "MCP_PYREPL_MAX_IMAGES", global = true, default_value_t = 10)]
+    pub max_images: usize,
+
+    /// Bytes of (base64) image data returned per cell
+    #[arg(long, env = "MCP_PYREPL_MAX_IMAGE_BYTES", global = true, default_value_t = 8 << 20)]
+    pub max_image_bytes: usize,
+
+    /// Address-space limit of each kernel, in MiB [default: none]
+    #[arg(long, env = "MCP_PYREPL_KERNEL_MEMORY_MB", global = true)]
+    pub kernel_memory_mb: Option<u64>,
+
+    /// CPU-time limit of each kernel, in seconds [default: none]
+    #[arg(long, env = "MCP_PYREPL_KERNEL_CPU_SECONDS", global = true)]
+    pub kernel_cpu_seconds: Option<u64>,
 }
 
 impl Settings {
-    /// Settings with every default, data kept in `data_dir`.
+    /// Settings with every default (and the environment's `MCP_PYREPL_*` variables), data kept
+    /// in `data_dir`.
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
-        Settings {
-            data_dir: Some(data_dir.into()),
-            uv: None,
-            python: None,
-            base_packages: base_packages_default(),
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            settings: Settings,
         }
+        let mut defaults = <Defaults as clap::Parser>::parse_from(["mcp-pyrepl"]);
+        defaults.settings.data_dir = Some(data_dir.into());
+        defaults.settings
     }
 
     /// The base packages, without empty entries (`--base-packages ''` means none).

@@ -36,9 +36,9 @@ pub enum Error {
     /// A bad or unknown cell id, or a damaged graph.
     #[error(transparent)]
     Graph(#[from] GraphError),
-    /// Code that cannot be run as given.
+    /// An argument that cannot be used as given (empty code, a negative timeout, ...).
     #[error("{0}")]
-    InvalidCode(String),
+    InvalidArgument(String),
     /// A package requirement that was refused before uv ran.
     #[error("refused package `{requirement}`: {reason}")]
     InvalidRequirement {

@@ -148,6 +148,7 @@ fn print_text(
         Output::Stream { name: StreamName::Stdout, text } => write!(out, "{text}"),
         Output::Stream { name: StreamName::Stderr, text } => write!(err, "{text}"),
         Output::Error { .. } => writeln!(err, "{}", output.traceback_text().unwrap_or_default()),
+        Output::Omitted { .. } => writeln!(err, "{}", output.omission_note().unwrap_or_default()),
         Output::ExecuteResult { .. } | Output::DisplayData { .. } => match image {
             Some(path) => writeln!(out, "[image saved to {}]", path.display()),
             None => writeln!(out, "{}", output.text_plain().unwrap_or("[output with no text form]")),
@@ -170,6 +171,9 @@ fn output_json(cell: usize, output: &Output, image: Option<&Path>) -> Value {
         }),
         Output::DisplayData { .. } => json!({
             "cell": cell, "type": "display_data", "text": output.text_plain(), "image": image,
+        }),
+        Output::Omitted { bytes, images, full_output } => json!({
+            "cell": cell, "type": "omitted", "bytes": bytes, "images": images, "full_output": full_output,
         }),
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::output::OutputLog;
+use super::output::{OutputLimits, OutputLog};
 use super::{Death, Execution, ExecutionStatus, KernelError};
 use crate::jupyter::message::{Content, ExecuteRequest, ExecutionState, Message};
 use crate::jupyter::socket::{ClientSockets, Heartbeat, Receiver};
@@ -36,6 +36,7 @@ pub(crate) enum RequestChannel {
 pub(crate) enum Command {
     Execute {
         code: String,
+        limits: OutputLimits,
         reply: oneshot::Sender<Result<Execution, KernelError>>,
     },
     Request {
@@ -89,10 +90,11 @@ impl Client {
         Client { commands, iopub_seen, death }
     }
 
-    /// Runs `code` and waits for its end (or the kernel's death).
-    pub(crate) async fn execute(&self, code: &str) -> Result<Execution, KernelError> {
+    /// Runs `code`, keeping its outputs within `limits`, and waits for its end (or the
+    /// kernel's death).
+    pub(crate) async fn execute(&self, code: &str, limits: OutputLimits) -> Result<Execution, KernelError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Execute { code: code.to_owned(), reply })?;
+        self.send(Command::Execute { code: code.to_owned(), limits, reply })?;
         rx.await.map_err(|_| KernelError::ClientGone)?
     }
 
@@ -190,7 +192,7 @@ impl Actor {
 
     async fn on_command(&mut self, command: Command) {
         match command {
-            Command::Execute { code, reply } => {
+            Command::Execute { code, limits, reply } => {
                 if let Some(cause) = &self.dead {
                     let _ = reply.send(Err(KernelError::Died(cause.clone())));
                     return;
@@ -202,7 +204,12 @@ impl Actor {
                 }
                 self.executions.insert(
                     request.header.msg_id,
-                    PendingExecution { log: OutputLog::default(), reply: None, idle: false, respond: reply },
+                    PendingExecution {
+                        log: OutputLog::new(limits),
+                        reply: None,
+                        idle: false,
+                        respond: reply,
+                    },
                 );
             }
             Command::Request { channel, content, reply } => {

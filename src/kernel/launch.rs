@@ -69,6 +69,10 @@ pub struct LaunchSpec {
     pub transport: Transport,
     /// How long the kernel may take to answer its first request.
     pub startup_timeout: Duration,
+    /// Address-space limit (`RLIMIT_AS`) of the kernel, in bytes.
+    pub memory_limit: Option<u64>,
+    /// CPU-time limit (`RLIMIT_CPU`) of the kernel, in seconds.
+    pub cpu_limit: Option<u64>,
 }
 
 impl LaunchSpec {
@@ -79,7 +83,16 @@ impl LaunchSpec {
             dir: dir.into(),
             transport: Transport::Ipc,
             startup_timeout: Duration::from_secs(60),
+            memory_limit: None,
+            cpu_limit: None,
         }
+    }
+
+    /// The same spec with resource limits on the kernel process (and what it starts).
+    pub fn with_resource_limits(mut self, memory_bytes: Option<u64>, cpu_seconds: Option<u64>) -> Self {
+        self.memory_limit = memory_bytes;
+        self.cpu_limit = cpu_seconds;
+        self
     }
 
     /// The same spec with another transport.
@@ -103,6 +116,7 @@ pub struct KernelProcess {
     pid: Pid,
     connection: ConnectionInfo,
     connection_file: PathBuf,
+    pid_file: PathBuf,
     log_path: PathBuf,
     interrupt_mode: InterruptMode,
     exit: watch::Receiver<Option<Death>>,
@@ -163,9 +177,15 @@ impl KernelProcess {
             .stderr(Stdio::from(log_err))
             .process_group(0)
             .kill_on_drop(true);
+        remove_server_env(&mut command);
+        set_resource_limits(&mut command, spec.memory_limit, spec.cpu_limit);
         let mut child =
             command.spawn().map_err(|source| KernelError::Spawn { command: argv.join(" "), source })?;
         let pid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
+        let pid_file = spec.dir.join(format!("kernel-{instance}.pid"));
+        let owner = PidRecord { kernel: pid.as_raw(), server: std::process::id() as i32 };
+        std::fs::write(&pid_file, serde_json::to_vec(&owner).expect("pid record serialises"))
+            .map_err(|source| KernelError::Io { path: pid_file.clone(), source })?;
 
         let (exit_tx, exit) = watch::channel(None);
         tokio::spawn(async move {
@@ -184,6 +204,7 @@ impl KernelProcess {
             pid,
             connection,
             connection_file,
+            pid_file,
             log_path,
             interrupt_mode: kernel_spec.interrupt_mode,
             exit,
@@ -309,7 +330,97 @@ impl Drop for KernelProcess {
     fn drop(&mut self) {
         self.signal_group(Signal::SIGKILL);
         let _ = std::fs::remove_file(&self.connection_file);
+        let _ = std::fs::remove_file(&self.pid_file);
         remove_stale_sockets(&self.connection);
+    }
+}
+
+/// Who started a kernel: written next to its connection file so that a server started after a
+/// crash can tell orphans from kernels of a server still running.
+#[derive(Debug, serde::Serialize, Deserialize)]
+struct PidRecord {
+    /// The kernel's pid, which is also its process group id.
+    kernel: i32,
+    /// The pid of the server that started it.
+    server: i32,
+}
+
+/// Cleans a kernel directory after a server crash: kills the process groups of kernels whose
+/// server is gone (user code may have started children that outlived the kernel), and removes
+/// their connection files, sockets and pid files. Kernels of a server still running are left
+/// alone. Returns how many process groups were killed.
+pub fn reap_orphans(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(instance) = name.strip_prefix("kernel-").and_then(|n| n.strip_suffix(".pid")) else {
+            continue;
+        };
+        let Ok(record) = std::fs::read(entry.path())
+            .map_err(|_| ())
+            .and_then(|bytes| serde_json::from_slice::<PidRecord>(&bytes).map_err(|_| ()))
+        else {
+            continue;
+        };
+        if is_running_server(record.server) {
+            continue;
+        }
+        let group = Pid::from_raw(record.kernel);
+        if killpg(group, None).is_ok() {
+            tracing::info!(pid = record.kernel, "killing the process group of an orphaned kernel");
+            let _ = killpg(group, Signal::SIGKILL);
+            killed += 1;
+        }
+        let _ = std::fs::remove_file(entry.path());
+        let _ = std::fs::remove_file(dir.join(format!("kernel-{instance}.json")));
+        if let Ok(connection) = ConnectionInfo::ipc(&dir.join(instance)) {
+            remove_stale_sockets(&connection);
+        }
+    }
+    killed
+}
+
+/// Whether `pid` is a live mcp-pyrepl process (its pid may have been reused by something else).
+fn is_running_server(pid: i32) -> bool {
+    if pid as u32 == std::process::id() {
+        return true;
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("mcp-pyrepl"))
+}
+
+/// Environment variables of the server that kernels never see.
+const SERVER_ENV_PREFIX: &str = "MCP_PYREPL_";
+
+/// Keeps the server's own configuration (tokens included) away from user code.
+fn remove_server_env(command: &mut tokio::process::Command) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with(SERVER_ENV_PREFIX) {
+            command.env_remove(name);
+        }
+    }
+}
+
+/// Applies `RLIMIT_AS` and `RLIMIT_CPU` to the child between fork and exec.
+#[allow(unsafe_code)]
+fn set_resource_limits(command: &mut tokio::process::Command, memory: Option<u64>, cpu: Option<u64>) {
+    use nix::sys::resource::{Resource, setrlimit};
+    if memory.is_none() && cpu.is_none() {
+        return;
+    }
+    // SAFETY: the closure runs in the forked child before exec; it only calls setrlimit(2),
+    // which is async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if let Some(bytes) = memory {
+                setrlimit(Resource::RLIMIT_AS, bytes, bytes)?;
+            }
+            if let Some(seconds) = cpu {
+                setrlimit(Resource::RLIMIT_CPU, seconds, seconds)?;
+            }
+            Ok(())
+        });
     }
 }
 

@@ -19,7 +19,7 @@ use crate::jupyter::message::{Content, KernelInfoReply, Shutdown};
 use crate::jupyter::socket::{ClientSockets, SocketError};
 use actor::{Client, Liveness, RequestChannel};
 pub use launch::{InterruptMode, KernelProcess, LaunchSpec};
-pub use output::{MimeBundle, Output, StreamName};
+pub use output::{MimeBundle, Output, OutputLimits, StreamName};
 
 /// How long a kernel we attach to may take to accept our connections.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -212,7 +212,34 @@ impl Kernel {
     /// # Errors
     /// When the request cannot be sent, or the kernel was already dead.
     pub async fn execute(&self, code: &str) -> Result<Execution, KernelError> {
-        self.client.execute(code).await
+        self.client.execute(code, OutputLimits::default()).await
+    }
+
+    /// [`Kernel::execute`], keeping the outputs within `limits` (text beyond them is counted,
+    /// and written to `limits.spill_to`).
+    ///
+    /// # Errors
+    /// As [`Kernel::execute`].
+    pub async fn execute_with(&self, code: &str, limits: OutputLimits) -> Result<Execution, KernelError> {
+        self.client.execute(code, limits).await
+    }
+
+    /// Kills a kernel we started, at once (SIGKILL to its process group): for code that
+    /// survives interrupts. A running execution ends with [`ExecutionStatus::Died`] and the
+    /// output captured so far.
+    ///
+    /// # Errors
+    /// [`KernelError::NotOwned`] for an attached kernel.
+    pub fn kill(&self) -> Result<(), KernelError> {
+        match &self.owner {
+            Owner::Launched { process, .. } => {
+                process.signal_group(Signal::SIGKILL);
+                Ok(())
+            }
+            Owner::Attached { connection_file } => {
+                Err(KernelError::NotOwned { action: "kill", connection_file: connection_file.clone() })
+            }
+        }
     }
 
     /// Interrupts the running code (a `KeyboardInterrupt` in the cell; variables are kept):

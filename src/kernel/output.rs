@@ -4,6 +4,9 @@
 //! coalesced, `clear_output` clears (at once, or at the next output with `wait`), and
 //! `update_display_data` replaces the display with the same id. Knows nothing of sockets or MCP.
 
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
 use base64::Engine;
 use serde_json::{Map, Value};
 
@@ -35,6 +38,15 @@ pub enum Output {
         data: MimeBundle,
         /// The display id, for updates.
         display_id: Option<String>,
+    },
+    /// Output cut to stay within the limits: it stood here, between the head and the tail.
+    Omitted {
+        /// Bytes of text left out.
+        bytes: u64,
+        /// Images left out.
+        images: usize,
+        /// The file holding the whole text, when it could be written.
+        full_output: Option<PathBuf>,
     },
     /// An exception the cell raised.
     Error {
@@ -90,23 +102,84 @@ impl Output {
         Some(strip_ansi(&traceback.join("\n")))
     }
 
+    /// For [`Output::Omitted`], a line saying what was left out and where the whole text is.
+    pub fn omission_note(&self) -> Option<String> {
+        let Output::Omitted { bytes, images, full_output } = self else { return None };
+        let mut what = Vec::new();
+        if *bytes > 0 {
+            what.push(format!("{bytes} bytes of output"));
+        }
+        if *images > 0 {
+            what.push(format!("{images} image(s)"));
+        }
+        let mut note = format!("[… {} omitted here to keep the reply small", what.join(" and "));
+        if let Some(path) = full_output {
+            note.push_str(&format!("; the full text output is in `{}`", path.display()));
+        }
+        note.push_str(" …]");
+        Some(note)
+    }
+
     /// The MIME bundle of a result or display.
     pub fn data(&self) -> Option<&MimeBundle> {
         match self {
             Output::ExecuteResult { data, .. } | Output::DisplayData { data, .. } => Some(data),
-            Output::Stream { .. } | Output::Error { .. } => None,
+            Output::Stream { .. } | Output::Error { .. } | Output::Omitted { .. } => None,
         }
     }
 }
 
-/// The outputs of one execution, built up message by message.
+/// What one execution may keep in memory. Whatever is cut is counted, and the full text is
+/// written to `spill_to` (when given) so it can still be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLimits {
+    /// Text kept, half from the start and half from the end of the output.
+    pub max_text_bytes: usize,
+    /// Images kept.
+    pub max_images: usize,
+    /// Bytes of (base64) image data kept.
+    pub max_image_bytes: usize,
+    /// The file the whole text goes to once something is cut; created only then.
+    pub spill_to: Option<PathBuf>,
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        OutputLimits { max_text_bytes: 64 * 1024, max_images: 10, max_image_bytes: 16 << 20, spill_to: None }
+    }
+}
+
+/// Largest spill file written for one execution.
+const MAX_SPILL_BYTES: u64 = 256 << 20;
+
+/// The outputs of one execution, built up message by message, within [`OutputLimits`].
+///
+/// Text is kept as a head (the first half of the limit) and a tail (a sliding window over the
+/// last half); what falls between is counted in one [`Output::Omitted`] placed between them.
+/// Memory stays bounded however much the kernel prints.
 #[derive(Debug, Default)]
 pub struct OutputLog {
-    outputs: Vec<Output>,
+    limits: OutputLimits,
+    head: Vec<Output>,
+    head_bytes: usize,
+    /// Set once the head is full: everything after goes through the tail window.
+    cut: bool,
+    tail: VecDeque<Output>,
+    tail_bytes: usize,
+    omitted_bytes: u64,
+    omitted_images: usize,
+    images: usize,
+    image_bytes: usize,
     clear_on_next: bool,
+    spill: Option<Spill>,
 }
 
 impl OutputLog {
+    /// An empty log bounded by `limits`.
+    pub fn new(limits: OutputLimits) -> Self {
+        OutputLog { limits, ..OutputLog::default() }
+    }
+
     /// Applies one iopub content. Contents that are not outputs (status, execute_input, ...) are
     /// ignored.
     pub fn apply(&mut self, content: Content) {
@@ -132,7 +205,7 @@ impl OutputLog {
                 if clear.wait {
                     self.clear_on_next = true;
                 } else {
-                    self.outputs.clear();
+                    self.clear();
                 }
                 return;
             }
@@ -141,23 +214,106 @@ impl OutputLog {
         self.push(output);
     }
 
+    fn clear(&mut self) {
+        let limits = std::mem::take(&mut self.limits);
+        let spill = self.spill.take();
+        *self = OutputLog { limits, spill, ..OutputLog::default() };
+    }
+
     fn push(&mut self, output: Output) {
         if std::mem::take(&mut self.clear_on_next) {
-            self.outputs.clear();
+            self.clear();
         }
-        if let (Output::Stream { name, text }, Some(Output::Stream { name: last_name, text: last_text })) =
-            (&output, self.outputs.last_mut())
-            && name == last_name
+        let image_size = image_size(&output);
+        if image_size > 0 {
+            if self.images >= self.limits.max_images
+                || self.image_bytes + image_size > self.limits.max_image_bytes
+            {
+                self.omitted_images += 1;
+                self.spill_write(&output);
+                return;
+            }
+            self.images += 1;
+            self.image_bytes += image_size;
+        }
+        let half = self.limits.max_text_bytes / 2;
+        let weight = text_weight(&output);
+        if !self.cut {
+            if self.head_bytes + weight <= half {
+                self.head_bytes += weight;
+                push_coalesced(&mut self.head, output);
+                return;
+            }
+            self.start_cut();
+            let output = match output {
+                // Fill the head to the brim with the start of the stream.
+                Output::Stream { name, mut text } => {
+                    let at = floor_char_boundary(&text, half - self.head_bytes);
+                    let rest = text.split_off(at);
+                    self.head_bytes += text.len();
+                    self.spill_write(&Output::Stream { name, text: text.clone() });
+                    push_coalesced(&mut self.head, Output::Stream { name, text });
+                    Output::Stream { name, text: rest }
+                }
+                other => other,
+            };
+            return self.push_tail(output);
+        }
+        self.push_tail(output);
+    }
+
+    /// Adds to the tail window, then slides it so it holds at most half the text limit.
+    fn push_tail(&mut self, output: Output) {
+        self.spill_write(&output);
+        self.tail_bytes += text_weight(&output);
+        push_coalesced_back(&mut self.tail, output);
+        let half = self.limits.max_text_bytes / 2;
+        while self.tail_bytes > half {
+            let excess = self.tail_bytes - half;
+            let Some(front) = self.tail.front_mut() else { break };
+            if let Output::Stream { text, .. } = front
+                && text.len() > excess
+            {
+                let at = ceil_char_boundary(text, excess);
+                text.drain(..at);
+                self.tail_bytes -= at;
+                self.omitted_bytes += at as u64;
+                continue;
+            }
+            let evicted = self.tail.pop_front().expect("front exists");
+            let weight = text_weight(&evicted);
+            self.tail_bytes -= weight;
+            self.omitted_bytes += weight as u64;
+            if image_size(&evicted) > 0 {
+                self.omitted_images += 1;
+            }
+        }
+    }
+
+    /// The head is full: from here on the whole text also goes to the spill file.
+    fn start_cut(&mut self) {
+        self.cut = true;
+        if self.spill.is_none()
+            && let Some(path) = &self.limits.spill_to
         {
-            last_text.push_str(text);
-            return;
+            self.spill = Spill::create(path);
+            let head = std::mem::take(&mut self.head);
+            for output in &head {
+                self.spill_write(output);
+            }
+            self.head = head;
         }
-        self.outputs.push(output);
+    }
+
+    fn spill_write(&mut self, output: &Output) {
+        if let Some(spill) = &mut self.spill {
+            spill.write(output);
+        }
     }
 
     fn update_display(&mut self, update: DisplayData) {
         let Some(id) = display_id(&update) else { return };
-        for output in &mut self.outputs {
+        for output in self.head.iter_mut().chain(self.tail.iter_mut()) {
             if let Output::DisplayData { data, display_id: Some(existing) } = output
                 && *existing == id
             {
@@ -166,15 +322,138 @@ impl OutputLog {
         }
     }
 
-    /// The outputs so far, in order.
-    pub fn outputs(&self) -> &[Output] {
-        &self.outputs
+    /// The finished list of outputs: the head, an [`Output::Omitted`] when anything was cut,
+    /// the tail.
+    pub fn into_outputs(mut self) -> Vec<Output> {
+        let full_output = self.spill.take().and_then(Spill::finish);
+        let mut outputs = self.head;
+        if self.omitted_bytes > 0 || self.omitted_images > 0 {
+            outputs.push(Output::Omitted {
+                bytes: self.omitted_bytes,
+                images: self.omitted_images,
+                full_output,
+            });
+        }
+        outputs.extend(self.tail);
+        outputs
+    }
+}
+
+/// The spill file of one execution.
+#[derive(Debug)]
+struct Spill {
+    path: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+    written: u64,
+}
+
+impl Spill {
+    fn create(path: &Path) -> Option<Spill> {
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        match std::fs::File::create(path) {
+            Ok(file) => {
+                Some(Spill { path: path.to_owned(), file: std::io::BufWriter::new(file), written: 0 })
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot keep the full output");
+                None
+            }
+        }
     }
 
-    /// The finished list of outputs.
-    pub fn into_outputs(self) -> Vec<Output> {
-        self.outputs
+    fn write(&mut self, output: &Output) {
+        use std::io::Write;
+        let rendered;
+        let text = match output {
+            Output::Stream { text, .. } => text.as_str(),
+            Output::Error { .. } => {
+                rendered = output.traceback_text().unwrap_or_default() + "\n";
+                &rendered
+            }
+            Output::ExecuteResult { .. } | Output::DisplayData { .. } => {
+                rendered = match image_size(output) {
+                    0 => format!("{}\n", output.text_plain().unwrap_or("[rich output]")),
+                    _ => "[image]\n".to_owned(),
+                };
+                &rendered
+            }
+            Output::Omitted { .. } => return,
+        };
+        let room = MAX_SPILL_BYTES.saturating_sub(self.written) as usize;
+        let text = &text[..floor_char_boundary(text, room)];
+        if !text.is_empty() && self.file.write_all(text.as_bytes()).is_ok() {
+            self.written += text.len() as u64;
+        }
     }
+
+    fn finish(mut self) -> Option<PathBuf> {
+        use std::io::Write;
+        self.file.flush().ok().map(|()| self.path)
+    }
+}
+
+fn push_coalesced(outputs: &mut Vec<Output>, output: Output) {
+    if let (Output::Stream { name, text }, Some(Output::Stream { name: last_name, text: last_text })) =
+        (&output, outputs.last_mut())
+        && name == last_name
+    {
+        last_text.push_str(text);
+        return;
+    }
+    outputs.push(output);
+}
+
+fn push_coalesced_back(outputs: &mut VecDeque<Output>, output: Output) {
+    if let (Output::Stream { name, text }, Some(Output::Stream { name: last_name, text: last_text })) =
+        (&output, outputs.back_mut())
+        && name == last_name
+    {
+        last_text.push_str(text);
+        return;
+    }
+    outputs.push_back(output);
+}
+
+/// Bytes of text an output holds (images count under their own limits).
+fn text_weight(output: &Output) -> usize {
+    match output {
+        Output::Stream { text, .. } => text.len(),
+        Output::Error { ename, evalue, traceback } => {
+            ename.len() + evalue.len() + traceback.iter().map(String::len).sum::<usize>()
+        }
+        Output::ExecuteResult { data, .. } | Output::DisplayData { data, .. } => data
+            .iter()
+            .filter(|(mime, _)| !mime.starts_with("image/") || mime.as_str() == "image/svg+xml")
+            .map(|(_, value)| value.as_str().map_or_else(|| value.to_string().len(), str::len))
+            .sum(),
+        Output::Omitted { .. } => 0,
+    }
+}
+
+/// Bytes of raster image data an output holds.
+fn image_size(output: &Output) -> usize {
+    let Some(data) = output.data() else { return 0 };
+    ["image/png", "image/jpeg"].iter().filter_map(|mime| data.get(*mime)?.as_str()).map(str::len).sum()
+}
+
+/// The largest char boundary of `text` at or below `at`.
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// The smallest char boundary of `text` at or above `at`.
+fn ceil_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
 }
 
 /// `text` without ANSI escape sequences (IPython colours its tracebacks).
@@ -241,27 +520,106 @@ mod tests {
         );
     }
 
+    fn outputs_of(limits: OutputLimits, contents: impl IntoIterator<Item = Content>) -> Vec<Output> {
+        let mut log = OutputLog::new(limits);
+        for content in contents {
+            log.apply(content);
+        }
+        log.into_outputs()
+    }
+
     #[test]
     fn clear_output_clears_now_or_at_the_next_output() {
-        let mut log = OutputLog::default();
-        log.apply(stream("stdout", "10%"));
-        log.apply(Content::ClearOutput(ClearOutput { wait: true }));
-        assert_eq!(log.outputs().len(), 1);
-        log.apply(stream("stdout", "100%"));
-        assert_eq!(log.outputs(), &[Output::Stream { name: StreamName::Stdout, text: "100%".into() }]);
-        log.apply(Content::ClearOutput(ClearOutput { wait: false }));
-        assert!(log.outputs().is_empty());
+        let waiting = [stream("stdout", "10%"), Content::ClearOutput(ClearOutput { wait: true })];
+        assert_eq!(outputs_of(OutputLimits::default(), waiting.clone()).len(), 1);
+        let replaced = waiting.into_iter().chain([stream("stdout", "100%")]);
+        assert_eq!(
+            outputs_of(OutputLimits::default(), replaced),
+            [Output::Stream { name: StreamName::Stdout, text: "100%".into() }]
+        );
+        let cleared = [stream("stdout", "x"), Content::ClearOutput(ClearOutput { wait: false })];
+        assert!(outputs_of(OutputLimits::default(), cleared).is_empty());
     }
 
     #[test]
     fn update_display_data_replaces_by_id() {
-        let mut log = OutputLog::default();
-        log.apply(display(Some("p"), "0/3", false));
-        log.apply(display(None, "other", false));
-        log.apply(display(Some("p"), "3/3", true));
-        log.apply(display(Some("unknown"), "ignored", true));
-        let texts: Vec<_> = log.outputs().iter().map(|o| o.text_plain().unwrap()).collect();
+        let outputs = outputs_of(
+            OutputLimits::default(),
+            [
+                display(Some("p"), "0/3", false),
+                display(None, "other", false),
+                display(Some("p"), "3/3", true),
+                display(Some("unknown"), "ignored", true),
+            ],
+        );
+        let texts: Vec<_> = outputs.iter().map(|o| o.text_plain().unwrap()).collect();
         assert_eq!(texts, ["3/3", "other"]);
+    }
+
+    fn small(spill_to: Option<PathBuf>) -> OutputLimits {
+        OutputLimits { max_text_bytes: 1000, max_images: 2, max_image_bytes: 1 << 20, spill_to }
+    }
+
+    #[test]
+    fn a_flood_keeps_head_and_tail_and_counts_the_middle() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = dir.path().join("out/full.txt");
+        let lines: Vec<String> = (0..10_000).map(|i| format!("line {i:05}\n")).collect();
+        let outputs = outputs_of(small(Some(spill.clone())), lines.iter().map(|l| stream("stdout", l)));
+        let total: usize = lines.iter().map(String::len).sum();
+        let [
+            Output::Stream { text: head, .. },
+            Output::Omitted { bytes, images: 0, full_output },
+            Output::Stream { text: tail, .. },
+        ] = outputs.as_slice()
+        else {
+            panic!("{outputs:?}")
+        };
+        assert_eq!(head.len(), 500);
+        assert!(head.starts_with("line 00000\n"));
+        assert!(tail.ends_with("line 09999\n"), "{tail}");
+        assert!(tail.len() <= 500);
+        assert_eq!(head.len() + tail.len() + *bytes as usize, total);
+        assert_eq!(full_output.as_deref(), Some(spill.as_path()));
+        assert_eq!(std::fs::read_to_string(&spill).unwrap(), lines.concat());
+    }
+
+    #[test]
+    fn nothing_is_spilled_when_nothing_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = dir.path().join("full.txt");
+        let outputs = outputs_of(small(Some(spill.clone())), [stream("stdout", "short\n")]);
+        assert_eq!(outputs.len(), 1);
+        assert!(!spill.exists());
+    }
+
+    #[test]
+    fn images_past_the_limit_are_counted_not_kept() {
+        let png = |n: usize| {
+            let mut data = Map::new();
+            data.insert("image/png".into(), json!("iVBORw0KGgo="));
+            data.insert("text/plain".into(), json!(format!("<Figure {n}>")));
+            Content::DisplayData(DisplayData { data, metadata: Map::new(), transient: Map::new() })
+        };
+        let outputs = outputs_of(small(None), (0..5).map(png));
+        let images = outputs.iter().filter(|o| o.image("image/png").is_some()).count();
+        assert_eq!(images, 2);
+        assert!(matches!(outputs.last(), Some(Output::Omitted { images: 3, bytes: 0, .. })), "{outputs:?}");
+    }
+
+    #[test]
+    fn multibyte_text_is_cut_on_char_boundaries() {
+        let text = "é".repeat(2000);
+        let outputs = outputs_of(small(None), [stream("stdout", &text), stream("stderr", "é!")]);
+        let kept: String = outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Stream { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(kept.ends_with("é!"));
+        assert!(kept.chars().all(|c| c == 'é' || c == '!'));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::error::Error;
 use crate::graph::CellStatus;
 use crate::kernel::{ExecutionStatus, Output, StreamName};
-use crate::session::CellRun;
+use crate::session::{CellRun, Stop, StopReason};
 
 /// Image types passed to the client as images, in order of preference.
 const IMAGE_TYPES: [&str; 2] = ["image/png", "image/jpeg"];
@@ -23,11 +23,13 @@ const TEXT_TYPES: [&str; 4] = ["text/markdown", "text/html", "image/svg+xml", "a
 /// The tool result of a cell run.
 pub fn cell_result(run: &CellRun) -> CallToolResult {
     let mut content: Vec<ContentBlock> = run.execution.outputs.iter().filter_map(output_content).collect();
-    if let ExecutionStatus::Died(death) = &run.execution.status {
-        content.push(ContentBlock::text(format!(
+    match (&run.stopped, &run.execution.status) {
+        (Some(stop), _) => content.push(ContentBlock::text(stop_note(stop))),
+        (None, ExecutionStatus::Died(death)) => content.push(ContentBlock::text(format!(
             "The kernel {death} while running this cell. Its in-memory state is lost; the next run_code \
              starts a new kernel and replays the cells it needs."
-        )));
+        ))),
+        (None, _) => {}
     }
     content.push(ContentBlock::text(run.cell.id.to_string()));
 
@@ -46,6 +48,10 @@ pub fn cell_result(run: &CellRun) -> CallToolResult {
         "kernel_restarted": run.restarted,
         "replay_ms": millis(run.replay_time),
         "run_ms": millis(run.run_time),
+        "stopped": run.stopped.map(|stop| json!({
+            "reason": match stop.reason { StopReason::Timeout(_) => "timeout", StopReason::Cancelled => "cancelled" },
+            "kernel_killed": stop.kernel_killed,
+        })),
     });
     let mut result = if run.cell.status == CellStatus::Ok {
         CallToolResult::success(content)
@@ -81,6 +87,7 @@ fn output_content(output: &Output) -> Option<ContentBlock> {
             Some(ContentBlock::text(format!("[stderr]\n{text}")))
         }
         Output::Error { .. } => output.traceback_text().map(ContentBlock::text),
+        Output::Omitted { .. } => output.omission_note().map(ContentBlock::text),
         Output::ExecuteResult { data, .. } | Output::DisplayData { data, .. } => {
             for mime in IMAGE_TYPES {
                 if let Some(bytes) = output.image(mime) {
@@ -97,6 +104,25 @@ fn output_content(output: &Output) -> Option<ContentBlock> {
                 Some(ContentBlock::text(format!("[{mime}]\n{text}")))
             })
         }
+    }
+}
+
+/// What happened to a stopped cell, and what it means for the session's state.
+fn stop_note(stop: &Stop) -> String {
+    let why = match stop.reason {
+        StopReason::Timeout(limit) => format!("it ran past its time limit of {}s", limit.as_secs_f64()),
+        StopReason::Cancelled => "the request was cancelled".to_owned(),
+    };
+    if stop.kernel_killed {
+        format!(
+            "The cell was stopped because {why}. It ignored the interrupt, so its kernel was killed: the \
+             in-memory state is lost and will be rebuilt by replay on the next run_code."
+        )
+    } else {
+        format!(
+            "The cell was interrupted because {why}. The kernel kept its state: whatever the cell did \
+             before the interrupt is still there. Pass a larger timeout_s to let it finish."
+        )
     }
 }
 

@@ -17,7 +17,7 @@ use super::content::{cell_result, error_result, text_result};
 use crate::error::Error;
 use crate::graph::CellId;
 use crate::session::manager::SessionManager;
-use crate::session::{Progress, ProgressUpdate};
+use crate::session::{CallContext, Progress, ProgressUpdate, parse_timeout};
 
 /// What the server tells the model about itself.
 const INSTRUCTIONS: &str = "\
@@ -44,6 +44,10 @@ pub struct RunCodeArgs {
     /// from a fresh interpreter.
     #[serde(default)]
     pub parent_cell_id: Option<String>,
+    /// Seconds the code may run before it is interrupted (the server's default, 300 unless
+    /// configured, when omitted). Variables survive an interrupt.
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
 }
 
 /// Arguments naming one session.
@@ -84,7 +88,7 @@ impl PyReplServer {
     )]
     async fn create_repl(&self, context: RequestContext<RoleServer>) -> Result<CallToolResult, ErrorData> {
         let outcome =
-            with_progress(&context, |progress| async move { self.manager.create(&progress).await }).await;
+            with_context(&context, |call| async move { self.manager.create(&call.progress).await }).await;
         Ok(match outcome {
             Ok(id) => text_result(id.clone(), json!({ "session_id": id })),
             Err(error) => error_result(&error),
@@ -103,11 +107,12 @@ impl PyReplServer {
         Parameters(args): Parameters<RunCodeArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let outcome = with_progress(&context, |progress| async move {
+        let outcome = with_context(&context, |call| async move {
             let parent = args.parent_cell_id.as_deref().map(CellId::parse).transpose()?;
+            let timeout = args.timeout_s.map(parse_timeout).transpose()?;
             let session = self.manager.get(&args.session_id)?;
             let mut session = session.lock().await;
-            session.run_cell(&args.code, parent.as_ref(), &progress).await
+            session.run_cell(&args.code, parent.as_ref(), timeout, &call).await
         })
         .await;
         Ok(match outcome {
@@ -125,11 +130,11 @@ impl PyReplServer {
         Parameters(args): Parameters<InstallPackagesArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let outcome = with_progress(&context, |progress| async move {
+        let outcome = with_context(&context, |call| async move {
             let session = self.manager.get(&args.session_id)?;
             let uv = self.manager.uv().await?;
             let mut session = session.lock().await;
-            session.install(uv, &args.packages, &progress).await.map(|report| (report, args.packages))
+            session.install(uv, &args.packages, &call).await.map(|report| (report, args.packages))
         })
         .await;
         Ok(match outcome {
@@ -176,15 +181,17 @@ impl ServerHandler for PyReplServer {
     }
 }
 
-/// Runs `operation` with a [`Progress`] that becomes MCP progress notifications when the request
-/// carries a progress token; every notification is sent before this returns.
-async fn with_progress<T, F, Fut>(context: &RequestContext<RoleServer>, operation: F) -> Result<T, Error>
+/// Runs `operation` with the request's [`CallContext`]: its cancellation token, and progress
+/// that becomes MCP progress notifications when the request carries a progress token (every
+/// notification is sent before this returns).
+async fn with_context<T, F, Fut>(context: &RequestContext<RoleServer>, operation: F) -> Result<T, Error>
 where
-    F: FnOnce(Progress) -> Fut,
+    F: FnOnce(CallContext) -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
+    let cancel = context.ct.clone();
     let Some(token) = context.meta.get_progress_token() else {
-        return operation(Progress::default()).await;
+        return operation(CallContext { progress: Progress::default(), cancel }).await;
     };
     let (sender, mut updates) = tokio::sync::mpsc::unbounded_channel::<ProgressUpdate>();
     let peer = context.peer.clone();
@@ -200,7 +207,7 @@ where
             }
         }
     });
-    let outcome = operation(Progress::to(sender)).await;
+    let outcome = operation(CallContext { progress: Progress::to(sender), cancel }).await;
     let _ = forwarder.await;
     outcome
 }

@@ -15,6 +15,7 @@ use super::{Progress, Session, SessionPaths};
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, store};
+use crate::kernel::launch::reap_orphans;
 use crate::venv::{Uv, Venv};
 
 /// Length of a session id: lowercase hex characters.
@@ -31,9 +32,21 @@ pub struct SessionManager {
 }
 
 impl SessionManager {
-    /// A manager keeping its sessions under `settings.data_dir()`.
+    /// A manager keeping its sessions under `settings.data_dir()`. Kernels left running by a
+    /// server that crashed are killed and their files removed first.
     pub fn new(settings: Settings) -> Self {
-        SessionManager { settings, uv: OnceCell::new(), sessions: Mutex::new(HashMap::new()) }
+        let manager = SessionManager { settings, uv: OnceCell::new(), sessions: Mutex::new(HashMap::new()) };
+        if let Ok(sessions) = std::fs::read_dir(manager.sessions_dir()) {
+            let killed: usize =
+                sessions.flatten().map(|entry| reap_orphans(&SessionPaths::new(entry.path()).kernel())).sum();
+            if killed > 0 {
+                tracing::warn!(
+                    killed,
+                    "killed kernels left behind by a server that stopped without cleaning up"
+                );
+            }
+        }
+        manager
     }
 
     /// uv, found or installed on first use.
@@ -86,7 +99,8 @@ impl SessionManager {
         let venv = uv.create_venv(&paths.venv(), self.settings.python.as_deref(), &packages).await?;
         store::save(&Graph::new(), &paths.graph())?;
         progress.report(2.0, Some(3.0), "starting the kernel");
-        let mut session = Session::open(id.to_owned(), paths.clone(), venv, Graph::new());
+        let mut session =
+            Session::open(id.to_owned(), self.settings.limits.clone(), paths.clone(), venv, Graph::new());
         session.start_kernel().await?;
         progress.report(3.0, Some(3.0), "ready");
         Ok(session)
@@ -112,7 +126,13 @@ impl SessionManager {
         let graph = store::load(&paths.graph())?;
         let venv = Venv::at(paths.venv());
         tracing::info!(session = id, cells = graph.len(), "session brought back from disk");
-        let session = Arc::new(tokio::sync::Mutex::new(Session::open(id.to_owned(), paths, venv, graph)));
+        let session = Arc::new(tokio::sync::Mutex::new(Session::open(
+            id.to_owned(),
+            self.settings.limits.clone(),
+            paths,
+            venv,
+            graph,
+        )));
         // Another call may have brought it back meanwhile: keep the first.
         let mut sessions = self.sessions.lock().expect("sessions lock");
         Ok(sessions.entry(id.to_owned()).or_insert(session).clone())

@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
+use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::graph::{Cell, CellId, CellStatus, Graph, KernelHead, store};
-use crate::kernel::{Execution, ExecutionStatus, Kernel, LaunchSpec, Output};
+use crate::kernel::{Execution, ExecutionStatus, Kernel, LaunchSpec, Output, OutputLimits};
 use crate::venv::{Uv, Venv, validate_requirement};
 
 /// Largest code accepted in one cell.
@@ -53,6 +55,34 @@ impl Progress {
     }
 }
 
+/// What the caller of a long operation provides: where progress goes, and a token that is
+/// cancelled when the caller gives up (an MCP `notifications/cancelled`).
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    /// Progress reports.
+    pub progress: Progress,
+    /// Cancelled when the request is withdrawn.
+    pub cancel: CancellationToken,
+}
+
+/// Why a cell was stopped before it ended by itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StopReason {
+    /// It ran longer than its time limit.
+    Timeout(Duration),
+    /// The request was cancelled.
+    Cancelled,
+}
+
+/// How a cell was stopped: interrupted, and killed with its kernel when it ignored that.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stop {
+    /// Why.
+    pub reason: StopReason,
+    /// The cell survived the interrupt, so its kernel was killed: the in-memory state is lost.
+    pub kernel_killed: bool,
+}
+
 /// What running one cell did.
 #[derive(Debug, Clone)]
 pub struct CellRun {
@@ -68,6 +98,8 @@ pub struct CellRun {
     pub replay_time: Duration,
     /// Time spent running the new code.
     pub run_time: Duration,
+    /// Set when the cell was stopped (time limit or cancellation).
+    pub stopped: Option<Stop>,
 }
 
 /// A session's files: `<dir>/venv`, `<dir>/graph.json`, `<dir>/kernel/`.
@@ -101,11 +133,17 @@ impl SessionPaths {
     pub fn kernel(&self) -> PathBuf {
         self.dir.join("kernel")
     }
+
+    /// Where the full text of outputs too long to return is kept.
+    pub fn outputs(&self) -> PathBuf {
+        self.dir.join("outputs")
+    }
 }
 
 /// One session.
 pub struct Session {
     id: String,
+    limits: Limits,
     paths: SessionPaths,
     venv: Venv,
     graph: Graph,
@@ -114,9 +152,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session over an existing venv and graph; the kernel starts on first use.
-    pub fn open(id: String, paths: SessionPaths, venv: Venv, graph: Graph) -> Self {
-        Session { id, paths, venv, graph, kernel: None, head: KernelHead::Fresh }
+    /// A session over an existing venv and graph, within `limits`; the kernel starts on first
+    /// use.
+    pub fn open(id: String, limits: Limits, paths: SessionPaths, venv: Venv, graph: Graph) -> Self {
+        Session { id, limits, paths, venv, graph, kernel: None, head: KernelHead::Fresh }
     }
 
     /// The session id.
@@ -143,7 +182,9 @@ impl Session {
     }
 
     /// Runs `code` on exactly the state after `parent` (a fresh state when `None`), replaying
-    /// what the kernel lacks, and records it as a new cell.
+    /// what the kernel lacks, and records it as a new cell. The code (and each replayed cell)
+    /// may run for `timeout` (the session's default when `None`) before it is interrupted.
+    /// [`parse_timeout`] turns a caller's number of seconds into one.
     ///
     /// # Errors
     /// Bad code or parent ids (nothing changes); a kernel that cannot start; a replayed cell that
@@ -152,17 +193,19 @@ impl Session {
         &mut self,
         code: &str,
         parent: Option<&CellId>,
-        progress: &Progress,
+        timeout: Option<Duration>,
+        context: &CallContext,
     ) -> Result<CellRun> {
         if code.trim().is_empty() {
-            return Err(Error::InvalidCode("the code is empty; send the Python source to run".into()));
+            return Err(Error::InvalidArgument("the code is empty; send the Python source to run".into()));
         }
         if code.len() > MAX_CODE_BYTES {
-            return Err(Error::InvalidCode(format!(
+            return Err(Error::InvalidArgument(format!(
                 "the code is {} bytes, over the limit of {MAX_CODE_BYTES}; split it into several cells",
                 code.len()
             )));
         }
+        let timeout = timeout.unwrap_or_else(|| Duration::from_secs_f64(self.limits.cell_timeout));
         // Refuse an unknown parent before any kernel work.
         if let Some(parent) = parent {
             self.graph.cell(parent)?;
@@ -174,23 +217,20 @@ impl Session {
         let plan = self.graph.plan(self.head, parent)?;
         let restarted = plan.restart || !kernel_was_running;
         if plan.restart {
-            progress.report(0.0, None, "restarting the kernel");
+            context.progress.report(0.0, None, "restarting the kernel");
             self.kernel.as_mut().expect("started above").restart().await?;
             self.head = KernelHead::Fresh;
         }
         let total = plan.replay.len() as f64 + 1.0;
         for (step, id) in plan.replay.iter().enumerate() {
-            progress.report(
-                step as f64,
-                Some(total),
-                format!("replaying cell {id} ({} of {})", step + 1, plan.replay.len()),
-            );
-            self.replay(id).await?;
+            let message = format!("replaying cell {id} ({} of {})", step + 1, plan.replay.len());
+            context.progress.report(step as f64, Some(total), message);
+            self.replay(id, timeout, context).await?;
         }
         let replay_time = replay_started.elapsed();
 
         let run_started = Instant::now();
-        let execution = self.kernel().execute(code).await?;
+        let (execution, stopped) = self.execute_bounded(code, timeout, context).await?;
         let run_time = run_started.elapsed();
         let status = cell_status(&execution);
         let summary = summarize(&execution.outputs);
@@ -201,20 +241,29 @@ impl Session {
             _ => KernelHead::At(cell.chain_hash),
         };
         self.save()?;
-        Ok(CellRun { cell, execution, replayed: plan.replay, restarted, replay_time, run_time })
+        Ok(CellRun { cell, execution, replayed: plan.replay, restarted, replay_time, run_time, stopped })
     }
 
     /// Replays one recorded cell. One that succeeded before must succeed again; one that failed
-    /// before may fail again.
-    async fn replay(&mut self, id: &CellId) -> Result<()> {
+    /// (or was interrupted) before may fail again.
+    async fn replay(&mut self, id: &CellId, timeout: Duration, context: &CallContext) -> Result<()> {
         let cell = self.graph.cell(id)?.clone();
-        let execution = self.kernel().execute(&cell.code).await?;
+        let (execution, stopped) = self.execute_bounded(&cell.code, timeout, context).await?;
         let failed_now = execution.status != ExecutionStatus::Ok;
-        if failed_now && cell.status == CellStatus::Ok || matches!(execution.status, ExecutionStatus::Died(_))
+        let died = matches!(execution.status, ExecutionStatus::Died(_));
+        if failed_now && cell.status == CellStatus::Ok
+            || died
+            || stopped.is_some_and(|s| s.reason == StopReason::Cancelled)
         {
             self.head = KernelHead::Unknown;
-            let detail = match &execution.status {
-                ExecutionStatus::Died(death) => format!("the kernel {death}"),
+            let detail = match (&execution.status, stopped) {
+                (_, Some(Stop { reason: StopReason::Cancelled, .. })) => {
+                    "the request was cancelled".to_owned()
+                }
+                (_, Some(Stop { reason: StopReason::Timeout(limit), .. })) => {
+                    format!("it ran longer than the time limit of {}s", limit.as_secs_f64())
+                }
+                (ExecutionStatus::Died(death), None) => format!("the kernel {death}"),
                 _ => {
                     execution.outputs.iter().filter_map(Output::traceback_text).collect::<Vec<_>>().join("\n")
                 }
@@ -225,12 +274,57 @@ impl Session {
         Ok(())
     }
 
+    /// Runs `code` within the session's output limits, stopping it after `timeout` or on
+    /// cancellation: first an interrupt (the kernel keeps its state), then, when the code ignores
+    /// it for the grace period, a kill of the kernel (state lost; replay rebuilds it).
+    async fn execute_bounded(
+        &mut self,
+        code: &str,
+        timeout: Duration,
+        context: &CallContext,
+    ) -> Result<(Execution, Option<Stop>)> {
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6f");
+        let limits = OutputLimits {
+            max_text_bytes: self.limits.max_output_bytes,
+            max_images: self.limits.max_images,
+            max_image_bytes: self.limits.max_image_bytes,
+            spill_to: Some(self.paths.outputs().join(format!("{stamp}.txt"))),
+        };
+        let grace = Duration::from_secs_f64(self.limits.interrupt_grace);
+        let kernel = self.kernel.as_ref().expect("the kernel is started before use");
+        let execution = kernel.execute_with(code, limits);
+        tokio::pin!(execution);
+        let reason = tokio::select! {
+            finished = &mut execution => return Ok((finished?, None)),
+            () = tokio::time::sleep(timeout) => StopReason::Timeout(timeout),
+            () = context.cancel.cancelled() => StopReason::Cancelled,
+        };
+        tracing::info!(session = %self.id, ?reason, "interrupting a cell");
+        if let Err(error) = kernel.interrupt().await {
+            tracing::warn!(%error, "interrupt failed");
+        }
+        if let Ok(finished) = tokio::time::timeout(grace, &mut execution).await {
+            return Ok((finished?, Some(Stop { reason, kernel_killed: false })));
+        }
+        tracing::warn!(session = %self.id, "the cell ignored the interrupt; killing its kernel");
+        kernel.kill()?;
+        let killed = execution.await?;
+        self.head = KernelHead::Unknown;
+        Ok((killed, Some(Stop { reason, kernel_killed: true })))
+    }
+
     /// Installs `requirements` into the session's venv; the running kernel can import them at
     /// once. Every requirement is validated before uv runs.
     ///
     /// # Errors
     /// A refused requirement (nothing is installed), or uv's failure.
-    pub async fn install(&mut self, uv: &Uv, requirements: &[String], progress: &Progress) -> Result<String> {
+    pub async fn install(
+        &mut self,
+        uv: &Uv,
+        requirements: &[String],
+        context: &CallContext,
+    ) -> Result<String> {
+        let progress = &context.progress;
         if requirements.is_empty() {
             return Err(Error::InvalidRequirement {
                 requirement: String::new(),
@@ -280,7 +374,9 @@ impl Session {
             dead.shutdown().await;
         }
         if self.kernel.is_none() {
-            let spec = LaunchSpec::new(self.venv.python(), self.paths.kernel());
+            let memory = self.limits.kernel_memory_mb.map(|mb| mb << 20);
+            let spec = LaunchSpec::new(self.venv.python(), self.paths.kernel())
+                .with_resource_limits(memory, self.limits.kernel_cpu_seconds);
             self.kernel = Some(Kernel::launch(spec).await?);
             self.head = KernelHead::Fresh;
         }
@@ -290,6 +386,23 @@ impl Session {
     fn kernel(&self) -> &Kernel {
         self.kernel.as_ref().expect("the kernel is started before use")
     }
+}
+
+/// Longest time limit a caller may ask for.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// A caller's time limit in seconds, checked.
+///
+/// # Errors
+/// When it is not a positive number of seconds of at most a day.
+pub fn parse_timeout(seconds: f64) -> Result<Duration> {
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= MAX_TIMEOUT.as_secs_f64()) {
+        return Err(Error::InvalidArgument(format!(
+            "timeout_s must be a positive number of seconds up to {}; got {seconds}",
+            MAX_TIMEOUT.as_secs()
+        )));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 fn cell_status(execution: &Execution) -> CellStatus {

@@ -29,7 +29,7 @@ async fn outputs_arrive_in_order_with_every_kind() {
             Output::Stream { name, text } => format!("{}:{text}", name.as_str()),
             Output::DisplayData { data, .. } => format!("display:{}", data["text/html"].as_str().unwrap()),
             Output::ExecuteResult { .. } => format!("result:{}", o.text_plain().unwrap()),
-            Output::Error { .. } => "error".into(),
+            Output::Error { .. } | Output::Omitted { .. } => format!("{o:?}"),
         })
         .collect();
     assert_eq!(kinds, ["stdout:a\nb\n", "stderr:oops\n", "stdout:c\n", "display:<b>x</b>", "result:42"]);

@@ -1,6 +1,9 @@
 mod attach;
 mod common;
 mod exec_cli;
+mod faults;
 mod kernel;
 mod mcp;
+mod mcp_client;
+mod soak;
 mod venv;

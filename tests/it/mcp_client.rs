@@ -1,0 +1,139 @@
+//! The MCP client harness: the built `mcp-pyrepl` as a child process, driven over stdio by rmcp's
+//! client, and helpers to read its tool results. The tests themselves live in `mcp.rs` and
+//! `soak.rs`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+use super::common::{uv, within};
+
+/// A client that records the progress notifications it receives.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    /// Every progress notification, in the order received.
+    pub progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
+}
+
+impl ClientHandler for Recorder {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.progress.lock().unwrap().push(params);
+    }
+}
+
+/// A running `mcp-pyrepl` and a connected client.
+pub struct Server {
+    /// The rmcp client connected to the server's stdio.
+    pub client: RunningService<RoleClient, Recorder>,
+    /// What the client received besides replies.
+    pub recorder: Recorder,
+    pid: u32,
+}
+
+impl Server {
+    /// Starts the server on `data_dir` with numpy and matplotlib as base packages.
+    pub async fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, "numpy,matplotlib", |_| {}).await
+    }
+
+    /// Starts the server with `adjust` applied to its command first.
+    pub async fn start_with(
+        data_dir: &Path,
+        base_packages: &str,
+        adjust: impl FnOnce(&mut tokio::process::Command),
+    ) -> Server {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-pyrepl"));
+        adjust(&mut command);
+        command
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--uv")
+            .arg(uv().await.path())
+            .args(["--base-packages", base_packages]);
+        let transport = TokioChildProcess::new(command).unwrap();
+        let pid = transport.id().unwrap();
+        let recorder = Recorder::default();
+        let client = within(30, recorder.clone().serve(transport)).await.expect("MCP handshake");
+        Server { client, recorder, pid }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Calls `tool`, failing the test on a protocol error or a hang.
+    pub async fn call(&self, tool: &'static str, arguments: Value) -> CallToolResult {
+        let params = CallToolRequestParams::new(tool).with_arguments(arguments.as_object().unwrap().clone());
+        within(300, self.client.call_tool(params)).await.unwrap_or_else(|e| panic!("{tool} failed: {e}"))
+    }
+
+    /// Creates a session and returns its id.
+    pub async fn create_repl(&self) -> String {
+        let result = self.call("create_repl", json!({})).await;
+        assert_ne!(result.is_error, Some(true), "create_repl failed: {}", texts(&result).join("\n"));
+        result.structured_content.unwrap()["session_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Calls `run_code`, whatever the outcome.
+    pub async fn run(&self, session: &str, code: &str, parent: Option<&str>) -> CallToolResult {
+        let mut arguments = json!({ "session_id": session, "code": code });
+        if let Some(parent) = parent {
+            arguments["parent_cell_id"] = json!(parent);
+        }
+        self.call("run_code", arguments).await
+    }
+
+    /// Runs `code` and returns (stdout-ish text, new cell id), asserting success.
+    pub async fn ok(&self, session: &str, code: &str, parent: Option<&str>) -> (String, String) {
+        let result = self.run(session, code, parent).await;
+        let texts = texts(&result);
+        assert_ne!(result.is_error, Some(true), "{code:?} failed: {}", texts.join("\n"));
+        let id = texts.last().unwrap().clone();
+        (texts[..texts.len() - 1].join(""), id)
+    }
+
+    /// Kills the server as a crash would: no chance to clean up.
+    pub fn kill(self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+}
+
+/// The text items of a tool result, in order (the last one of `run_code` is the cell id).
+pub fn texts(result: &CallToolResult) -> Vec<String> {
+    result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect()
+}
+
+/// The images of a tool result, decoded; each must be a PNG.
+pub fn images(result: &CallToolResult) -> Vec<Vec<u8>> {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_image())
+        .map(|image| {
+            assert_eq!(image.mime_type, "image/png");
+            base64::engine::general_purpose::STANDARD.decode(&image.data).unwrap()
+        })
+        .collect()
+}
+
+/// A fresh data directory for one server, removed when the guard drops.
+pub fn data_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    (dir, path)
+}

@@ -1,0 +1,531 @@
+//! A model-based soak test of `run_code`: hundreds of cells on random parents in three sessions
+//! run in parallel, some raising, with kernels SIGKILLed between and during calls. A reference
+//! model of the cell graph predicts what every call prints; each call must print exactly that.
+//!
+//! Each cell sets or deletes a few of the variables `a`..`d` from their values in its parent's
+//! state and prints all of them, so the printed text names the kernel's whole state. A seeded
+//! xorshift generator draws parents, code and kills; set `MCP_PYREPL_SOAK_SEED` to replay a
+//! failure (the message prints the seed) and `MCP_PYREPL_SOAK_CALLS` for a longer soak.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rmcp::model::CallToolResult;
+use serde_json::Value;
+
+use super::common::within;
+use super::mcp_client::{Server, data_dir, texts};
+
+/// Sessions driven in parallel, one driver each.
+const SESSIONS: usize = 3;
+/// `run_code` calls per session unless `MCP_PYREPL_SOAK_CALLS` says otherwise.
+const CALLS_PER_SESSION: usize = 70;
+/// The variables cells assign; the printed state lists those defined, in this order.
+const NAMES: [char; 4] = ['a', 'b', 'c', 'd'];
+/// Every value is reduced modulo this prime, so Python ints stay small and print exactly.
+const MODULUS: u64 = 1_000_003;
+/// The last line of every cell: the state as a dict in name order, e.g. `{'a': 5, 'c': 12}`.
+const PRINT_STATE: &str = "print({k: globals()[k] for k in ('a', 'b', 'c', 'd') if k in globals()})";
+/// Entries of a session's history shown in a failure message.
+const HISTORY_SHOWN: usize = 12;
+
+/// The variables of one state, by name.
+type State = BTreeMap<char, u64>;
+
+/// xorshift64*: small, seeded, and the same sequence on every platform.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        // splitmix64 of the seed, so nearby seeds give unrelated streams and 0 is no fixed point.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n`.
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// True with probability 1 in `n`.
+    fn one_in(&mut self, n: usize) -> bool {
+        self.below(n) == 0
+    }
+
+    fn pick<T: Copy>(&mut self, items: impl IntoIterator<Item = T>) -> T {
+        let items: Vec<T> = items.into_iter().collect();
+        items[self.below(items.len())]
+    }
+}
+
+/// What a generated cell does besides changing the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Prints the state and succeeds.
+    Ok,
+    /// Prints the state after its first statement, then raises `ValueError`; the statement after
+    /// the raise never runs.
+    Raises,
+    /// Waits after its first statement until the test kills its kernel. Replayed later, it does
+    /// not wait, so its children see its full effects.
+    KilledMidway,
+}
+
+/// A generated cell: its code, the state it leaves and what it prints when it runs to the end.
+struct Generated {
+    code: String,
+    kind: Kind,
+    state: State,
+    printed: String,
+}
+
+/// One statement on `state`: an assignment from existing variables and constants, or a `del`.
+fn statement(rng: &mut Rng, state: &mut State) -> String {
+    if state.len() >= 2 && rng.one_in(8) {
+        let name = rng.pick(state.keys().copied());
+        state.remove(&name);
+        return format!("del {name}");
+    }
+    let target = rng.pick(NAMES);
+    let constant = rng.below(1000) as u64;
+    let (code, value) = if state.is_empty() {
+        (format!("{target} = {constant}"), constant)
+    } else {
+        let source = rng.pick(state.keys().copied());
+        let factor = 2 + rng.below(9) as u64;
+        let mut expression = format!("{source} * {factor} + {constant}");
+        let mut value = state[&source] * factor + constant;
+        if state.len() >= 2 && rng.one_in(3) {
+            let other = rng.pick(state.keys().copied());
+            write!(expression, " + {other}").unwrap();
+            value += state[&other];
+        }
+        (format!("{target} = ({expression}) % {MODULUS}"), value % MODULUS)
+    };
+    state.insert(target, value);
+    code
+}
+
+/// What `PRINT_STATE` prints for `state`.
+fn printed(state: &State) -> String {
+    let entries: Vec<String> = state.iter().map(|(name, value)| format!("'{name}': {value}")).collect();
+    format!("{{{}}}\n", entries.join(", "))
+}
+
+/// A new cell on `parent_state`. A `KilledMidway` cell touches `marker` once it runs its own
+/// code, then waits (at most 10 s) while `hold` exists.
+fn generate(rng: &mut Rng, parent_state: &State, kind: Kind, marker: &Path, hold: &Path) -> Generated {
+    let mut state = parent_state.clone();
+    let first = statement(rng, &mut state);
+    let code = match kind {
+        Kind::Ok if rng.one_in(2) => {
+            let second = statement(rng, &mut state);
+            format!("{first}\n{second}\n{PRINT_STATE}")
+        }
+        Kind::Ok => format!("{first}\n{PRINT_STATE}"),
+        Kind::Raises => {
+            let mut unreached = state.clone();
+            let second = statement(rng, &mut unreached);
+            format!("{first}\n{PRINT_STATE}\nraise ValueError('soak')\n{second}")
+        }
+        Kind::KilledMidway => format!(
+            "{first}\n__import__('pathlib').Path({marker:?}).touch()\n\
+             for _hold in range(1000):\n    \
+                 if not __import__('os').path.exists({hold:?}):\n        break\n    \
+                 __import__('time').sleep(0.01)\n\
+             {PRINT_STATE}"
+        ),
+    };
+    let printed = printed(&state);
+    Generated { code, kind, state, printed }
+}
+
+/// A cell the server reported, as the model sees it.
+struct ModelCell {
+    id: String,
+    parent: Option<usize>,
+    code: String,
+    kind: Kind,
+    state: State,
+}
+
+/// One session's model and its driver's state.
+struct SessionModel {
+    index: usize,
+    id: String,
+    rng: Rng,
+    cells: Vec<ModelCell>,
+    /// Calls and kills so far, for failure messages.
+    history: Vec<String>,
+    /// The kernel was killed since the last call: the next one must report a new kernel.
+    kernel_killed: bool,
+}
+
+impl SessionModel {
+    /// Cell ids from the root to `cell`, inclusive.
+    fn path(&self, cell: Option<usize>) -> Vec<String> {
+        let mut path = Vec::new();
+        let mut next = cell;
+        while let Some(index) = next {
+            path.push(self.cells[index].id.clone());
+            next = self.cells[index].parent;
+        }
+        path.reverse();
+        path
+    }
+
+    /// A random parent: none, the latest cell (the common "continue" case), or any cell.
+    fn pick_parent(&mut self) -> Option<usize> {
+        if self.cells.is_empty() || self.rng.one_in(8) {
+            return None;
+        }
+        if self.rng.below(7) < 4 {
+            Some(self.cells.len() - 1)
+        } else {
+            Some(self.rng.below(self.cells.len()))
+        }
+    }
+}
+
+/// What one driver needs besides its session.
+struct Soak<'a> {
+    server: &'a Server,
+    data: &'a Path,
+    seed: u64,
+    calls_per_session: usize,
+    /// Kills kernels between and during calls.
+    kills: bool,
+    /// Numbers calls across the sessions, in the order they start.
+    counter: AtomicUsize,
+}
+
+impl Soak<'_> {
+    async fn drive(&self, mut session: SessionModel) {
+        for call in 0..self.calls_per_session {
+            let marker = self.data.join(format!("soak-{}-{call}.started", session.index));
+            let hold = self.data.join(format!("soak-{}-{call}.hold", session.index));
+            // Kills are random, plus one of each kind at a fixed call so that every run has them.
+            let kill_midway = self.kills && (call == self.calls_per_session / 2 || session.rng.one_in(25));
+            let kill_after = self.kills && (call == self.calls_per_session / 3 || session.rng.one_in(15));
+            let again = session.rng.below(session.cells.len().max(1));
+            let (parent, generated) = if !kill_midway
+                && session.rng.one_in(20)
+                && session.cells.get(again).is_some_and(|c| c.kind != Kind::KilledMidway)
+            {
+                // The code of an earlier cell again, under the same parent: a new cell with the
+                // same chain hash, which a kernel holding the first one may take as its state.
+                let cell = &session.cells[again];
+                let generated = Generated {
+                    code: cell.code.clone(),
+                    kind: cell.kind,
+                    state: cell.state.clone(),
+                    printed: printed(&cell.state),
+                };
+                (cell.parent, generated)
+            } else {
+                let parent = session.pick_parent();
+                let kind = if kill_midway {
+                    Kind::KilledMidway
+                } else if session.rng.one_in(10) {
+                    Kind::Raises
+                } else {
+                    Kind::Ok
+                };
+                let parent_state = parent.map(|p| session.cells[p].state.clone()).unwrap_or_default();
+                (parent, generate(&mut session.rng, &parent_state, kind, &marker, &hold))
+            };
+            self.call(&mut session, parent, generated, &marker, &hold).await;
+            if kill_after {
+                let killed = kill_kernels(self.server.pid(), &session.id).await;
+                if !killed.is_empty() {
+                    session.kernel_killed = true;
+                }
+                session.history.push(format!("killed kernel {killed:?} between calls"));
+            }
+        }
+    }
+
+    /// Runs one generated cell and checks it against the model, then records it.
+    async fn call(
+        &self,
+        session: &mut SessionModel,
+        parent: Option<usize>,
+        generated: Generated,
+        marker: &Path,
+        hold: &Path,
+    ) {
+        let index = self.counter.fetch_add(1, Ordering::Relaxed);
+        let parent_id = parent.map(|p| session.cells[p].id.clone());
+        let context =
+            Context { soak: self, session, index, parent: parent_id.as_deref(), generated: &generated };
+        let result = match generated.kind {
+            Kind::KilledMidway => {
+                std::fs::write(hold, "").unwrap();
+                let call = self.server.run(&session.id, &generated.code, parent_id.as_deref());
+                tokio::pin!(call);
+                tokio::select! {
+                    result = &mut call => context.fail(
+                        "the call ended before its kernel was killed",
+                        Some(&result),
+                    ),
+                    () = appears(marker) => {}
+                }
+                let killed = kill_kernels(self.server.pid(), &session.id).await;
+                if killed.is_empty() {
+                    context.fail("no kernel process to kill while the call ran", None);
+                }
+                std::fs::remove_file(hold).unwrap();
+                call.await
+            }
+            Kind::Ok | Kind::Raises => {
+                self.server.run(&session.id, &generated.code, parent_id.as_deref()).await
+            }
+        };
+        let cell_id = context.check(&result);
+
+        let kernel_died = generated.kind == Kind::KilledMidway;
+        session.kernel_killed = kernel_died;
+        session.history.push(format!(
+            "call #{index} on {parent_id:?} -> {cell_id}{}",
+            if kernel_died { " (killed midway)" } else { "" }
+        ));
+        session.cells.push(ModelCell {
+            id: cell_id,
+            parent,
+            code: generated.code,
+            kind: generated.kind,
+            state: generated.state,
+        });
+    }
+}
+
+/// One call being checked: what a failure message needs.
+struct Context<'a> {
+    soak: &'a Soak<'a>,
+    session: &'a SessionModel,
+    index: usize,
+    parent: Option<&'a str>,
+    generated: &'a Generated,
+}
+
+impl Context<'_> {
+    /// Checks `result` against the model; returns the new cell id.
+    fn check(&self, result: &CallToolResult) -> String {
+        let texts = texts(result);
+        let Some(structured) = &result.structured_content else {
+            self.fail("no structuredContent: the cell was not recorded", Some(result));
+        };
+        let (status, is_error) = match self.generated.kind {
+            Kind::Ok => ("ok", false),
+            Kind::Raises => ("error", true),
+            Kind::KilledMidway => ("kernel_died", true),
+        };
+        if structured["status"] != status || result.is_error.unwrap_or(false) != is_error {
+            self.fail(&format!("expected status {status:?} with is_error {is_error}"), Some(result));
+        }
+        let cell_id = structured["cell_id"].as_str().unwrap_or_default().to_owned();
+        if texts.last() != Some(&cell_id) {
+            self.fail("the last text item is not structuredContent.cell_id", Some(result));
+        }
+        if structured["parent_cell_id"] != self.parent.map_or(Value::Null, Value::from) {
+            self.fail("structuredContent.parent_cell_id is not the parent sent", Some(result));
+        }
+        self.check_replay(structured, result);
+
+        let outputs = &texts[..texts.len() - 1];
+        let stdout = match self.generated.kind {
+            Kind::Ok => outputs.join(""),
+            Kind::Raises => match outputs.split_last() {
+                Some((traceback, stdout)) if traceback.contains("ValueError: soak") => stdout.join(""),
+                _ => self.fail("expected a `ValueError: soak` traceback", Some(result)),
+            },
+            // What a killed cell printed is not checked; its effects are, through its children.
+            Kind::KilledMidway => return cell_id,
+        };
+        if stdout != self.generated.printed {
+            self.fail(
+                &format!("stdout differs\n  expected: {:?}\n  got:      {stdout:?}", self.generated.printed),
+                Some(result),
+            );
+        }
+        cell_id
+    }
+
+    /// The cells replayed must be the end of the parent's path (all of it on a new kernel), and
+    /// a kernel killed since the last call must show as a new kernel.
+    fn check_replay(&self, structured: &Value, result: &CallToolResult) {
+        let parent = self.parent.map(|id| self.session.cells.iter().position(|c| c.id == id).unwrap());
+        let path = self.session.path(parent);
+        let replayed: Option<Vec<String>> = structured["replayed_cell_ids"]
+            .as_array()
+            .and_then(|ids| ids.iter().map(|id| id.as_str().map(str::to_owned)).collect());
+        let Some(replayed) = replayed else {
+            self.fail("structuredContent.replayed_cell_ids is not a list of ids", Some(result));
+        };
+        let restarted = structured["kernel_restarted"] == true;
+        if !path.ends_with(&replayed) || restarted && replayed != path {
+            self.fail(
+                &format!(
+                    "replayed {replayed:?} (kernel_restarted: {restarted}), but the parent's path is {path:?}"
+                ),
+                Some(result),
+            );
+        }
+        if self.session.kernel_killed && !restarted {
+            self.fail("the kernel was killed before this call, yet kernel_restarted is false", Some(result));
+        }
+    }
+
+    fn fail(&self, what: &str, result: Option<&CallToolResult>) -> ! {
+        let session = self.session;
+        let seed = self.soak.seed;
+        let mut message = format!(
+            "soak (seed {seed}; rerun with MCP_PYREPL_SOAK_SEED={seed}, kills: {}) diverged at call #{} \
+             (session {} = {}, its call #{}) on parent {:?}: {what}\n",
+            self.soak.kills,
+            self.index,
+            session.index,
+            session.id,
+            session.cells.len(),
+            self.parent,
+        );
+        write!(message, "--- code ({:?})\n{}\n", self.generated.kind, self.generated.code).unwrap();
+        write!(message, "--- expected stdout\n{:?}\n", self.generated.printed).unwrap();
+        if let Some(result) = result {
+            write!(
+                message,
+                "--- got (is_error {:?})\n{:#?}\n--- structuredContent\n{}\n",
+                result.is_error,
+                texts(result),
+                result.structured_content.as_ref().map(Value::to_string).unwrap_or_default(),
+            )
+            .unwrap();
+        }
+        message.push_str("--- the parent's path (cell: state after it; code)\n");
+        let mut next = self.parent.and_then(|id| session.cells.iter().position(|c| c.id == id));
+        let mut path = Vec::new();
+        while let Some(index) = next {
+            let cell = &session.cells[index];
+            path.push(format!("{}: {}\n{}\n", cell.id, printed(&cell.state).trim_end(), cell.code));
+            next = cell.parent;
+        }
+        path.reverse();
+        message.push_str(&path.concat());
+        let shown = session.history.len().saturating_sub(HISTORY_SHOWN);
+        message.push_str("--- the session's last events\n");
+        message.push_str(&session.history[shown..].join("\n"));
+        panic!("{message}");
+    }
+}
+
+/// Waits until `path` exists.
+async fn appears(path: &Path) {
+    while !path.exists() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// SIGKILLs the kernel processes of session `session_id` (descendants of the server `server_pid`
+/// whose command line names the session's kernel directory), then waits until the server has
+/// reaped them, so that it knows they are dead before the next call. Returns their pids.
+async fn kill_kernels(server_pid: u32, session_id: &str) -> Vec<i32> {
+    let needle = format!("/sessions/{session_id}/kernel/");
+    let pids: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.split(|&b| b == 0).any(|arg| String::from_utf8_lossy(arg).contains(&needle))
+                && descends_from(pid, server_pid)
+        })
+        .collect();
+    for &pid in &pids {
+        // Gone already (it may have just exited) is fine.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    within(10, async {
+        // A killed child stays a zombie, with its /proc entry, until the server reaps it.
+        while pids.iter().any(|pid| PathBuf::from(format!("/proc/{pid}")).exists()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    pids
+}
+
+/// Whether `ancestor` is `pid`'s parent, grandparent, ...
+fn descends_from(pid: i32, ancestor: u32) -> bool {
+    let mut pid = pid;
+    while pid > 1 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let Some(ppid) = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)) else {
+            return false;
+        };
+        let Ok(ppid) = ppid.parse::<i32>() else { return false };
+        if ppid as u32 == ancestor {
+            return true;
+        }
+        pid = ppid;
+    }
+    false
+}
+
+/// The seed from `MCP_PYREPL_SOAK_SEED`, else a new one from the clock.
+fn seed() -> u64 {
+    match std::env::var("MCP_PYREPL_SOAK_SEED") {
+        Ok(seed) => seed.parse().expect("MCP_PYREPL_SOAK_SEED is a u64"),
+        Err(_) => {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        }
+    }
+}
+
+/// Drives `SESSIONS` sessions of one server in parallel against the model.
+async fn soak(kills: bool) {
+    let seed = seed();
+    let calls_per_session = std::env::var("MCP_PYREPL_SOAK_CALLS")
+        .map(|calls| calls.parse().expect("MCP_PYREPL_SOAK_CALLS is a number"))
+        .unwrap_or(CALLS_PER_SESSION);
+    let (_guard, data) = data_dir();
+    // Plain Python is all the cells need: no base packages, so kernels start fast.
+    let server = Server::start_with(&data, "", |_| {}).await;
+    let mut sessions = Vec::new();
+    for index in 0..SESSIONS {
+        sessions.push(SessionModel {
+            index,
+            id: server.create_repl().await,
+            rng: Rng::new(seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            cells: Vec::new(),
+            history: Vec::new(),
+            kernel_killed: false,
+        });
+    }
+    let soak =
+        Soak { server: &server, data: &data, seed, calls_per_session, kills, counter: AtomicUsize::new(0) };
+    let mut sessions = sessions.into_iter();
+    let [first, second, third] = [(); SESSIONS].map(|()| sessions.next().unwrap());
+    tokio::join!(soak.drive(first), soak.drive(second), soak.drive(third));
+}
+
+#[tokio::test]
+async fn random_branching_matches_the_model() {
+    soak(false).await;
+}
+
+#[tokio::test]
+async fn random_branching_matches_the_model_while_kernels_are_killed() {
+    soak(true).await;
+}
