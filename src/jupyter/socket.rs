@@ -217,3 +217,62 @@ impl ClientSockets {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jupyter::message::{Content, Status};
+    use zeromq::PubSocket;
+
+    /// A publisher in the role of a kernel's iopub, and our receiver subscribed to it.
+    async fn iopub_pair(key: &[u8]) -> (PubSocket, Receiver<SubSocket>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("ipc://{}/iopub", dir.path().display());
+        let mut publisher = PubSocket::new();
+        publisher.bind(&endpoint).await.unwrap();
+        let mut socket = SubSocket::new();
+        socket.connect(&endpoint).await.unwrap();
+        socket.subscribe("").await.unwrap();
+        let receiver =
+            Receiver { channel: Channel::Iopub, endpoint, socket, signer: Signer::new(key) };
+        (publisher, receiver, dir)
+    }
+
+    fn status(state: &str) -> Message {
+        let content = format!(r#"{{"execution_state": "{state}"}}"#);
+        Message::new(Content::from_type_and_json("status", content.as_bytes()).unwrap(), "kernel")
+    }
+
+    #[tokio::test]
+    async fn forged_unsigned_and_malformed_messages_are_dropped() {
+        let key = b"the-real-key";
+        let (mut publisher, mut receiver, _dir) = iopub_pair(key).await;
+        let genuine = status("idle");
+        let frames = |message: &Message, signer: &Signer| {
+            ZmqMessage::try_from(wire::encode(message, signer)).unwrap()
+        };
+        // The SUB side subscribes asynchronously: publish until the first genuine one arrives.
+        let first = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                publisher.send(frames(&status("starting"), &Signer::new(key))).await.unwrap();
+                if let Ok(Ok(message)) =
+                    tokio::time::timeout(Duration::from_millis(50), receiver.recv()).await
+                {
+                    return message;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(matches!(first.content, Content::Status(Status { .. })));
+        while tokio::time::timeout(Duration::from_millis(100), receiver.recv()).await.is_ok() {}
+
+        publisher.send(frames(&status("busy"), &Signer::new(b"a forger's key"))).await.unwrap();
+        publisher.send(frames(&status("busy"), &Signer::new(b""))).await.unwrap();
+        publisher.send(ZmqMessage::from(Bytes::from_static(b"not a jupyter message"))).await.unwrap();
+        publisher.send(frames(&genuine, &Signer::new(key))).await.unwrap();
+
+        let received = tokio::time::timeout(Duration::from_secs(10), receiver.recv()).await.unwrap().unwrap();
+        assert_eq!(received.header.msg_id, genuine.header.msg_id, "a bad message got through");
+    }
+}
