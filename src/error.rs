@@ -57,6 +57,9 @@ pub enum Error {
         /// Its error (traceback) or the kernel's death.
         detail: String,
     },
+    /// The request was cancelled before it started.
+    #[error("the request was cancelled before it started; nothing was run")]
+    Cancelled,
     /// The kernel failed.
     #[error(transparent)]
     Kernel(#[from] KernelError),

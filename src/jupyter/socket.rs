@@ -233,8 +233,7 @@ mod tests {
         let mut socket = SubSocket::new();
         socket.connect(&endpoint).await.unwrap();
         socket.subscribe("").await.unwrap();
-        let receiver =
-            Receiver { channel: Channel::Iopub, endpoint, socket, signer: Signer::new(key) };
+        let receiver = Receiver { channel: Channel::Iopub, endpoint, socket, signer: Signer::new(key) };
         (publisher, receiver, dir)
     }
 
@@ -248,9 +247,8 @@ mod tests {
         let key = b"the-real-key";
         let (mut publisher, mut receiver, _dir) = iopub_pair(key).await;
         let genuine = status("idle");
-        let frames = |message: &Message, signer: &Signer| {
-            ZmqMessage::try_from(wire::encode(message, signer)).unwrap()
-        };
+        let frames =
+            |message: &Message, signer: &Signer| ZmqMessage::try_from(wire::encode(message, signer)).unwrap();
         // The SUB side subscribes asynchronously: publish until the first genuine one arrives.
         let first = tokio::time::timeout(Duration::from_secs(10), async {
             loop {

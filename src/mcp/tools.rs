@@ -16,7 +16,8 @@ use serde_json::json;
 use super::content::{cell_result, error_result, text_result};
 use crate::error::Error;
 use crate::graph::CellId;
-use crate::session::manager::SessionManager;
+use crate::session::Session;
+use crate::session::manager::{SessionManager, SharedSession};
 use crate::session::{CallContext, Progress, ProgressUpdate, parse_timeout};
 
 /// What the server tells the model about itself.
@@ -111,7 +112,7 @@ impl PyReplServer {
             let parent = args.parent_cell_id.as_deref().map(CellId::parse).transpose()?;
             let timeout = args.timeout_s.map(parse_timeout).transpose()?;
             let session = self.manager.get(&args.session_id)?;
-            let mut session = session.lock().await;
+            let mut session = lock_unless_cancelled(&session, &call).await?;
             session.run_cell(&args.code, parent.as_ref(), timeout, &call).await
         })
         .await;
@@ -133,7 +134,7 @@ impl PyReplServer {
         let outcome = with_context(&context, |call| async move {
             let session = self.manager.get(&args.session_id)?;
             let uv = self.manager.uv().await?;
-            let mut session = session.lock().await;
+            let mut session = lock_unless_cancelled(&session, &call).await?;
             session.install(uv, &args.packages, &call).await.map(|report| (report, args.packages))
         })
         .await;
@@ -178,6 +179,18 @@ impl ServerHandler for PyReplServer {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("mcp-pyrepl", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
+    }
+}
+
+/// Waits for the session (calls on one session run one at a time), unless the request is
+/// cancelled first: then it never runs.
+async fn lock_unless_cancelled<'a>(
+    session: &'a SharedSession,
+    call: &CallContext,
+) -> Result<tokio::sync::MutexGuard<'a, Session>, Error> {
+    tokio::select! {
+        guard = session.lock() => Ok(guard),
+        () = call.cancel.cancelled() => Err(Error::Cancelled),
     }
 }
 
