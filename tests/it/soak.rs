@@ -6,6 +6,11 @@
 //! state and prints all of them, so the printed text names the kernel's whole state. A seeded
 //! xorshift generator draws parents, code and kills; set `MCP_PYREPL_SOAK_SEED` to replay a
 //! failure (the message prints the seed) and `MCP_PYREPL_SOAK_CALLS` for a longer soak.
+//!
+//! No timing decides an outcome: a cell to be killed midway touches a marker file and then waits
+//! on a file the test removes after the kill, so the kill always lands in the cell's own code and
+//! never in the replay before it; and a kill between calls waits until the server has reaped the
+//! kernel, so the next call cannot reach a kernel the server still thinks alive.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -171,9 +176,23 @@ struct SessionModel {
     history: Vec<String>,
     /// The kernel was killed since the last call: the next one must report a new kernel.
     kernel_killed: bool,
+    /// The last call ran the code of this earlier cell again.
+    rerun_of: Option<usize>,
 }
 
 impl SessionModel {
+    /// Whether `ancestor` is on the path to `cell` (and is not `cell`).
+    fn descends(&self, cell: usize, ancestor: usize) -> bool {
+        let mut next = self.cells[cell].parent;
+        while let Some(index) = next {
+            if index == ancestor {
+                return true;
+            }
+            next = self.cells[index].parent;
+        }
+        false
+    }
+
     /// Cell ids from the root to `cell`, inclusive.
     fn path(&self, cell: Option<usize>) -> Vec<String> {
         let mut path = Vec::new();
@@ -186,8 +205,17 @@ impl SessionModel {
         path
     }
 
-    /// A random parent: none, the latest cell (the common "continue" case), or any cell.
+    /// A random parent: none, the latest cell (the common "continue" case), or any cell. Right
+    /// after a rerun of cell X, often a descendant of X: the kernel holds X's chain hash, so it
+    /// only has to run the rest of the path, a case nothing else reaches.
     fn pick_parent(&mut self) -> Option<usize> {
+        if let Some(original) = self.rerun_of.take() {
+            let below: Vec<usize> =
+                (original + 1..self.cells.len()).filter(|&c| self.descends(c, original)).collect();
+            if !below.is_empty() && !self.rng.one_in(3) {
+                return Some(self.rng.pick(below));
+            }
+        }
         if self.cells.is_empty() || self.rng.one_in(8) {
             return None;
         }
@@ -220,12 +248,14 @@ impl Soak<'_> {
             let kill_midway = self.kills && (call == self.calls_per_session / 2 || session.rng.one_in(25));
             let kill_after = self.kills && (call == self.calls_per_session / 3 || session.rng.one_in(15));
             let again = session.rng.below(session.cells.len().max(1));
+            let mut rerun = None;
             let (parent, generated) = if !kill_midway
-                && session.rng.one_in(20)
+                && session.rng.one_in(12)
                 && session.cells.get(again).is_some_and(|c| c.kind != Kind::KilledMidway)
             {
                 // The code of an earlier cell again, under the same parent: a new cell with the
                 // same chain hash, which a kernel holding the first one may take as its state.
+                rerun = Some(again);
                 let cell = &session.cells[again];
                 let generated = Generated {
                     code: cell.code.clone(),
@@ -247,6 +277,7 @@ impl Soak<'_> {
                 (parent, generate(&mut session.rng, &parent_state, kind, &marker, &hold))
             };
             self.call(&mut session, parent, generated, &marker, &hold).await;
+            session.rerun_of = rerun;
             if kill_after {
                 let killed = kill_kernels(self.server.pid(), &session.id).await;
                 if !killed.is_empty() {
@@ -511,6 +542,7 @@ async fn soak(kills: bool) {
             cells: Vec::new(),
             history: Vec::new(),
             kernel_killed: false,
+            rerun_of: None,
         });
     }
     let soak =
