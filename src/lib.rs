@@ -9,7 +9,8 @@
 //! - [`graph`]: the DAG of cells: ids, chain hashes, the replay plan; persisted atomically.
 //! - [`venv`]: uv: found or bootstrapped; venvs with ipykernel and the base packages.
 //! - [`session`]: a venv, its kernel and its graph; running a cell with replay; all sessions.
-//! - [`mcp`]: the MCP tools, outputs as MCP content, the stdio transport.
+//! - [`mcp`]: the MCP tools, outputs as MCP content, the stdio and streamable HTTP transports.
+//! - [`notebook`]: outputs and cell paths in nbformat 4.5 (kept outputs, exports).
 //! - [`error`]: what a session operation can fail with, as the MCP layer sees it.
 //! - [`config`]: settings shared by every command (data directory, uv, Python).
 //! - [`exec`]: the `exec` command, to drive a kernel by hand.
@@ -21,5 +22,6 @@ pub mod graph;
 pub mod jupyter;
 pub mod kernel;
 pub mod mcp;
+pub mod notebook;
 pub mod session;
 pub mod venv;

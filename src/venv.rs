@@ -219,7 +219,19 @@ impl Uv {
     pub async fn install(&self, venv: &Venv, requirements: &[String]) -> Result<String, VenvError> {
         let mut install = self.command();
         install.args(["pip", "install", "--python"]).arg(venv.python()).args(requirements);
-        run(install).await
+        let (stdout, stderr) = run(install).await?;
+        // uv reports what it did on stderr.
+        Ok([stdout, stderr].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("\n"))
+    }
+
+    /// `uv pip freeze` of `venv`: every installed package with its exact version.
+    ///
+    /// # Errors
+    /// When uv fails.
+    pub async fn freeze(&self, venv: &Venv) -> Result<String, VenvError> {
+        let mut freeze = self.command();
+        freeze.args(["pip", "freeze", "--python"]).arg(venv.python());
+        Ok(run(freeze).await?.0)
     }
 
     fn command(&self) -> Command {
@@ -326,8 +338,9 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
-/// Runs `command` to completion; its stdout on success, an error with its stderr otherwise.
-async fn run(mut command: Command) -> Result<String, VenvError> {
+/// Runs `command` to completion; its stdout and stderr on success, an error with its stderr
+/// otherwise.
+async fn run(mut command: Command) -> Result<(String, String), VenvError> {
     let line = describe(&command);
     tracing::debug!(command = %line, "running");
     let output = command
@@ -340,9 +353,7 @@ async fn run(mut command: Command) -> Result<String, VenvError> {
     if !output.status.success() {
         return Err(VenvError::CommandFailed { command: line, status: output.status, stderr });
     }
-    let stdout = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    // uv reports what it did on stderr.
-    Ok(if stdout.is_empty() { stderr } else { format!("{stdout}\n{stderr}") })
+    Ok((String::from_utf8_lossy(&output.stdout).trim().to_owned(), stderr))
 }
 
 fn describe(command: &Command) -> String {

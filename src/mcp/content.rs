@@ -11,9 +11,11 @@ use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::{Value, json};
 
 use crate::error::Error;
-use crate::graph::CellStatus;
+use std::collections::HashMap;
+
+use crate::graph::{Cell, CellId, CellStatus, Graph};
 use crate::kernel::{ExecutionStatus, Output, StreamName};
-use crate::session::{CellRun, Stop, StopReason};
+use crate::session::{CellRun, Stop, StopReason, shorten};
 
 /// Image types passed to the client as images, in order of preference.
 const IMAGE_TYPES: [&str; 2] = ["image/png", "image/jpeg"];
@@ -33,12 +35,7 @@ pub fn cell_result(run: &CellRun) -> CallToolResult {
     }
     content.push(ContentBlock::text(run.cell.id.to_string()));
 
-    let status = match run.cell.status {
-        CellStatus::Ok => "ok",
-        CellStatus::Error => "error",
-        CellStatus::Interrupted => "interrupted",
-        CellStatus::KernelDied => "kernel_died",
-    };
+    let status = status_name(run.cell.status);
     let structured = json!({
         "cell_id": run.cell.id,
         "parent_cell_id": run.cell.parent,
@@ -60,6 +57,72 @@ pub fn cell_result(run: &CellRun) -> CallToolResult {
     };
     result.structured_content = Some(structured);
     result
+}
+
+/// The tree of a session's cells, drawn for a reader, with the same data as structured content.
+pub fn cells_result(graph: &Graph, held: &[CellId]) -> CallToolResult {
+    let mut children: HashMap<Option<&CellId>, Vec<&Cell>> = HashMap::new();
+    for cell in graph.cells() {
+        children.entry(cell.parent.as_ref()).or_default().push(cell);
+    }
+    let mut lines = Vec::new();
+    let mut stack: Vec<(&Cell, usize)> =
+        children.get(&None).map(|roots| roots.iter().rev().map(|c| (*c, 0)).collect()).unwrap_or_default();
+    while let Some((cell, depth)) = stack.pop() {
+        let first_line = cell.code.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let held_mark = if held.contains(&cell.id) { "  [in kernel]" } else { "" };
+        lines.push(format!(
+            "{}{} {:<11} {}{held_mark}",
+            "  ".repeat(depth),
+            cell.id,
+            status_name(cell.status),
+            shorten(first_line, 60)
+        ));
+        if let Some(kids) = children.get(&Some(&cell.id)) {
+            stack.extend(kids.iter().rev().map(|c| (*c, depth + 1)));
+        }
+    }
+    let text = if lines.is_empty() { "No cells yet.".to_owned() } else { lines.join("\n") };
+    let cells: Vec<Value> = graph
+        .cells()
+        .map(|cell| {
+            json!({
+                "cell_id": cell.id,
+                "parent_cell_id": cell.parent,
+                "first_line": cell.code.lines().next().unwrap_or(""),
+                "status": status_name(cell.status),
+                "execution_count": cell.execution_count,
+                "in_kernel": held.contains(&cell.id),
+                "summary": cell.summary,
+            })
+        })
+        .collect();
+    text_result(text, json!({ "cells": cells }))
+}
+
+/// One cell: its code, then its kept outputs as `run_code` returned them.
+pub fn cell_detail_result(cell: &Cell, outputs: &[Output]) -> CallToolResult {
+    let mut content = vec![ContentBlock::text(cell.code.clone())];
+    content.extend(outputs.iter().filter_map(output_content));
+    let mut result = CallToolResult::success(content);
+    result.structured_content = Some(json!({
+        "cell_id": cell.id,
+        "parent_cell_id": cell.parent,
+        "code": cell.code,
+        "status": status_name(cell.status),
+        "execution_count": cell.execution_count,
+        "created": cell.created,
+    }));
+    result
+}
+
+fn status_name(status: CellStatus) -> &'static str {
+    match status {
+        CellStatus::Ok => "ok",
+        CellStatus::Error => "error",
+        CellStatus::Interrupted => "interrupted",
+        CellStatus::KernelDied => "kernel_died",
+    }
 }
 
 /// The tool result of a failed operation: the error and its causes, flagged as an error.

@@ -13,7 +13,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, schemars, tool, tool_handler, t
 use serde::Deserialize;
 use serde_json::json;
 
-use super::content::{cell_result, error_result, text_result};
+use super::content::{cell_detail_result, cell_result, cells_result, error_result, text_result};
 use crate::error::Error;
 use crate::graph::CellId;
 use crate::session::Session;
@@ -56,6 +56,15 @@ pub struct RunCodeArgs {
 pub struct SessionArgs {
     /// The session id returned by create_repl.
     pub session_id: String,
+}
+
+/// Arguments naming one cell of one session.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct CellArgs {
+    /// The session id returned by create_repl.
+    pub session_id: String,
+    /// A cell id returned by run_code.
+    pub cell_id: String,
 }
 
 /// `install_packages` arguments.
@@ -166,6 +175,97 @@ impl PyReplServer {
                     "Session {} was reset: its cells are gone and the next run_code starts fresh",
                     args.session_id
                 ),
+                json!({ "session_id": args.session_id }),
+            ),
+            Err(error) => error_result(&error),
+        })
+    }
+    #[tool(
+        description = "List every session (including those from earlier server runs): id, number of cells, \
+        whether a kernel is running."
+    )]
+    async fn list_sessions(&self) -> Result<CallToolResult, ErrorData> {
+        let sessions = self.manager.list().await;
+        let text = if sessions.is_empty() {
+            "No sessions; create one with create_repl.".to_owned()
+        } else {
+            sessions
+                .iter()
+                .map(|s| {
+                    let kernel = if s.kernel_running { "kernel running" } else { "no kernel" };
+                    format!("{}  {} cells  {kernel}", s.id, s.cells)
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        Ok(text_result(text, json!({ "sessions": sessions })))
+    }
+
+    #[tool(
+        description = "Show a session's cells as a tree: ids, parents, the first line of each cell's code, \
+        its status, and which cells the running kernel holds now (running under one of those needs no replay)."
+    )]
+    async fn list_cells(
+        &self,
+        Parameters(args): Parameters<SessionArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let outcome = async {
+            let session = self.manager.get(&args.session_id)?;
+            let session = session.lock().await;
+            Ok::<_, Error>(cells_result(session.graph(), &session.held_cells()))
+        }
+        .await;
+        Ok(outcome.unwrap_or_else(|error| error_result(&error)))
+    }
+
+    #[tool(description = "Show one cell: its code and the outputs it produced when it last ran.")]
+    async fn get_cell(&self, Parameters(args): Parameters<CellArgs>) -> Result<CallToolResult, ErrorData> {
+        let outcome = async {
+            let cell = CellId::parse(&args.cell_id)?;
+            let session = self.manager.get(&args.session_id)?;
+            let session = session.lock().await;
+            let outputs = session.outputs_of(&cell)?;
+            Ok::<_, Error>(cell_detail_result(session.graph().cell(&cell)?, &outputs))
+        }
+        .await;
+        Ok(outcome.unwrap_or_else(|error| error_result(&error)))
+    }
+
+    #[tool(
+        description = "Export the path from the first cell down to cell_id as a Jupyter notebook (with the \
+        outputs), plus the session's `uv pip freeze`. Returns the paths of both files."
+    )]
+    async fn export_notebook(
+        &self,
+        Parameters(args): Parameters<CellArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let outcome = async {
+            let cell = CellId::parse(&args.cell_id)?;
+            let session = self.manager.get(&args.session_id)?;
+            let uv = self.manager.uv().await?;
+            let session = session.lock().await;
+            session.export_notebook(uv, &cell).await
+        }
+        .await;
+        Ok(match outcome {
+            Ok((notebook, requirements)) => text_result(
+                format!("Notebook: {}\nRequirements: {}", notebook.display(), requirements.display()),
+                json!({ "notebook": notebook, "requirements": requirements }),
+            ),
+            Err(error) => error_result(&error),
+        })
+    }
+
+    #[tool(
+        description = "Delete a session for good: its kernel is stopped and its directory (venv, cells) removed."
+    )]
+    async fn destroy_repl(
+        &self,
+        Parameters(args): Parameters<SessionArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        Ok(match self.manager.destroy(&args.session_id).await {
+            Ok(()) => text_result(
+                format!("Session {} was destroyed", args.session_id),
                 json!({ "session_id": args.session_id }),
             ),
             Err(error) => error_result(&error),

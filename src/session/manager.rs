@@ -24,6 +24,17 @@ const SESSION_ID_LEN: usize = 16;
 /// A session shared between the calls that use it; lock it to use it.
 pub type SharedSession = Arc<tokio::sync::Mutex<Session>>;
 
+/// A line about one session, for listings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionSummary {
+    /// The session id.
+    pub id: String,
+    /// How many cells it has.
+    pub cells: usize,
+    /// Whether a kernel runs for it now.
+    pub kernel_running: bool,
+}
+
 /// The sessions of one server.
 pub struct SessionManager {
     settings: Settings,
@@ -136,6 +147,42 @@ impl SessionManager {
         // Another call may have brought it back meanwhile: keep the first.
         let mut sessions = self.sessions.lock().expect("sessions lock");
         Ok(sessions.entry(id.to_owned()).or_insert(session).clone())
+    }
+
+    /// Every session on disk, in memory or not, sorted by id.
+    pub async fn list(&self) -> Vec<SessionSummary> {
+        let Ok(entries) = std::fs::read_dir(self.sessions_dir()) else { return Vec::new() };
+        let mut ids: Vec<String> = entries
+            .flatten()
+            .filter(|entry| entry.path().join("graph.json").exists())
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        let mut summaries = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Ok(session) = self.get(&id) else { continue };
+            let session = session.lock().await;
+            summaries.push(SessionSummary {
+                cells: session.graph().len(),
+                kernel_running: session.kernel_running(),
+                id,
+            });
+        }
+        summaries
+    }
+
+    /// Stops the session's kernel and removes the session and its directory.
+    ///
+    /// # Errors
+    /// A bad id, or a directory that cannot be removed.
+    pub async fn destroy(&self, id: &str) -> Result<()> {
+        let session = self.get(id)?;
+        let mut session = session.lock().await;
+        session.destroy().await;
+        let dir = self.sessions_dir().join(id);
+        std::fs::remove_dir_all(&dir).map_err(|source| Error::Io { path: dir, source })?;
+        self.sessions.lock().expect("sessions lock").remove(id);
+        Ok(())
     }
 
     /// Stops every kernel (on server shutdown).

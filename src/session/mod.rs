@@ -17,6 +17,7 @@ use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::graph::{Cell, CellId, CellStatus, Graph, KernelHead, store};
 use crate::kernel::{Execution, ExecutionStatus, Kernel, LaunchSpec, Output, OutputLimits};
+use crate::notebook;
 use crate::venv::{Uv, Venv, validate_requirement};
 
 /// Largest code accepted in one cell.
@@ -134,6 +135,16 @@ impl SessionPaths {
         self.dir.join("kernel")
     }
 
+    /// The kept outputs of cell `id`, in nbformat form.
+    pub fn cell_outputs(&self, id: &CellId) -> PathBuf {
+        self.dir.join("cells").join(format!("{id}.json"))
+    }
+
+    /// Where exported notebooks go.
+    pub fn exports(&self) -> PathBuf {
+        self.dir.join("exports")
+    }
+
     /// Where the full text of outputs too long to return is kept.
     pub fn outputs(&self) -> PathBuf {
         self.dir.join("outputs")
@@ -149,13 +160,15 @@ pub struct Session {
     graph: Graph,
     kernel: Option<Kernel>,
     head: KernelHead,
+    /// Set by `destroy_repl`: calls that were waiting for the session find it gone.
+    destroyed: bool,
 }
 
 impl Session {
     /// A session over an existing venv and graph, within `limits`; the kernel starts on first
     /// use.
     pub fn open(id: String, limits: Limits, paths: SessionPaths, venv: Venv, graph: Graph) -> Self {
-        Session { id, limits, paths, venv, graph, kernel: None, head: KernelHead::Fresh }
+        Session { id, limits, paths, venv, graph, kernel: None, head: KernelHead::Fresh, destroyed: false }
     }
 
     /// The session id.
@@ -196,6 +209,7 @@ impl Session {
         timeout: Option<Duration>,
         context: &CallContext,
     ) -> Result<CellRun> {
+        self.ensure_open()?;
         if code.trim().is_empty() {
             return Err(Error::InvalidArgument("the code is empty; send the Python source to run".into()));
         }
@@ -240,6 +254,7 @@ impl Session {
             CellStatus::KernelDied => KernelHead::Unknown,
             _ => KernelHead::At(cell.chain_hash),
         };
+        self.keep_outputs(&cell.id, &execution.outputs);
         self.save()?;
         Ok(CellRun { cell, execution, replayed: plan.replay, restarted, replay_time, run_time, stopped })
     }
@@ -324,6 +339,7 @@ impl Session {
         requirements: &[String],
         context: &CallContext,
     ) -> Result<String> {
+        self.ensure_open()?;
         let progress = &context.progress;
         if requirements.is_empty() {
             return Err(Error::InvalidRequirement {
@@ -349,9 +365,23 @@ impl Session {
     /// # Errors
     /// When the empty graph cannot be saved.
     pub async fn reset(&mut self) -> Result<()> {
+        self.ensure_open()?;
         self.stop_kernel().await;
         self.graph.clear();
         self.save()
+    }
+
+    /// Stops the kernel for good: later calls on this session fail as for an unknown session.
+    pub async fn destroy(&mut self) {
+        self.stop_kernel().await;
+        self.destroyed = true;
+    }
+
+    fn ensure_open(&self) -> Result<()> {
+        if self.destroyed {
+            return Err(Error::UnknownSession { id: self.id.clone() });
+        }
+        Ok(())
     }
 
     /// Stops the kernel, if one runs.
@@ -360,6 +390,77 @@ impl Session {
             kernel.shutdown().await;
         }
         self.head = KernelHead::Fresh;
+    }
+
+    /// Writes a cell's (bounded) outputs next to the graph, for `get_cell` and exports. A
+    /// failure is logged: the cell itself is what must not be lost.
+    fn keep_outputs(&self, id: &CellId, outputs: &[Output]) {
+        let path = self.paths.cell_outputs(id);
+        let json = serde_json::to_vec(&notebook::to_nbformat(outputs)).expect("outputs serialise");
+        let written =
+            path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(&path, json));
+        if let Err(error) = written {
+            tracing::warn!(path = %path.display(), %error, "cannot keep the outputs of a cell");
+        }
+    }
+
+    /// The kept outputs of cell `id` (none when they could not be kept).
+    ///
+    /// # Errors
+    /// When there is no such cell.
+    pub fn outputs_of(&self, id: &CellId) -> Result<Vec<Output>> {
+        self.graph.cell(id)?;
+        Ok(self.nbformat_outputs(id).map(|outputs| notebook::from_nbformat(&outputs)).unwrap_or_default())
+    }
+
+    fn nbformat_outputs(&self, id: &CellId) -> Option<Vec<serde_json::Value>> {
+        let bytes = std::fs::read(self.paths.cell_outputs(id)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The cells whose effects the kernel holds now: the path to its head.
+    pub fn held_cells(&self) -> Vec<CellId> {
+        let KernelHead::At(hash) = self.head else { return Vec::new() };
+        if !self.kernel.as_ref().is_some_and(Kernel::is_alive) {
+            return Vec::new();
+        }
+        self.graph
+            .cells()
+            .find(|cell| cell.chain_hash == hash)
+            .and_then(|cell| self.graph.path_to(&cell.id).ok())
+            .unwrap_or_default()
+    }
+
+    /// Whether a kernel is running for this session.
+    pub fn kernel_running(&self) -> bool {
+        self.kernel.as_ref().is_some_and(Kernel::is_alive)
+    }
+
+    /// Writes the path root → `cell` as a notebook with the kept outputs, and the venv's
+    /// `uv pip freeze` beside it; returns both paths.
+    ///
+    /// # Errors
+    /// An unknown cell, uv's failure, or files that cannot be written.
+    pub async fn export_notebook(&self, uv: &Uv, cell: &CellId) -> Result<(PathBuf, PathBuf)> {
+        let path = self.graph.path_to(cell)?;
+        let cells = path.iter().map(|id| {
+            let cell = self.graph.cell(id).expect("ids on a path are in the graph");
+            (cell, self.nbformat_outputs(id).unwrap_or_default())
+        });
+        let notebook = notebook::notebook(cells, None);
+        let dir = self.paths.exports();
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Io { path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let notebook_path = dir.join(format!("{cell}.ipynb"));
+        let json = serde_json::to_vec_pretty(&notebook).expect("a notebook serialises");
+        std::fs::write(&notebook_path, json).map_err(io(&notebook_path))?;
+        let requirements_path = dir.join(format!("{cell}-requirements.txt"));
+        let frozen = uv.freeze(&self.venv).await?;
+        std::fs::write(&requirements_path, frozen + "\n").map_err(io(&requirements_path))?;
+        Ok((notebook_path, requirements_path))
     }
 
     fn save(&self) -> Result<()> {
@@ -430,8 +531,12 @@ fn summarize(outputs: &[Output]) -> String {
         })
         .collect::<Vec<_>>()
         .join("");
-    let text = text.trim();
-    match text.char_indices().nth(SUMMARY_CHARS) {
+    shorten(text.trim(), SUMMARY_CHARS)
+}
+
+/// The first `max` characters of `text`, with `…` when it was cut.
+pub(crate) fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
     }

@@ -2,6 +2,7 @@ mod attach;
 mod common;
 mod exec_cli;
 mod faults;
+mod graph_tools;
 mod kernel;
 mod mcp;
 mod mcp_client;
