@@ -67,6 +67,14 @@ pub struct CellArgs {
     pub cell_id: String,
 }
 
+/// `attach_kernel` arguments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct AttachArgs {
+    /// Path of the running kernel's connection file (`jupyter --runtime-dir` holds JupyterLab's,
+    /// `%connect_info` in a notebook shows its name).
+    pub connection_file: String,
+}
+
 /// `install_packages` arguments.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct InstallPackagesArgs {
@@ -180,6 +188,20 @@ impl PyReplServer {
             Err(error) => error_result(&error),
         })
     }
+    #[tool(description = "Make a session on a kernel that is already running (JupyterLab, jupyter console, \
+        `python -m ipykernel_launcher`), given its connection file. run_code then works on that kernel's live \
+        state and can continue from the last cell; branching back to an older cell is refused, because a \
+        kernel we did not start is never restarted. reset_repl and server shutdown never stop it.")]
+    async fn attach_kernel(
+        &self,
+        Parameters(args): Parameters<AttachArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        Ok(match self.manager.attach(std::path::Path::new(&args.connection_file)).await {
+            Ok(id) => text_result(id.clone(), json!({ "session_id": id })),
+            Err(error) => error_result(&error),
+        })
+    }
+
     #[tool(
         description = "List every session (including those from earlier server runs): id, number of cells, \
         whether a kernel is running."
@@ -248,10 +270,13 @@ impl PyReplServer {
         }
         .await;
         Ok(match outcome {
-            Ok((notebook, requirements)) => text_result(
-                format!("Notebook: {}\nRequirements: {}", notebook.display(), requirements.display()),
-                json!({ "notebook": notebook, "requirements": requirements }),
-            ),
+            Ok((notebook, requirements)) => {
+                let mut text = format!("Notebook: {}", notebook.display());
+                if let Some(requirements) = &requirements {
+                    text.push_str(&format!("\nRequirements: {}", requirements.display()));
+                }
+                text_result(text, json!({ "notebook": notebook, "requirements": requirements }))
+            }
             Err(error) => error_result(&error),
         })
     }

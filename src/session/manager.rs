@@ -6,15 +6,15 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
 
-use super::{Progress, Session, SessionPaths};
+use super::{Attachment, Backing, Progress, Session, SessionPaths};
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::graph::{Graph, store};
+use crate::graph::{Graph, KernelHead, store};
 use crate::kernel::launch::reap_orphans;
 use crate::venv::{Uv, Venv};
 
@@ -79,7 +79,7 @@ impl SessionManager {
     /// # Errors
     /// When uv or the kernel fails; the error carries their output.
     pub async fn create(&self, progress: &Progress) -> Result<String> {
-        let id = uuid::Uuid::new_v4().simple().to_string()[..SESSION_ID_LEN].to_owned();
+        let id = new_session_id();
         let paths = SessionPaths::new(self.sessions_dir().join(&id));
         let created = self.build(&id, &paths, progress).await;
         match created {
@@ -95,12 +95,7 @@ impl SessionManager {
     }
 
     async fn build(&self, id: &str, paths: &SessionPaths, progress: &Progress) -> Result<Session> {
-        let dir = paths.dir();
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| Error::Io { path: dir.to_owned(), source })?;
+        create_private_dir(paths.dir())?;
         let packages = self.settings.base_packages();
         progress.report(0.0, Some(3.0), "finding uv");
         let uv = self.uv().await?;
@@ -110,8 +105,13 @@ impl SessionManager {
         let venv = uv.create_venv(&paths.venv(), self.settings.python.as_deref(), &packages).await?;
         store::save(&Graph::new(), &paths.graph())?;
         progress.report(2.0, Some(3.0), "starting the kernel");
-        let mut session =
-            Session::open(id.to_owned(), self.settings.limits.clone(), paths.clone(), venv, Graph::new());
+        let mut session = Session::open(
+            id.to_owned(),
+            self.settings.limits.clone(),
+            paths.clone(),
+            Backing::Venv(venv),
+            Graph::new(),
+        );
         session.start_kernel().await?;
         progress.report(3.0, Some(3.0), "ready");
         Ok(session)
@@ -135,18 +135,67 @@ impl SessionManager {
             return Err(Error::UnknownSession { id: id.to_owned() });
         }
         let graph = store::load(&paths.graph())?;
-        let venv = Venv::at(paths.venv());
         tracing::info!(session = id, cells = graph.len(), "session brought back from disk");
-        let session = Arc::new(tokio::sync::Mutex::new(Session::open(
-            id.to_owned(),
-            self.settings.limits.clone(),
-            paths,
-            venv,
-            graph,
-        )));
+        let limits = self.settings.limits.clone();
+        let session = match std::fs::read(paths.attachment()) {
+            Ok(bytes) => {
+                let attachment: Attachment = serde_json::from_slice(&bytes).map_err(|error| {
+                    Error::InvalidArgument(format!("`{}` is damaged: {error}", paths.attachment().display()))
+                })?;
+                let head = attachment.head.map_or(KernelHead::Fresh, KernelHead::At);
+                Session::open(
+                    id.to_owned(),
+                    limits,
+                    paths,
+                    Backing::Attached(attachment.connection_file),
+                    graph,
+                )
+                .with_head(head)
+            }
+            Err(_) => {
+                let venv = Venv::at(paths.venv());
+                Session::open(id.to_owned(), limits, paths, Backing::Venv(venv), graph)
+            }
+        };
+        let session = Arc::new(tokio::sync::Mutex::new(session));
         // Another call may have brought it back meanwhile: keep the first.
         let mut sessions = self.sessions.lock().expect("sessions lock");
         Ok(sessions.entry(id.to_owned()).or_insert(session).clone())
+    }
+
+    /// Makes a session on a kernel somebody else started, given its connection file. The
+    /// kernel must answer now; it is never restarted or killed by us.
+    ///
+    /// # Errors
+    /// A connection file that cannot be read, or a kernel that does not answer.
+    pub async fn attach(&self, connection_file: &Path) -> Result<String> {
+        let connection_file = std::path::absolute(connection_file)
+            .map_err(|source| Error::Io { path: connection_file.to_owned(), source })?;
+        let id = new_session_id();
+        let paths = SessionPaths::new(self.sessions_dir().join(&id));
+        let attached = async {
+            create_private_dir(paths.dir())?;
+            let mut session = Session::open(
+                id.clone(),
+                self.settings.limits.clone(),
+                paths.clone(),
+                Backing::Attached(connection_file),
+                Graph::new(),
+            );
+            session.start_kernel().await?;
+            session.save()?;
+            Ok::<_, Error>(session)
+        };
+        match attached.await {
+            Ok(session) => {
+                self.sessions.lock().expect("sessions lock").insert(id.clone(), Arc::new(session.into()));
+                Ok(id)
+            }
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(paths.dir());
+                Err(error)
+            }
+        }
     }
 
     /// Every session on disk, in memory or not, sorted by id.
@@ -193,4 +242,16 @@ impl SessionManager {
             session.lock().await.stop_kernel().await;
         }
     }
+}
+
+fn new_session_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..SESSION_ID_LEN].to_owned()
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| Error::Io { path: dir.to_owned(), source })
 }

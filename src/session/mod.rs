@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::graph::{Cell, CellId, CellStatus, Graph, KernelHead, store};
+use crate::graph::{Cell, CellId, CellStatus, ChainHash, Graph, KernelHead, store};
 use crate::kernel::{Execution, ExecutionStatus, Kernel, LaunchSpec, Output, OutputLimits};
 use crate::notebook;
 use crate::venv::{Uv, Venv, validate_requirement};
@@ -140,6 +140,11 @@ impl SessionPaths {
         self.dir.join("cells").join(format!("{id}.json"))
     }
 
+    /// What an attached session records about its kernel.
+    pub fn attachment(&self) -> PathBuf {
+        self.dir.join("attached.json")
+    }
+
     /// Where exported notebooks go.
     pub fn exports(&self) -> PathBuf {
         self.dir.join("exports")
@@ -151,12 +156,32 @@ impl SessionPaths {
     }
 }
 
+/// What runs a session's code.
+#[derive(Debug, Clone)]
+pub enum Backing {
+    /// A venv of the session's own, with kernels we start (and restart to replay).
+    Venv(Venv),
+    /// A kernel somebody else started, reached through its connection file. We never restart
+    /// or kill it, so the session can only go forward from the state it holds.
+    Attached(PathBuf),
+}
+
+/// What `<session>/attached.json` records for an attached session: the connection file, and
+/// the state the kernel held when the server last wrote it (so a restarted server can go on).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Attachment {
+    /// The kernel's connection file.
+    pub connection_file: PathBuf,
+    /// The chain hash of the kernel's head, `None` for the state it had when attached.
+    pub head: Option<ChainHash>,
+}
+
 /// One session.
 pub struct Session {
     id: String,
     limits: Limits,
     paths: SessionPaths,
-    venv: Venv,
+    backing: Backing,
     graph: Graph,
     kernel: Option<Kernel>,
     head: KernelHead,
@@ -165,10 +190,16 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session over an existing venv and graph, within `limits`; the kernel starts on first
-    /// use.
-    pub fn open(id: String, limits: Limits, paths: SessionPaths, venv: Venv, graph: Graph) -> Self {
-        Session { id, limits, paths, venv, graph, kernel: None, head: KernelHead::Fresh, destroyed: false }
+    /// A session over an existing venv (or attached kernel) and graph, within `limits`; the
+    /// kernel starts (or is connected to) on first use.
+    pub fn open(id: String, limits: Limits, paths: SessionPaths, backing: Backing, graph: Graph) -> Self {
+        Session { id, limits, paths, backing, graph, kernel: None, head: KernelHead::Fresh, destroyed: false }
+    }
+
+    /// The same session, its kernel at `head` already (an attached kernel found again).
+    pub fn with_head(mut self, head: KernelHead) -> Self {
+        self.head = head;
+        self
     }
 
     /// The session id.
@@ -181,9 +212,20 @@ impl Session {
         &self.graph
     }
 
-    /// The session's venv.
-    pub fn venv(&self) -> &Venv {
-        &self.venv
+    /// What runs the session's code.
+    pub fn backing(&self) -> &Backing {
+        &self.backing
+    }
+
+    fn own_venv(&self, what: &str) -> Result<&Venv> {
+        match &self.backing {
+            Backing::Venv(venv) => Ok(venv),
+            Backing::Attached(file) => Err(Error::InvalidArgument(format!(
+                "{what} is not available in a session attached to a kernel we did not start (`{}`): its \
+                 environment is not ours; run `%pip install …` in a cell to install into it",
+                file.display()
+            ))),
+        }
     }
 
     /// Starts the kernel now if it is not running (so the first `run_code` is quick).
@@ -230,6 +272,17 @@ impl Session {
         self.live_kernel().await?;
         let plan = self.graph.plan(self.head, parent)?;
         let restarted = plan.restart || !kernel_was_running;
+        if let (true, Backing::Attached(file)) = (plan.restart, &self.backing) {
+            let held = self.held_cells().last().map_or("the state it had when attached".to_owned(), |id| {
+                format!("the state after cell `{id}`")
+            });
+            return Err(Error::InvalidArgument(format!(
+                "this session runs on a kernel we did not start (attached through `{}`), so it cannot be \
+                 restarted to replay another branch. The kernel holds {held}: continue from that cell or its \
+                 descendants, or create_repl for a session of your own to branch freely",
+                file.display()
+            )));
+        }
         if plan.restart {
             context.progress.report(0.0, None, "restarting the kernel");
             self.kernel.as_mut().expect("started above").restart().await?;
@@ -322,6 +375,7 @@ impl Session {
             return Ok((finished?, Some(Stop { reason, kernel_killed: false })));
         }
         tracing::warn!(session = %self.id, "the cell ignored the interrupt; killing its kernel");
+        self.head = KernelHead::Unknown;
         kernel.kill()?;
         let killed = execution.await?;
         self.head = KernelHead::Unknown;
@@ -340,6 +394,7 @@ impl Session {
         context: &CallContext,
     ) -> Result<String> {
         self.ensure_open()?;
+        self.own_venv("install_packages")?;
         let progress = &context.progress;
         if requirements.is_empty() {
             return Err(Error::InvalidRequirement {
@@ -355,7 +410,7 @@ impl Session {
         }
         let requirements: Vec<String> = requirements.iter().map(|r| r.trim().to_owned()).collect();
         progress.report(0.0, Some(1.0), format!("installing {}", requirements.join(", ")));
-        let report = uv.install(&self.venv, &requirements).await?;
+        let report = uv.install(self.own_venv("install_packages")?, &requirements).await?;
         progress.report(1.0, Some(1.0), "installed");
         Ok(report)
     }
@@ -437,11 +492,12 @@ impl Session {
     }
 
     /// Writes the path root → `cell` as a notebook with the kept outputs, and the venv's
-    /// `uv pip freeze` beside it; returns both paths.
+    /// `uv pip freeze` beside it (not for attached kernels, whose environment is not ours);
+    /// returns both paths.
     ///
     /// # Errors
     /// An unknown cell, uv's failure, or files that cannot be written.
-    pub async fn export_notebook(&self, uv: &Uv, cell: &CellId) -> Result<(PathBuf, PathBuf)> {
+    pub async fn export_notebook(&self, uv: &Uv, cell: &CellId) -> Result<(PathBuf, Option<PathBuf>)> {
         let path = self.graph.path_to(cell)?;
         let cells = path.iter().map(|id| {
             let cell = self.graph.cell(id).expect("ids on a path are in the graph");
@@ -457,29 +513,55 @@ impl Session {
         let notebook_path = dir.join(format!("{cell}.ipynb"));
         let json = serde_json::to_vec_pretty(&notebook).expect("a notebook serialises");
         std::fs::write(&notebook_path, json).map_err(io(&notebook_path))?;
+        let Backing::Venv(venv) = &self.backing else { return Ok((notebook_path, None)) };
         let requirements_path = dir.join(format!("{cell}-requirements.txt"));
-        let frozen = uv.freeze(&self.venv).await?;
+        let frozen = uv.freeze(venv).await?;
         std::fs::write(&requirements_path, frozen + "\n").map_err(io(&requirements_path))?;
-        Ok((notebook_path, requirements_path))
+        Ok((notebook_path, Some(requirements_path)))
     }
 
-    fn save(&self) -> Result<()> {
+    pub(crate) fn save(&self) -> Result<()> {
         store::save(&self.graph, &self.paths.graph())?;
+        if let Backing::Attached(file) = &self.backing {
+            let head = match self.head {
+                KernelHead::At(hash) => Some(hash),
+                KernelHead::Fresh | KernelHead::Unknown => None,
+            };
+            let record = Attachment { connection_file: file.clone(), head };
+            let path = self.paths.attachment();
+            let json = serde_json::to_vec_pretty(&record).expect("an attachment serialises");
+            std::fs::write(&path, json).map_err(|source| Error::Io { path, source })?;
+        }
         Ok(())
     }
 
-    /// The kernel, started (or started again after its death) when needed.
+    /// The kernel, started (or started again after its death) when needed; an attached kernel
+    /// is connected to, never started.
     async fn live_kernel(&mut self) -> Result<&Kernel> {
         if let Some(dead) = self.kernel.take_if(|kernel| !kernel.is_alive()) {
-            tracing::info!(session = %self.id, death = ?dead.death(), "kernel died; starting a new one");
+            let death = dead.death();
+            tracing::info!(session = %self.id, ?death, "kernel died");
             dead.shutdown().await;
+            if let Backing::Attached(file) = &self.backing {
+                self.head = KernelHead::Unknown;
+                return Err(Error::InvalidArgument(format!(
+                    "the attached kernel (`{}`) is gone: {}. Start it again and attach_kernel anew",
+                    file.display(),
+                    death.map_or("it stopped answering".to_owned(), |d| format!("it {d}"))
+                )));
+            }
         }
         if self.kernel.is_none() {
-            let memory = self.limits.kernel_memory_mb.map(|mb| mb << 20);
-            let spec = LaunchSpec::new(self.venv.python(), self.paths.kernel())
-                .with_resource_limits(memory, self.limits.kernel_cpu_seconds);
-            self.kernel = Some(Kernel::launch(spec).await?);
-            self.head = KernelHead::Fresh;
+            match &self.backing {
+                Backing::Venv(venv) => {
+                    let memory = self.limits.kernel_memory_mb.map(|mb| mb << 20);
+                    let spec = LaunchSpec::new(venv.python(), self.paths.kernel())
+                        .with_resource_limits(memory, self.limits.kernel_cpu_seconds);
+                    self.kernel = Some(Kernel::launch(spec).await?);
+                    self.head = KernelHead::Fresh;
+                }
+                Backing::Attached(file) => self.kernel = Some(Kernel::attach(file).await?),
+            }
         }
         Ok(self.kernel())
     }

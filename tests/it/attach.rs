@@ -123,3 +123,52 @@ async fn attach_to_a_missing_or_bad_connection_file_is_a_clear_error() {
     let error = within(60, Kernel::attach(&silent)).await.err().unwrap();
     assert!(error.to_string().contains("nothing-"), "{error}");
 }
+
+#[tokio::test]
+async fn attach_kernel_makes_a_session_that_goes_forward_and_never_stops_the_kernel() {
+    use super::mcp_client::{Server, data_dir, texts};
+    use serde_json::json;
+
+    let dir = tempfile::tempdir().unwrap();
+    let connection_file = dir.path().join("lab-kernel.json");
+    let mut process = start_by_hand(&connection_file).await;
+    within(60, async {
+        while !connection_file.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    let (_guard, data) = data_dir();
+    let server = Server::start_with(&data, "", |_| {}).await;
+    let attached = server.call("attach_kernel", json!({"connection_file": connection_file})).await;
+    assert_ne!(attached.is_error, Some(true), "{:?}", texts(&attached));
+    let session = attached.structured_content.unwrap()["session_id"].as_str().unwrap().to_owned();
+
+    let (_, a) = server.ok(&session, "x = 1", None).await;
+    let (out, b) = server.ok(&session, "x += 1\nprint(x)", Some(&a)).await;
+    assert_eq!(out, "2\n");
+    let (out, _) = server.ok(&session, "print(x * 10)", Some(&b)).await;
+    assert_eq!(out, "20\n");
+
+    // Branching back would need a restart: refused, with the reason.
+    let branch = server.run(&session, "print(x)", Some(&a)).await;
+    assert_eq!(branch.is_error, Some(true));
+    let text = texts(&branch).join("\n");
+    assert!(text.contains("cannot be restarted") && text.contains("lab-kernel.json"), "{text}");
+
+    let install = server.call("install_packages", json!({"session_id": session, "packages": ["six"]})).await;
+    assert!(texts(&install)[0].contains("%pip install"), "{:?}", texts(&install));
+
+    // reset_repl forgets the cells but keeps the kernel, and its state.
+    let reset = server.call("reset_repl", json!({"session_id": session})).await;
+    assert_ne!(reset.is_error, Some(true), "{:?}", texts(&reset));
+    let (out, _) = server.ok(&session, "print(x)", None).await;
+    assert_eq!(out, "2\n");
+
+    server.call("destroy_repl", json!({"session_id": session})).await;
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(process.try_wait().unwrap().is_none(), "the attached kernel was stopped");
+    process.kill().await.unwrap();
+}
