@@ -346,8 +346,6 @@ impl Graph {
         execution_count: Option<u64>,
         summary: String,
     ) -> Result<&Cell, GraphError> {
-        let parent_hash = self.head_after(parent)?;
-        let chain_hash = ChainHash::of(parent_hash.as_ref(), &code);
         let id = loop {
             // 48 random bits: a clash within one session is unlikely, but cheap to rule out.
             let id = CellId::new();
@@ -355,6 +353,28 @@ impl Graph {
                 break id;
             }
         };
+        self.add_with_id(id, parent, code, status, execution_count, summary)
+    }
+
+    /// [`Graph::add`] with an id chosen beforehand (to name a cell while it still runs).
+    ///
+    /// # Errors
+    /// [`GraphError::UnknownCell`] if `parent` is not in the graph; [`GraphError::Inconsistent`]
+    /// if `id` is taken.
+    pub fn add_with_id(
+        &mut self,
+        id: CellId,
+        parent: Option<&CellId>,
+        code: String,
+        status: CellStatus,
+        execution_count: Option<u64>,
+        summary: String,
+    ) -> Result<&Cell, GraphError> {
+        if self.index.contains_key(&id) {
+            return Err(GraphError::Inconsistent { id: id.to_string(), reason: "the id is taken".into() });
+        }
+        let parent_hash = self.head_after(parent)?;
+        let chain_hash = ChainHash::of(parent_hash.as_ref(), &code);
         let cell = Cell {
             id: id.clone(),
             parent: parent.cloned(),

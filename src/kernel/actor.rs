@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::output::{OutputLimits, OutputLog};
+use std::sync::Arc;
+
+use super::output::{Output, OutputLimits, OutputLog};
 use super::{Death, Execution, ExecutionStatus, KernelError};
 use crate::jupyter::message::{Content, ExecuteRequest, ExecutionState, Message};
 use crate::jupyter::socket::{ClientSockets, Heartbeat, Receiver};
@@ -36,7 +38,7 @@ pub(crate) enum RequestChannel {
 pub(crate) enum Command {
     Execute {
         code: String,
-        limits: OutputLimits,
+        log: SharedLog,
         reply: oneshot::Sender<Result<Execution, KernelError>>,
     },
     Request {
@@ -44,6 +46,46 @@ pub(crate) enum Command {
         content: Content,
         reply: oneshot::Sender<Result<Message, KernelError>>,
     },
+}
+
+/// An execution's output log, shared between the actor (which fills it) and the caller (which
+/// may look at it while the code still runs). Locked only for one message at a time.
+type SharedLog = Arc<std::sync::Mutex<OutputLog>>;
+
+fn take_outputs(log: &SharedLog) -> Vec<Output> {
+    std::mem::take(&mut *log.lock().expect("output log lock")).into_outputs()
+}
+
+/// An execution under way: its outputs so far can be looked at while it runs.
+pub struct RunningExecution {
+    log: SharedLog,
+    done: oneshot::Receiver<Result<Execution, KernelError>>,
+}
+
+/// A window on an execution's outputs, to look at while it runs.
+#[derive(Clone)]
+pub struct OutputView(SharedLog);
+
+impl OutputView {
+    /// The outputs so far, as they would be returned if the execution ended now.
+    pub fn snapshot(&self) -> Vec<Output> {
+        self.0.lock().expect("output log lock").snapshot()
+    }
+}
+
+impl RunningExecution {
+    /// A view of the outputs that can outlive this handle.
+    pub fn view(&self) -> OutputView {
+        OutputView(self.log.clone())
+    }
+
+    /// Waits for the end (or the kernel's death).
+    ///
+    /// # Errors
+    /// When the kernel client stopped.
+    pub async fn finish(&mut self) -> Result<Execution, KernelError> {
+        (&mut self.done).await.map_err(|_| KernelError::ClientGone)?
+    }
 }
 
 /// How the actor learns that its kernel died.
@@ -92,10 +134,11 @@ impl Client {
 
     /// Runs `code`, keeping its outputs within `limits`, and waits for its end (or the
     /// kernel's death).
-    pub(crate) async fn execute(&self, code: &str, limits: OutputLimits) -> Result<Execution, KernelError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Execute { code: code.to_owned(), limits, reply })?;
-        rx.await.map_err(|_| KernelError::ClientGone)?
+    pub(crate) fn execute(&self, code: &str, limits: OutputLimits) -> Result<RunningExecution, KernelError> {
+        let (reply, done) = oneshot::channel();
+        let log: SharedLog = Arc::new(std::sync::Mutex::new(OutputLog::new(limits)));
+        self.send(Command::Execute { code: code.to_owned(), log: log.clone(), reply })?;
+        Ok(RunningExecution { log, done })
     }
 
     /// Sends `content` on `channel` and waits for the reply.
@@ -125,7 +168,7 @@ impl Client {
 }
 
 struct PendingExecution {
-    log: OutputLog,
+    log: SharedLog,
     reply: Option<(ExecutionStatus, Option<u64>)>,
     idle: bool,
     respond: oneshot::Sender<Result<Execution, KernelError>>,
@@ -192,7 +235,7 @@ impl Actor {
 
     async fn on_command(&mut self, command: Command) {
         match command {
-            Command::Execute { code, limits, reply } => {
+            Command::Execute { code, log, reply } => {
                 if let Some(cause) = &self.dead {
                     let _ = reply.send(Err(KernelError::Died(cause.clone())));
                     return;
@@ -204,12 +247,7 @@ impl Actor {
                 }
                 self.executions.insert(
                     request.header.msg_id,
-                    PendingExecution {
-                        log: OutputLog::new(limits),
-                        reply: None,
-                        idle: false,
-                        respond: reply,
-                    },
+                    PendingExecution { log, reply: None, idle: false, respond: reply },
                 );
             }
             Command::Request { channel, content, reply } => {
@@ -272,7 +310,7 @@ impl Actor {
                 pending.idle = true;
                 self.complete_if_done(&parent);
             }
-            content => pending.log.apply(content),
+            content => pending.log.lock().expect("output log lock").apply(content),
         }
     }
 
@@ -284,7 +322,7 @@ impl Actor {
         let pending = self.executions.remove(msg_id).expect("checked above");
         let (status, execution_count) = pending.reply.expect("checked above");
         let _ = pending.respond.send(Ok(Execution {
-            outputs: pending.log.into_outputs(),
+            outputs: take_outputs(&pending.log),
             status,
             execution_count,
         }));
@@ -314,7 +352,7 @@ impl Actor {
         for (_, pending) in self.executions.drain() {
             let execution_count = pending.reply.as_ref().and_then(|(_, count)| *count);
             let _ = pending.respond.send(Ok(Execution {
-                outputs: pending.log.into_outputs(),
+                outputs: take_outputs(&pending.log),
                 status: ExecutionStatus::Died(cause.clone()),
                 execution_count,
             }));

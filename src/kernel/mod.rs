@@ -18,6 +18,7 @@ use crate::jupyter::connection::{ConnectionError, ConnectionInfo};
 use crate::jupyter::message::{Content, KernelInfoReply, Shutdown};
 use crate::jupyter::socket::{ClientSockets, SocketError};
 use actor::{Client, Liveness, RequestChannel};
+pub use actor::{OutputView, RunningExecution};
 pub use launch::{InterruptMode, KernelProcess, LaunchSpec};
 pub use output::{MimeBundle, Output, OutputLimits, StreamName};
 
@@ -212,7 +213,7 @@ impl Kernel {
     /// # Errors
     /// When the request cannot be sent, or the kernel was already dead.
     pub async fn execute(&self, code: &str) -> Result<Execution, KernelError> {
-        self.client.execute(code, OutputLimits::default()).await
+        self.execute_with(code, OutputLimits::default()).await
     }
 
     /// [`Kernel::execute`], keeping the outputs within `limits` (text beyond them is counted,
@@ -221,7 +222,16 @@ impl Kernel {
     /// # Errors
     /// As [`Kernel::execute`].
     pub async fn execute_with(&self, code: &str, limits: OutputLimits) -> Result<Execution, KernelError> {
-        self.client.execute(code, limits).await
+        self.start(code, limits)?.finish().await
+    }
+
+    /// Sends `code` to run and returns at once: the [`RunningExecution`] shows the outputs so
+    /// far and gives the end.
+    ///
+    /// # Errors
+    /// When the kernel client has stopped.
+    pub fn start(&self, code: &str, limits: OutputLimits) -> Result<RunningExecution, KernelError> {
+        self.client.execute(code, limits)
     }
 
     /// Kills a kernel we started, at once (SIGKILL to its process group): for code that

@@ -322,6 +322,22 @@ impl OutputLog {
         }
     }
 
+    /// The outputs so far, as [`OutputLog::into_outputs`] would give them now (without the
+    /// path of the full output, which is only final at the end).
+    pub fn snapshot(&self) -> Vec<Output> {
+        let mut outputs = self.head.clone();
+        if self.omitted_bytes > 0 || self.omitted_images > 0 {
+            let full_output = self.spill.as_ref().map(|spill| spill.path.clone());
+            outputs.push(Output::Omitted {
+                bytes: self.omitted_bytes,
+                images: self.omitted_images,
+                full_output,
+            });
+        }
+        outputs.extend(self.tail.iter().cloned());
+        outputs
+    }
+
     /// The finished list of outputs: the head, an [`Output::Omitted`] when anything was cut,
     /// the tail.
     pub fn into_outputs(mut self) -> Vec<Output> {

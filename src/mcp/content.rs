@@ -15,6 +15,9 @@ use std::collections::HashMap;
 
 use crate::graph::{Cell, CellId, CellStatus, Graph};
 use crate::kernel::{ExecutionStatus, Output, StreamName};
+use std::time::Duration;
+
+use crate::session::live::{LiveCell, Outcome};
 use crate::session::{CellRun, Stop, StopReason, shorten};
 
 /// Image types passed to the client as images, in order of preference.
@@ -56,6 +59,48 @@ pub fn cell_result(run: &CellRun) -> CallToolResult {
         CallToolResult::error(content)
     };
     result.structured_content = Some(structured);
+    result
+}
+
+/// The reply about a cell running in the background: its result when `outcome` is there,
+/// otherwise the output so far, a note that it still runs, and its id last.
+pub fn live_result(live: &LiveCell, outcome: Option<Outcome>, waited: Duration) -> CallToolResult {
+    if let Some(outcome) = outcome {
+        return match &*outcome {
+            Ok(run) => cell_result(run),
+            Err(error) => error_result(error),
+        };
+    }
+    let mut content: Vec<ContentBlock> = match live.snapshot() {
+        Some(outputs) => outputs.iter().filter_map(output_content).collect(),
+        None => vec![ContentBlock::text("[the path to the parent cell is still being replayed]")],
+    };
+    content.push(ContentBlock::text(format!(
+        "Still running after {}s. Call wait_cell with this cell id for more output or the end; other calls on \
+         this session wait until it ends.",
+        waited.as_secs_f64()
+    )));
+    content.push(ContentBlock::text(live.id().to_string()));
+    let mut result = CallToolResult::success(content);
+    result.structured_content = Some(json!({ "cell_id": live.id(), "status": "running" }));
+    result
+}
+
+/// A cell that has ended, from its record: its kept outputs, then its id, as run_code ends.
+pub fn finished_cell_result(cell: &Cell, outputs: &[Output]) -> CallToolResult {
+    let mut content: Vec<ContentBlock> = outputs.iter().filter_map(output_content).collect();
+    content.push(ContentBlock::text(cell.id.to_string()));
+    let mut result = if cell.status == CellStatus::Ok {
+        CallToolResult::success(content)
+    } else {
+        CallToolResult::error(content)
+    };
+    result.structured_content = Some(json!({
+        "cell_id": cell.id,
+        "parent_cell_id": cell.parent,
+        "status": status_name(cell.status),
+        "execution_count": cell.execution_count,
+    }));
     result
 }
 

@@ -13,12 +13,15 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, schemars, tool, tool_handler, t
 use serde::Deserialize;
 use serde_json::json;
 
-use super::content::{cell_detail_result, cell_result, cells_result, error_result, text_result};
+use super::content::{
+    cell_detail_result, cell_result, cells_result, error_result, finished_cell_result, live_result,
+    text_result,
+};
 use crate::error::Error;
 use crate::graph::CellId;
 use crate::session::Session;
 use crate::session::manager::{SessionManager, SharedSession};
-use crate::session::{CallContext, Progress, ProgressUpdate, parse_timeout};
+use crate::session::{CallContext, Progress, ProgressUpdate, parse_seconds};
 
 /// What the server tells the model about itself.
 const INSTRUCTIONS: &str = "\
@@ -49,7 +52,27 @@ pub struct RunCodeArgs {
     /// configured, when omitted). Variables survive an interrupt.
     #[serde(default)]
     pub timeout_s: Option<f64>,
+    /// Seconds to wait for the cell before replying. When it still runs then, the reply has the
+    /// output so far and the cell id, the cell goes on, and wait_cell gives the rest. Omit to wait
+    /// for the end.
+    #[serde(default)]
+    pub wait_s: Option<f64>,
 }
+
+/// `wait_cell` arguments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct WaitCellArgs {
+    /// The session id returned by create_repl.
+    pub session_id: String,
+    /// The cell id returned by run_code.
+    pub cell_id: String,
+    /// Seconds to wait for the end before replying with the output so far (default 30).
+    #[serde(default)]
+    pub wait_s: Option<f64>,
+}
+
+/// How long `wait_cell` waits when not told.
+const DEFAULT_WAIT_S: f64 = 30.0;
 
 /// Arguments naming one session.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -118,25 +141,80 @@ impl PyReplServer {
         the value of the last expression, images (display_figure(fig), plt.show(), or a figure as the last \
         value), and tracebacks. The last text item is always the new cell's id. Pass parent_cell_id to run on \
         exactly the state after that cell (continue a line of work, or branch from an older cell); omit it to \
-        start from a fresh interpreter. Cells that raised are recorded and can be parents too."
+        start from a fresh interpreter. Cells that raised are recorded and can be parents too. For long cells \
+        pass wait_s: if the cell still runs after that, the reply comes at once with the output so far, and \
+        wait_cell gives the rest."
     )]
     async fn run_code(
         &self,
         Parameters(args): Parameters<RunCodeArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        if let Some(wait_s) = args.wait_s {
+            return Ok(self.run_code_in_background(args, wait_s, &context).await);
+        }
         let outcome = with_context(&context, |call| async move {
             let parent = args.parent_cell_id.as_deref().map(CellId::parse).transpose()?;
-            let timeout = args.timeout_s.map(parse_timeout).transpose()?;
+            let timeout = args.timeout_s.map(|s| parse_seconds("timeout_s", s, false)).transpose()?;
             let session = self.manager.get(&args.session_id)?;
             let mut session = lock_unless_cancelled(&session, &call).await?;
-            session.run_cell(&args.code, parent.as_ref(), timeout, &call).await
+            session.run_cell(&args.code, parent.as_ref(), timeout, &call, None).await
         })
         .await;
         Ok(match outcome {
             Ok(run) => cell_result(&run),
             Err(error) => error_result(&error),
         })
+    }
+
+    /// `run_code` with `wait_s`: the cell runs in a task of its own; the reply waits for it at
+    /// most `wait_s`.
+    async fn run_code_in_background(
+        &self,
+        args: RunCodeArgs,
+        wait_s: f64,
+        context: &RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let started = async {
+            let wait = parse_seconds("wait_s", wait_s, true)?;
+            let parent = args.parent_cell_id.as_deref().map(CellId::parse).transpose()?;
+            let timeout = args.timeout_s.map(|s| parse_seconds("timeout_s", s, false)).transpose()?;
+            let session = self.manager.get(&args.session_id)?;
+            let guard = tokio::select! {
+                guard = session.lock_owned() => guard,
+                () = context.ct.cancelled() => return Err(Error::Cancelled),
+            };
+            let live = self.manager.run_in_background(guard, args.code, parent, timeout);
+            Ok::<_, Error>((live, wait))
+        };
+        match started.await {
+            Ok((live, wait)) => live_result(&live, live.wait(wait).await, wait),
+            Err(error) => error_result(&error),
+        }
+    }
+
+    #[tool(
+        description = "Wait for a cell started by run_code with wait_s: returns as soon as it ends (its full \
+        result, as run_code gives it) or after wait_s seconds (the output so far, and that it still runs)."
+    )]
+    async fn wait_cell(
+        &self,
+        Parameters(args): Parameters<WaitCellArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let outcome = async {
+            let wait = parse_seconds("wait_s", args.wait_s.unwrap_or(DEFAULT_WAIT_S), true)?;
+            let cell = CellId::parse(&args.cell_id)?;
+            let session = self.manager.get(&args.session_id)?;
+            if let Some(live) = self.manager.live_cell(&args.session_id, &cell) {
+                return Ok(live_result(&live, live.wait(wait).await, wait));
+            }
+            // Not running: it ended (or never was). Its record is in the graph.
+            let session = session.lock().await;
+            let outputs = session.outputs_of(&cell)?;
+            Ok::<_, Error>(finished_cell_result(session.graph().cell(&cell)?, &outputs))
+        }
+        .await;
+        Ok(outcome.unwrap_or_else(|error| error_result(&error)))
     }
 
     #[tool(

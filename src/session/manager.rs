@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
 
-use super::{Attachment, Backing, Progress, Session, SessionPaths};
+use super::live::LiveCell;
+use super::{Attachment, Backing, CallContext, Progress, Session, SessionPaths};
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::graph::{Graph, KernelHead, store};
+use crate::graph::{CellId, Graph, KernelHead, store};
 use crate::kernel::launch::reap_orphans;
 use crate::venv::{Uv, Venv};
 
@@ -40,13 +41,20 @@ pub struct SessionManager {
     settings: Settings,
     uv: OnceCell<Uv>,
     sessions: Mutex<HashMap<String, SharedSession>>,
+    /// The cell each session is running in the background (`run_code` with `wait_s`).
+    live: Mutex<HashMap<String, Arc<LiveCell>>>,
 }
 
 impl SessionManager {
     /// A manager keeping its sessions under `settings.data_dir()`. Kernels left running by a
     /// server that crashed are killed and their files removed first.
     pub fn new(settings: Settings) -> Self {
-        let manager = SessionManager { settings, uv: OnceCell::new(), sessions: Mutex::new(HashMap::new()) };
+        let manager = SessionManager {
+            settings,
+            uv: OnceCell::new(),
+            sessions: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+        };
         if let Ok(sessions) = std::fs::read_dir(manager.sessions_dir()) {
             let killed: usize =
                 sessions.flatten().map(|entry| reap_orphans(&SessionPaths::new(entry.path()).kernel())).sum();
@@ -232,6 +240,39 @@ impl SessionManager {
         std::fs::remove_dir_all(&dir).map_err(|source| Error::Io { path: dir, source })?;
         self.sessions.lock().expect("sessions lock").remove(id);
         Ok(())
+    }
+
+    /// Runs `code` in the background on the session (whose lock the caller holds) and returns
+    /// the [`LiveCell`] that shows it; the lock is released when the cell ends, so later calls on
+    /// the session queue behind it as usual.
+    pub fn run_in_background(
+        self: &Arc<Self>,
+        mut session: tokio::sync::OwnedMutexGuard<Session>,
+        code: String,
+        parent: Option<CellId>,
+        timeout: Option<std::time::Duration>,
+    ) -> Arc<LiveCell> {
+        let live = Arc::new(LiveCell::new(CellId::new()));
+        let session_id = session.id().to_owned();
+        self.live.lock().expect("live lock").insert(session_id.clone(), live.clone());
+        let manager = self.clone();
+        let running = live.clone();
+        tokio::spawn(async move {
+            let context = CallContext::default();
+            let outcome = session.run_cell(&code, parent.as_ref(), timeout, &context, Some(&running)).await;
+            running.finish(outcome);
+            let mut live = manager.live.lock().expect("live lock");
+            if live.get(&session_id).is_some_and(|current| current.id() == running.id()) {
+                live.remove(&session_id);
+            }
+            // The session lock is released here, after the outcome is visible.
+        });
+        live
+    }
+
+    /// The cell `cell` of `session`, if it is still running in the background.
+    pub fn live_cell(&self, session: &str, cell: &CellId) -> Option<Arc<LiveCell>> {
+        self.live.lock().expect("live lock").get(session).filter(|live| live.id() == cell).cloned()
     }
 
     /// Stops every kernel (on server shutdown).

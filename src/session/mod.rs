@@ -5,6 +5,7 @@
 //! code, records the cell and saves the graph before answering. Knows nothing of MCP (the
 //! `mcp` module turns its results into content) or of other sessions (`manager.rs`).
 
+pub mod live;
 pub mod manager;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use crate::graph::{Cell, CellId, CellStatus, ChainHash, Graph, KernelHead, store
 use crate::kernel::{Execution, ExecutionStatus, Kernel, LaunchSpec, Output, OutputLimits};
 use crate::notebook;
 use crate::venv::{Uv, Venv, validate_requirement};
+use live::LiveCell;
 
 /// Largest code accepted in one cell.
 pub const MAX_CODE_BYTES: usize = 1 << 20;
@@ -239,7 +241,7 @@ impl Session {
     /// Runs `code` on exactly the state after `parent` (a fresh state when `None`), replaying
     /// what the kernel lacks, and records it as a new cell. The code (and each replayed cell)
     /// may run for `timeout` (the session's default when `None`) before it is interrupted.
-    /// [`parse_timeout`] turns a caller's number of seconds into one.
+    /// [`parse_seconds`] turns a caller's number of seconds into one.
     ///
     /// # Errors
     /// Bad code or parent ids (nothing changes); a kernel that cannot start; a replayed cell that
@@ -250,6 +252,7 @@ impl Session {
         parent: Option<&CellId>,
         timeout: Option<Duration>,
         context: &CallContext,
+        live: Option<&LiveCell>,
     ) -> Result<CellRun> {
         self.ensure_open()?;
         if code.trim().is_empty() {
@@ -297,12 +300,15 @@ impl Session {
         let replay_time = replay_started.elapsed();
 
         let run_started = Instant::now();
-        let (execution, stopped) = self.execute_bounded(code, timeout, context).await?;
+        let (execution, stopped) = self.execute_bounded(code, timeout, context, live).await?;
         let run_time = run_started.elapsed();
         let status = cell_status(&execution);
         let summary = summarize(&execution.outputs);
-        let cell =
-            self.graph.add(parent, code.to_owned(), status, execution.execution_count, summary)?.clone();
+        let id = live.map_or_else(CellId::new, |live| live.id().clone());
+        let cell = self
+            .graph
+            .add_with_id(id, parent, code.to_owned(), status, execution.execution_count, summary)?
+            .clone();
         self.head = match status {
             CellStatus::KernelDied => KernelHead::Unknown,
             _ => KernelHead::At(cell.chain_hash),
@@ -316,7 +322,7 @@ impl Session {
     /// (or was interrupted) before may fail again.
     async fn replay(&mut self, id: &CellId, timeout: Duration, context: &CallContext) -> Result<()> {
         let cell = self.graph.cell(id)?.clone();
-        let (execution, stopped) = self.execute_bounded(&cell.code, timeout, context).await?;
+        let (execution, stopped) = self.execute_bounded(&cell.code, timeout, context, None).await?;
         let failed_now = execution.status != ExecutionStatus::Ok;
         let died = matches!(execution.status, ExecutionStatus::Died(_));
         if failed_now && cell.status == CellStatus::Ok
@@ -350,6 +356,7 @@ impl Session {
         code: &str,
         timeout: Duration,
         context: &CallContext,
+        live: Option<&LiveCell>,
     ) -> Result<(Execution, Option<Stop>)> {
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6f");
         let limits = OutputLimits {
@@ -360,7 +367,11 @@ impl Session {
         };
         let grace = Duration::from_secs_f64(self.limits.interrupt_grace);
         let kernel = self.kernel.as_ref().expect("the kernel is started before use");
-        let execution = kernel.execute_with(code, limits);
+        let mut running = kernel.start(code, limits)?;
+        if let Some(live) = live {
+            live.started(running.view());
+        }
+        let execution = running.finish();
         tokio::pin!(execution);
         let reason = tokio::select! {
             finished = &mut execution => return Ok((finished?, None)),
@@ -574,14 +585,17 @@ impl Session {
 /// Longest time limit a caller may ask for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
-/// A caller's time limit in seconds, checked.
+/// A caller's number of seconds for the argument `name`, checked: finite, at most a day, and
+/// positive (or zero, with `zero_allowed`).
 ///
 /// # Errors
-/// When it is not a positive number of seconds of at most a day.
-pub fn parse_timeout(seconds: f64) -> Result<Duration> {
-    if !(seconds.is_finite() && seconds > 0.0 && seconds <= MAX_TIMEOUT.as_secs_f64()) {
+/// When it is out of that range, naming the argument.
+pub fn parse_seconds(name: &str, seconds: f64, zero_allowed: bool) -> Result<Duration> {
+    let lowest_ok = if zero_allowed { seconds >= 0.0 } else { seconds > 0.0 };
+    if !(seconds.is_finite() && lowest_ok && seconds <= MAX_TIMEOUT.as_secs_f64()) {
+        let kind = if zero_allowed { "non-negative" } else { "positive" };
         return Err(Error::InvalidArgument(format!(
-            "timeout_s must be a positive number of seconds up to {}; got {seconds}",
+            "{name} must be a {kind} number of seconds up to {}; got {seconds}",
             MAX_TIMEOUT.as_secs()
         )));
     }

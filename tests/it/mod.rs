@@ -4,6 +4,7 @@ mod exec_cli;
 mod faults;
 mod graph_tools;
 mod kernel;
+mod long_cells;
 mod mcp;
 mod mcp_client;
 mod soak;
