@@ -14,8 +14,10 @@
 //! - [`error`]: what a session operation can fail with, as the MCP layer sees it.
 //! - [`config`]: settings shared by every command (data directory, uv, Python).
 //! - [`exec`]: the `exec` command, to drive a kernel by hand.
+//! - [`demo`]: the `demo` command: the branching example through a real MCP client.
 
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod exec;
 pub mod graph;

@@ -5,10 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mcp_pyrepl::config::Settings;
+use mcp_pyrepl::demo::{self, DemoArgs};
 use mcp_pyrepl::exec::{self, ExecArgs};
-use mcp_pyrepl::mcp::serve::serve_stdio;
-use mcp_pyrepl::session::manager::SessionManager;
-use std::sync::Arc;
+use mcp_pyrepl::mcp::serve::{self, ServeArgs};
 
 /// An MCP server that gives an LLM a stateful, branching Python interpreter.
 #[derive(Debug, Parser)]
@@ -23,15 +22,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve MCP over stdio (the default when no command is given)
-    Serve,
+    /// Serve MCP over stdio or streamable HTTP (the default, over stdio, when no command is
+    /// given)
+    Serve(ServeArgs),
     /// Run each CODE argument as a cell in one fresh (or attached) kernel and print the outputs
     Exec(ExecArgs),
+    /// Run the branching sine-wave example through a real MCP client and print what the model
+    /// would see (the quickest way to see the product work)
+    Demo(DemoArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        Some(command) => command,
+        None => Command::Serve(ServeArgs::from_env().unwrap_or_else(|error| error.exit())),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -40,14 +47,14 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let outcome = match &cli.command {
-        None | Some(Command::Serve) => {
-            let manager = Arc::new(SessionManager::new(cli.settings.clone()));
-            serve_stdio(manager, shutdown_signal()).await.map(|()| true)
+    let outcome = match &command {
+        Command::Serve(args) => {
+            serve::run(cli.settings.clone(), args, shutdown_signal()).await.map(|()| true)
         }
-        Some(Command::Exec(args)) => {
+        Command::Exec(args) => {
             exec::run(&cli.settings, args, &mut std::io::stdout(), &mut std::io::stderr()).await
         }
+        Command::Demo(args) => demo::run(&cli.settings, args, &mut std::io::stdout()).await,
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,7 +1,8 @@
 //! The MCP face of the server: tools, the mapping of outputs to MCP content, transports.
 //!
 //! `tools.rs` holds the tool methods and their argument types (no kernel logic), `content.rs`
-//! turns cell runs and errors into tool results, `serve.rs` runs the server on a transport.
+//! turns cell runs and errors into tool results, `serve.rs` runs the server on stdio or streamable
+//! HTTP and owns the `serve` flags.
 
 pub mod content;
 pub mod serve;

@@ -1,12 +1,136 @@
-//! Running the MCP server on a transport until the client leaves or shutdown is asked for.
+//! Running the MCP server on a transport until the client leaves or shutdown is asked for: stdio
+//! (one client, which started us) or streamable HTTP (any number of clients, all on one
+//! [`SessionManager`], so a client that reconnects finds its sessions by their ids).
+//!
+//! Owns the `serve` command's flags, the rule that only a loopback listener may go without a
+//! bearer token, the token check, and the order of shutdown: the transport first, then every
+//! kernel, each step bounded in time. The tools themselves live in `tools.rs`.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use rmcp::ServiceExt;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
 
 use super::tools::PyReplServer;
+use crate::config::Settings;
 use crate::session::manager::SessionManager;
+
+/// The port `--transport http` listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 8484;
+
+/// The path of the MCP endpoint on the HTTP server.
+pub const HTTP_PATH: &str = "/mcp";
+
+/// How long open HTTP connections (a streaming reply, a client's event stream) get to finish
+/// once shutdown is asked for; they are dropped after it.
+const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long stopping every kernel may take on shutdown. A kernel stops within about ten seconds
+/// (`shutdown_request`, then SIGTERM, then SIGKILL), but a session busy with a cell is only
+/// reached when the cell ends; kernels still running then are killed as the process exits.
+const KERNEL_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Flags of `mcp-pyrepl serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// How MCP clients reach the server: `stdio` (the client starts the server and talks over
+    /// stdin/stdout) or `http` (streamable HTTP at `http://<host>:<port>/mcp`)
+    #[arg(long, value_enum, env = "MCP_PYREPL_TRANSPORT", default_value_t = Transport::Stdio)]
+    pub transport: Transport,
+
+    /// Address `--transport http` listens on; anything but a loopback address needs `--token`
+    #[arg(long, env = "MCP_PYREPL_HOST", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub host: IpAddr,
+
+    /// Port `--transport http` listens on (0 picks a free one)
+    #[arg(long, env = "MCP_PYREPL_PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    /// Bearer token every HTTP request must carry (`Authorization: Bearer <token>`); required
+    /// when `--host` is not a loopback address [default: none]
+    #[arg(long, env = "MCP_PYREPL_TOKEN", hide_env_values = true)]
+    pub token: Option<Token>,
+}
+
+impl ServeArgs {
+    /// The flags as the environment and the defaults set them: what `mcp-pyrepl` without a
+    /// command serves with.
+    ///
+    /// # Errors
+    /// When an `MCP_PYREPL_*` variable of these flags holds an invalid value.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        <Defaults as clap::Parser>::try_parse_from(["mcp-pyrepl"]).map(|defaults| defaults.args)
+    }
+}
+
+/// How MCP clients reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// JSON-RPC over stdin/stdout, for a client that starts the server.
+    Stdio,
+    /// Streamable HTTP, for clients that connect to a running server.
+    Http,
+}
+
+/// A bearer token: one or more visible ASCII characters, so that it fits in an HTTP header as
+/// is. Its `Debug` form does not show it.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl std::str::FromStr for Token {
+    type Err = String;
+
+    fn from_str(token: &str) -> Result<Self, Self::Err> {
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("a token is one or more visible ASCII characters (no spaces)".to_owned());
+        }
+        Ok(Token(token.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<hidden>)")
+    }
+}
+
+/// Serves MCP on the transport `args` names until the client leaves (stdio) or `shutdown`
+/// completes, then stops every kernel. Nothing is started when the flags are refused.
+///
+/// # Errors
+/// When a non-loopback address is asked for without a token, the address cannot be bound, or
+/// the stdio handshake fails.
+pub async fn run(
+    settings: Settings,
+    args: &ServeArgs,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    match args.transport {
+        Transport::Stdio => serve_stdio(Arc::new(SessionManager::new(settings)), shutdown).await,
+        Transport::Http => {
+            let endpoint = HttpEndpoint::bind(args).await?;
+            serve_http(Arc::new(SessionManager::new(settings)), endpoint, shutdown).await
+        }
+    }
+}
 
 /// Serves MCP over stdin/stdout until the client closes stdin or `shutdown` completes, then
 /// stops every kernel. Stdout carries only JSON-RPC: logs go to stderr, kernels write to their
@@ -28,6 +152,235 @@ pub async fn serve_stdio(
             cancel.cancel();
         }
     }
-    manager.shutdown().await;
+    stop_kernels(&manager).await;
     Ok(())
+}
+
+/// A bound HTTP listener and the rules its requests are held to.
+#[derive(Debug)]
+pub struct HttpEndpoint {
+    listener: tokio::net::TcpListener,
+    token: Option<Token>,
+    loopback: bool,
+}
+
+impl HttpEndpoint {
+    /// Binds `args.host:args.port`, after checking that a listener reachable from other
+    /// machines has a token.
+    ///
+    /// # Errors
+    /// When `args.host` is not a loopback address and there is no token, or the address cannot
+    /// be bound.
+    pub async fn bind(args: &ServeArgs) -> anyhow::Result<Self> {
+        let loopback = args.host.to_canonical().is_loopback();
+        if !loopback && args.token.is_none() {
+            anyhow::bail!(
+                "refusing to serve on `{}` without a bearer token: other machines can reach that \
+                 address and run code through it; set `--token` (or `MCP_PYREPL_TOKEN`), or \
+                 listen on `127.0.0.1`",
+                args.host
+            );
+        }
+        let address = SocketAddr::new(args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on `{address}`"))?;
+        Ok(HttpEndpoint { listener, token: args.token.clone(), loopback })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    ///
+    /// # Errors
+    /// When the socket cannot tell.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// Serves MCP over streamable HTTP at [`HTTP_PATH`] until `shutdown` completes: stops accepting,
+/// ends the MCP transport sessions, gives open connections five seconds to finish, then stops
+/// every kernel.
+///
+/// Every transport session (every client, every reconnection) gets a server over the same
+/// `manager`: REPL sessions are named by the tools' `session_id`, never by the transport's
+/// session. With a token, a request without `Authorization: Bearer <token>` gets 401. A
+/// loopback listener also refuses `Host` headers other than loopback names (DNS rebinding); one
+/// reachable from other machines accepts any `Host`, its token being the guard.
+///
+/// # Errors
+/// When the HTTP server fails.
+pub async fn serve_http(
+    manager: Arc<SessionManager>,
+    endpoint: HttpEndpoint,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let mut config = StreamableHttpServerConfig::default().with_cancellation_token(stop.child_token());
+    if !endpoint.loopback {
+        config = config.disable_allowed_hosts();
+    }
+    let server = PyReplServer::new(manager.clone());
+    let service = StreamableHttpService::new(
+        move || Ok(server.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let mut router = axum::Router::new().nest_service(HTTP_PATH, service);
+    if let Some(token) = &endpoint.token {
+        router = router
+            .layer(axum::middleware::from_fn_with_state(Arc::new(RequiredToken::new(token)), require_token));
+    }
+
+    let address = endpoint.local_addr().context("cannot read the bound address")?;
+    announce(&format!("http://{address}{HTTP_PATH}"), endpoint.token.is_some());
+    let serving = axum::serve(endpoint.listener, router)
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .into_future();
+    let mut serving = std::pin::pin!(serving);
+    let served = tokio::select! {
+        served = &mut serving => served.context("the HTTP server stopped"),
+        () = shutdown => {
+            tracing::info!("shutting down");
+            stop.cancel();
+            match tokio::time::timeout(HTTP_DRAIN_TIMEOUT, serving).await {
+                Ok(served) => served.context("the HTTP server failed while stopping"),
+                Err(_) => {
+                    tracing::info!(timeout = ?HTTP_DRAIN_TIMEOUT, "closing HTTP connections still open");
+                    Ok(())
+                }
+            }
+        }
+    };
+    stop_kernels(&manager).await;
+    served
+}
+
+/// Tells where the server listens: a tracing event at info, and one line on stderr when that
+/// event would not show (the default filter is `warn`), so a person starting it sees the URL.
+fn announce(url: &str, token: bool) {
+    tracing::info!(%url, token, "serving MCP over streamable HTTP");
+    if !tracing::enabled!(tracing::Level::INFO) {
+        let auth = if token { " (bearer token required)" } else { "" };
+        let line = format!("mcp-pyrepl: serving MCP over streamable HTTP at {url}{auth}\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    }
+}
+
+/// Stops every kernel, giving up after [`KERNEL_STOP_TIMEOUT`].
+async fn stop_kernels(manager: &SessionManager) {
+    if tokio::time::timeout(KERNEL_STOP_TIMEOUT, manager.shutdown()).await.is_err() {
+        tracing::warn!(
+            timeout = ?KERNEL_STOP_TIMEOUT,
+            "kernels still stopping; the rest are killed as the server exits"
+        );
+    }
+}
+
+/// The token requests must present, kept as its SHA-256 digest: comparing digests in constant
+/// time reveals neither the content nor the length of the token.
+struct RequiredToken([u8; 32]);
+
+impl RequiredToken {
+    fn new(token: &Token) -> Self {
+        RequiredToken(Sha256::digest(token.0.as_bytes()).into())
+    }
+
+    /// Whether `headers` carry `Authorization: Bearer <the token>` (the scheme is
+    /// case-insensitive, RFC 9110 §11.1).
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        let Some(presented) = headers.get(AUTHORIZATION).and_then(|value| bearer(value.as_bytes())) else {
+            return false;
+        };
+        Sha256::digest(presented).as_slice().ct_eq(&self.0).into()
+    }
+}
+
+/// The credentials of a `Bearer` authorization value.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, credentials) = value.split_at_checked(b"Bearer ".len())?;
+    scheme.eq_ignore_ascii_case(b"Bearer ").then(|| credentials.trim_ascii())
+}
+
+/// Passes requests that carry the token on, and answers the others 401.
+async fn require_token(State(token): State<Arc<RequiredToken>>, request: Request, next: Next) -> Response {
+    if token.admits(request.headers()) {
+        return next.run(request).await;
+    }
+    tracing::info!(method = %request.method(), path = request.uri().path(), "refused a request without the bearer token");
+    (
+        StatusCode::UNAUTHORIZED,
+        [(WWW_AUTHENTICATE, "Bearer realm=\"mcp-pyrepl\"")],
+        "Unauthorized: send `Authorization: Bearer <token>` with the server's token\n",
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(authorization: Option<&'static str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(AUTHORIZATION, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn only_the_exact_bearer_token_is_admitted() {
+        let required = RequiredToken::new(&"s3cret".parse().unwrap());
+        assert!(required.admits(&headers(Some("Bearer s3cret"))));
+        assert!(required.admits(&headers(Some("bearer s3cret"))));
+        assert!(required.admits(&headers(Some("BEARER  s3cret "))));
+        for refused in [
+            None,
+            Some(""),
+            Some("Bearer"),
+            Some("Bearer "),
+            Some("Bearer s3cre"),
+            Some("Bearer s3cret2"),
+            Some("Basic s3cret"),
+            Some("Bearers3cret"),
+            Some("s3cret"),
+        ] {
+            assert!(!required.admits(&headers(refused)), "{refused:?} was admitted");
+        }
+    }
+
+    #[test]
+    fn tokens_are_visible_ascii_and_never_shown() {
+        assert!("".parse::<Token>().is_err());
+        assert!("two words".parse::<Token>().is_err());
+        assert!("tab\there".parse::<Token>().is_err());
+        assert!("é".parse::<Token>().is_err());
+        let token: Token = "abc-DEF_123.~+/=".parse().unwrap();
+        assert_eq!(format!("{token:?}"), "Token(<hidden>)");
+    }
+
+    #[test]
+    fn only_loopback_addresses_go_without_a_token() {
+        let args = |host: &str, token: Option<&str>| ServeArgs {
+            transport: Transport::Http,
+            host: host.parse().unwrap(),
+            port: 0,
+            token: token.map(|t| t.parse().unwrap()),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            for host in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+                let endpoint = HttpEndpoint::bind(&args(host, None)).await;
+                // `::1` may be missing on a machine without IPv6; the rule passed if binding was tried.
+                if let Err(error) = &endpoint {
+                    assert!(error.to_string().starts_with("cannot listen"), "{host}: {error:#}");
+                }
+            }
+            for host in ["0.0.0.0", "::", "192.0.2.1"] {
+                let error = HttpEndpoint::bind(&args(host, None)).await.unwrap_err().to_string();
+                assert!(error.contains("without a bearer token") && error.contains("--token"), "{error}");
+            }
+        });
+    }
 }

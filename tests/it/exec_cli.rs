@@ -73,3 +73,27 @@ fn a_bad_connection_file_is_an_error_naming_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/nonexistent/conn.json"), "{stderr}");
 }
+
+#[tokio::test]
+async fn demo_runs_the_branching_example_through_a_real_mcp_client() {
+    let data = tempfile::tempdir().unwrap();
+    let images = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-pyrepl"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--uv")
+        .arg(super::common::uv().await.path())
+        .args(["--base-packages", "numpy,matplotlib", "demo", "--image-dir"])
+        .arg(images.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("Mean: 0.1792, Std Dev: 0.6647"), "{stdout}");
+    assert!(stdout.contains("    False\n"), "branch B must not see branch A: {stdout}");
+    let image = images.path().join("image-1.png");
+    assert!(stdout.contains(&image.display().to_string()), "{stdout}");
+    assert!(std::fs::read(&image).unwrap().starts_with(b"\x89PNG"));
+    assert!(stdout.contains("[in kernel]"), "{stdout}");
+}

@@ -1,8 +1,10 @@
 mod attach;
+mod clients;
 mod common;
 mod exec_cli;
 mod faults;
 mod graph_tools;
+mod http;
 mod kernel;
 mod long_cells;
 mod mcp;

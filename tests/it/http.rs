@@ -1,0 +1,251 @@
+//! The MCP server over streamable HTTP: the built binary listening on a loopback port, driven by
+//! rmcp's streamable HTTP client. A client that reconnects finds its sessions; a token is
+//! enforced when set and required off loopback; SIGTERM stops the server and its kernels.
+//! Nothing here sends a byte to an address other than 127.0.0.1.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+use super::common::{group_alive, uv, within};
+use super::mcp_client::{data_dir, texts};
+
+/// The server's own variables for `serve`, cleared so that the caller's environment cannot
+/// change what a test asks for.
+const SERVE_ENV: [&str; 4] =
+    ["MCP_PYREPL_TRANSPORT", "MCP_PYREPL_HOST", "MCP_PYREPL_PORT", "MCP_PYREPL_TOKEN"];
+
+/// `mcp-pyrepl serve --transport http` on `data_dir` (no base packages) with `extra` flags;
+/// killed when dropped.
+fn command(data_dir: &Path, port: u16, extra: &[&str], uv: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-pyrepl"));
+    for name in SERVE_ENV {
+        command.env_remove(name);
+    }
+    command
+        .args(["serve", "--transport", "http", "--port", &port.to_string()])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--uv")
+        .arg(uv)
+        .args(["--base-packages", ""])
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running HTTP server, its stdout and stderr in `<data dir>/server.out` and `server.log`.
+struct HttpServer {
+    child: tokio::process::Child,
+    url: String,
+    log: PathBuf,
+    out: PathBuf,
+}
+
+impl HttpServer {
+    /// Starts the server and waits until its port accepts connections.
+    async fn start(data_dir: &Path, extra: &[&str]) -> HttpServer {
+        let port = free_port();
+        let (log, out) = (data_dir.join("server.log"), data_dir.join("server.out"));
+        let mut command = command(data_dir, port, extra, uv().await.path());
+        command.stdout(std::fs::File::create(&out).unwrap()).stderr(std::fs::File::create(&log).unwrap());
+        let child = command.spawn().unwrap();
+        let mut server = HttpServer { child, url: format!("http://127.0.0.1:{port}/mcp"), log, out };
+        within(30, async {
+            loop {
+                if let Some(status) = server.child.try_wait().unwrap() {
+                    panic!("the server exited with {status}: {}", server.log());
+                }
+                if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        server
+    }
+
+    /// What the server wrote to stderr so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A new MCP client (a new transport session), sending `token` as a bearer token if given.
+    async fn connect(&self, token: Option<&str>) -> Result<RunningService<RoleClient, ()>, String> {
+        let mut config = StreamableHttpClientTransportConfig::with_uri(self.url.as_str());
+        if let Some(token) = token {
+            config = config.auth_header(token);
+        }
+        let transport = StreamableHttpClientTransport::with_client(http_client(), config);
+        within(30, ().serve(transport)).await.map_err(|error| error.to_string())
+    }
+
+    /// SIGTERMs the server and waits for it to exit on its own, asserting it exits cleanly, in
+    /// time (kernel stops are bounded to 30s) and never wrote to stdout.
+    async fn terminate(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = within(45, self.child.wait()).await.unwrap();
+        assert!(status.success(), "the server exited with {status} on SIGTERM: {}", self.log());
+        let stdout = std::fs::read_to_string(&self.out).unwrap();
+        assert!(stdout.is_empty(), "the server wrote to stdout: {stdout:?}");
+    }
+}
+
+/// An HTTP client that goes straight to 127.0.0.1, whatever proxy the environment names.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().unwrap()
+}
+
+/// Calls `tool`, failing the test on a protocol error or a hang.
+async fn call(
+    client: &RunningService<RoleClient, ()>,
+    tool: &'static str,
+    arguments: Value,
+) -> CallToolResult {
+    let params = CallToolRequestParams::new(tool).with_arguments(arguments.as_object().unwrap().clone());
+    within(300, client.call_tool(params)).await.unwrap_or_else(|e| panic!("{tool} failed: {e}"))
+}
+
+/// Runs `code` under `parent`; returns its text without the cell id, and the cell id.
+async fn ok(
+    client: &RunningService<RoleClient, ()>,
+    session: &str,
+    code: &str,
+    parent: Option<&str>,
+) -> (String, String) {
+    let mut arguments = json!({ "session_id": session, "code": code });
+    if let Some(parent) = parent {
+        arguments["parent_cell_id"] = json!(parent);
+    }
+    let result = call(client, "run_code", arguments).await;
+    let texts = texts(&result);
+    assert_ne!(result.is_error, Some(true), "{code:?} failed: {}", texts.join("\n"));
+    let id = texts.last().unwrap().clone();
+    (texts[..texts.len() - 1].join(""), id)
+}
+
+/// Lists the tools, asserting that the REPL's own are there.
+async fn assert_tools_listed(client: &RunningService<RoleClient, ()>) {
+    let tools = within(30, client.list_all_tools()).await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|tool| tool.name.as_ref()).collect();
+    for tool in ["create_repl", "run_code", "install_packages", "reset_repl"] {
+        assert!(names.contains(&tool), "{tool} missing from {names:?}");
+    }
+}
+
+/// The status of a bare `initialize` POST carrying `authorization` (if any).
+async fn initialize_status(url: &str, authorization: Option<&str>) -> (u16, Option<String>) {
+    let body = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": { "name": "raw", "version": "0" }
+        }
+    });
+    let mut request = http_client()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string());
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = within(30, request.send()).await.unwrap();
+    let challenge = response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+    (response.status().as_u16(), challenge)
+}
+
+#[tokio::test]
+async fn a_reconnecting_client_finds_its_sessions_and_sigterm_stops_every_kernel() {
+    let (_guard, data) = data_dir();
+    let server = HttpServer::start(&data, &[]).await;
+
+    let first = server.connect(None).await.expect("MCP handshake over HTTP");
+    assert_tools_listed(&first).await;
+
+    let created = call(&first, "create_repl", json!({})).await;
+    assert_ne!(created.is_error, Some(true), "create_repl failed: {:?}", texts(&created));
+    let session = created.structured_content.unwrap()["session_id"].as_str().unwrap().to_owned();
+    let (_, assigned) = ok(&first, &session, "x = 41", None).await;
+    let (answer, _) = ok(&first, &session, "x + 1", Some(&assigned)).await;
+    assert_eq!(answer.trim(), "42");
+    within(30, first.cancel()).await.unwrap();
+
+    // A new client is a new transport session; the REPL session and its cells are still there.
+    let second = server.connect(None).await.expect("a second MCP handshake over HTTP");
+    let (printed, _) = ok(&second, &session, "print(x)", Some(&assigned)).await;
+    assert_eq!(printed, "41\n");
+    let (pid, _) = ok(&second, &session, "import os\nprint(os.getpid())", Some(&assigned)).await;
+    let kernel: u32 = pid.trim().parse().unwrap();
+    assert!(group_alive(kernel));
+
+    // SIGTERM while a cell runs: the server stops without waiting for it, and the kernel with it.
+    let busy = tokio::spawn(async move {
+        let code = json!({ "session_id": session, "code": "import time\ntime.sleep(600)" });
+        let _ = call(&second, "run_code", code).await;
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.terminate().await;
+    assert!(!group_alive(kernel), "the kernel outlived the server");
+    busy.abort();
+}
+
+#[tokio::test]
+async fn a_token_is_required_from_every_request_when_one_is_set() {
+    let (_guard, data) = data_dir();
+    let server = HttpServer::start(&data, &["--host", "127.0.0.1", "--token", "s3cret"]).await;
+
+    for refused in [None, Some("Bearer nope"), Some("Bearer s3cret2"), Some("Basic s3cret"), Some("s3cret")] {
+        let (status, challenge) = initialize_status(&server.url, refused).await;
+        assert_eq!(status, 401, "{refused:?} was let in");
+        assert!(challenge.is_some_and(|c| c.starts_with("Bearer")), "401 without a Bearer challenge");
+    }
+    let get = within(30, http_client().get(&server.url).send()).await.unwrap();
+    assert_eq!(get.status().as_u16(), 401, "a GET without the token was let in");
+    let (status, _) = initialize_status(&server.url, Some("Bearer s3cret")).await;
+    assert_eq!(status, 200);
+
+    let Err(error) = server.connect(None).await else { panic!("a client without the token was let in") };
+    assert!(error.to_lowercase().contains("auth"), "{error}");
+    let client = server.connect(Some("s3cret")).await.expect("MCP handshake with the token");
+    assert_tools_listed(&client).await;
+    // A tool call goes through too (an unknown session is the model's error, not a 401).
+    let unknown = call(&client, "run_code", json!({ "session_id": "0123456789abcdef", "code": "1" })).await;
+    assert_eq!(unknown.is_error, Some(true));
+    assert!(texts(&unknown).join("").contains("0123456789abcdef"), "{:?}", texts(&unknown));
+}
+
+#[tokio::test]
+async fn an_address_other_machines_reach_needs_a_token() {
+    let (_guard, data) = data_dir();
+    let uv = uv().await.path();
+    let refused = within(30, command(&data, free_port(), &["--host", "0.0.0.0"], uv).output()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "started on 0.0.0.0 without a token: {stderr}");
+    assert!(stderr.contains("token") && stderr.contains("--token"), "{stderr}");
+    assert!(refused.stdout.is_empty(), "{:?}", String::from_utf8_lossy(&refused.stdout));
+
+    let server = HttpServer::start(&data, &["--host", "0.0.0.0", "--token", "s3cret"]).await;
+    // Reached through 127.0.0.1 only.
+    let (status, _) = initialize_status(&server.url, None).await;
+    assert_eq!(status, 401);
+    let client = server.connect(Some("s3cret")).await.expect("MCP handshake with the token");
+    assert_tools_listed(&client).await;
+    within(30, client.cancel()).await.unwrap();
+    server.terminate().await;
+}
