@@ -11,7 +11,13 @@ use mcp_pyrepl::mcp::serve::{self, ServeArgs};
 
 /// An MCP server that gives an LLM a stateful, branching Python interpreter.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Each command has flags of its own: `mcp-pyrepl serve --help` (--transport, --host, --port, \
+                  --token and their MCP_PYREPL_* variables), `mcp-pyrepl exec --help`, `mcp-pyrepl demo --help`.\n\
+                  RUST_LOG sets what is logged to stderr (default `warn`); stdout carries only MCP messages."
+)]
 struct Cli {
     #[command(flatten)]
     settings: Settings,
