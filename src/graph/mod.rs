@@ -333,35 +333,14 @@ impl Graph {
         self.get(id).ok_or_else(|| GraphError::UnknownCell { id: id.to_string() })
     }
 
-    /// Adds a cell with a fresh id under `parent` (`None`: a root), computes its chain hash,
-    /// stamps it with the current time and returns it.
-    ///
-    /// # Errors
-    /// [`GraphError::UnknownCell`] if `parent` is not in the graph.
-    pub fn add(
-        &mut self,
-        parent: Option<&CellId>,
-        code: String,
-        status: CellStatus,
-        execution_count: Option<u64>,
-        summary: String,
-    ) -> Result<&Cell, GraphError> {
-        let id = loop {
-            // 48 random bits: a clash within one session is unlikely, but cheap to rule out.
-            let id = CellId::new();
-            if !self.index.contains_key(&id) {
-                break id;
-            }
-        };
-        self.add_with_id(id, parent, code, status, execution_count, summary)
-    }
-
-    /// [`Graph::add`] with an id chosen beforehand (to name a cell while it still runs).
+    /// Adds the cell `id` (a fresh [`CellId::new`], or one chosen while the cell still runs)
+    /// under `parent` (`None`: a root), computes its chain hash, stamps it with the current time
+    /// and returns it.
     ///
     /// # Errors
     /// [`GraphError::UnknownCell`] if `parent` is not in the graph; [`GraphError::Inconsistent`]
     /// if `id` is taken.
-    pub fn add_with_id(
+    pub fn add(
         &mut self,
         id: CellId,
         parent: Option<&CellId>,
@@ -468,7 +447,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn add(graph: &mut Graph, parent: Option<&CellId>, code: &str) -> CellId {
-        graph.add(parent, code.into(), CellStatus::Ok, Some(1), String::new()).unwrap().id.clone()
+        graph
+            .add(CellId::new(), parent, code.into(), CellStatus::Ok, Some(1), String::new())
+            .unwrap()
+            .id
+            .clone()
     }
 
     /// a → b → c, a → d, and a second root e.
@@ -584,7 +567,9 @@ mod tests {
     fn add_under_an_unknown_parent_is_refused() {
         let (mut graph, _) = sample();
         let ghost = CellId::parse("abc123abc123").unwrap();
-        let err = graph.add(Some(&ghost), "1".into(), CellStatus::Ok, None, String::new()).unwrap_err();
+        let err = graph
+            .add(CellId::new(), Some(&ghost), "1".into(), CellStatus::Ok, None, String::new())
+            .unwrap_err();
         assert!(matches!(err, GraphError::UnknownCell { ref id } if id == "abc123abc123"));
         assert!(err.to_string().contains("no cell `abc123abc123` in this session"), "{err}");
         assert_eq!(graph.len(), 5);

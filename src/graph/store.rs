@@ -166,17 +166,44 @@ mod tests {
 
     fn sample() -> Graph {
         let mut graph = Graph::new();
-        let a = graph.add(None, "x = 1".into(), CellStatus::Ok, Some(1), String::new()).unwrap().id.clone();
-        let b = graph
-            .add(Some(&a), "x / 0".into(), CellStatus::Error, Some(2), "ZeroDivisionError".into())
+        let a = graph
+            .add(CellId::new(), None, "x = 1".into(), CellStatus::Ok, Some(1), String::new())
             .unwrap()
             .id
             .clone();
-        graph.add(Some(&b), "print('é\\n\"')".into(), CellStatus::Interrupted, None, "é\n\"".into()).unwrap();
+        let b = graph
+            .add(
+                CellId::new(),
+                Some(&a),
+                "x / 0".into(),
+                CellStatus::Error,
+                Some(2),
+                "ZeroDivisionError".into(),
+            )
+            .unwrap()
+            .id
+            .clone();
         graph
-            .add(Some(&a), "import os; os._exit(1)".into(), CellStatus::KernelDied, None, String::new())
+            .add(
+                CellId::new(),
+                Some(&b),
+                "print('é\\n\"')".into(),
+                CellStatus::Interrupted,
+                None,
+                "é\n\"".into(),
+            )
             .unwrap();
-        graph.add(None, String::new(), CellStatus::Ok, Some(1), String::new()).unwrap();
+        graph
+            .add(
+                CellId::new(),
+                Some(&a),
+                "import os; os._exit(1)".into(),
+                CellStatus::KernelDied,
+                None,
+                String::new(),
+            )
+            .unwrap();
+        graph.add(CellId::new(), None, String::new(), CellStatus::Ok, Some(1), String::new()).unwrap();
         graph
     }
 

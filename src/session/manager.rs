@@ -87,10 +87,39 @@ impl SessionManager {
     /// # Errors
     /// When uv or the kernel fails; the error carries their output.
     pub async fn create(&self, progress: &Progress) -> Result<String> {
+        self.add_session(async |paths: SessionPaths, id: String| {
+            let packages = self.settings.base_packages();
+            progress.report(1.0, Some(3.0), "finding uv");
+            let uv = self.uv().await?;
+            let mut installing = vec!["ipykernel".to_owned()];
+            installing.extend(packages.iter().cloned());
+            progress.report(2.0, Some(3.0), format!("creating the venv with {}", installing.join(", ")));
+            let venv = uv.create_venv(&paths.venv(), self.settings.python.as_deref(), &packages).await?;
+            progress.report(3.0, Some(3.0), "starting the kernel");
+            let backing = Backing::Venv(venv);
+            let session = Session::open(id, self.settings.limits.clone(), paths, backing, Graph::new());
+            Ok(session)
+        })
+        .await
+    }
+
+    /// Makes a new session: a private directory, the session `build` makes in it (its kernel
+    /// started and its graph saved here), registered under a fresh id. Nothing is left behind
+    /// when a step fails.
+    async fn add_session(
+        &self,
+        build: impl AsyncFnOnce(SessionPaths, String) -> Result<Session>,
+    ) -> Result<String> {
         let id = new_session_id();
         let paths = SessionPaths::new(self.sessions_dir().join(&id));
-        let created = self.build(&id, &paths, progress).await;
-        match created {
+        let built = async {
+            create_private_dir(paths.dir())?;
+            let mut session = build(paths.clone(), id.clone()).await?;
+            session.start_kernel().await?;
+            session.save()?;
+            Ok::<_, Error>(session)
+        };
+        match built.await {
             Ok(session) => {
                 self.sessions.lock().expect("sessions lock").insert(id.clone(), Arc::new(session.into()));
                 Ok(id)
@@ -100,29 +129,6 @@ impl SessionManager {
                 Err(error)
             }
         }
-    }
-
-    async fn build(&self, id: &str, paths: &SessionPaths, progress: &Progress) -> Result<Session> {
-        create_private_dir(paths.dir())?;
-        let packages = self.settings.base_packages();
-        progress.report(0.0, Some(3.0), "finding uv");
-        let uv = self.uv().await?;
-        let mut installing = vec!["ipykernel".to_owned()];
-        installing.extend(packages.iter().cloned());
-        progress.report(1.0, Some(3.0), format!("creating the venv with {}", installing.join(", ")));
-        let venv = uv.create_venv(&paths.venv(), self.settings.python.as_deref(), &packages).await?;
-        store::save(&Graph::new(), &paths.graph())?;
-        progress.report(2.0, Some(3.0), "starting the kernel");
-        let mut session = Session::open(
-            id.to_owned(),
-            self.settings.limits.clone(),
-            paths.clone(),
-            Backing::Venv(venv),
-            Graph::new(),
-        );
-        session.start_kernel().await?;
-        progress.report(3.0, Some(3.0), "ready");
-        Ok(session)
     }
 
     /// The session `id`: in memory, or brought back from its directory (its kernel starts on
@@ -179,31 +185,11 @@ impl SessionManager {
     pub async fn attach(&self, connection_file: &Path) -> Result<String> {
         let connection_file = std::path::absolute(connection_file)
             .map_err(|source| Error::Io { path: connection_file.to_owned(), source })?;
-        let id = new_session_id();
-        let paths = SessionPaths::new(self.sessions_dir().join(&id));
-        let attached = async {
-            create_private_dir(paths.dir())?;
-            let mut session = Session::open(
-                id.clone(),
-                self.settings.limits.clone(),
-                paths.clone(),
-                Backing::Attached(connection_file),
-                Graph::new(),
-            );
-            session.start_kernel().await?;
-            session.save()?;
-            Ok::<_, Error>(session)
-        };
-        match attached.await {
-            Ok(session) => {
-                self.sessions.lock().expect("sessions lock").insert(id.clone(), Arc::new(session.into()));
-                Ok(id)
-            }
-            Err(error) => {
-                let _ = std::fs::remove_dir_all(paths.dir());
-                Err(error)
-            }
-        }
+        self.add_session(async |paths: SessionPaths, id: String| {
+            let backing = Backing::Attached(connection_file);
+            Ok(Session::open(id, self.settings.limits.clone(), paths, backing, Graph::new()))
+        })
+        .await
     }
 
     /// Every session on disk, in memory or not, sorted by id.

@@ -305,10 +305,8 @@ impl Session {
         let status = cell_status(&execution);
         let summary = summarize(&execution.outputs);
         let id = live.map_or_else(CellId::new, |live| live.id().clone());
-        let cell = self
-            .graph
-            .add_with_id(id, parent, code.to_owned(), status, execution.execution_count, summary)?
-            .clone();
+        let cell =
+            self.graph.add(id, parent, code.to_owned(), status, execution.execution_count, summary)?.clone();
         self.head = match status {
             CellStatus::KernelDied => KernelHead::Unknown,
             _ => KernelHead::At(cell.chain_hash),
