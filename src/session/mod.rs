@@ -1,12 +1,17 @@
-//! A session: a venv, a kernel in it, and the graph of cells run there.
+//! A session: a venv (or a kernel we attached to), its kernel, and the graph of cells run there.
 //!
 //! Owns running a cell on exactly its parent's state: it asks the graph for a replay plan
 //! against what the kernel holds (its head), restarts and replays as the plan says, runs the
-//! code, records the cell and saves the graph before answering. Knows nothing of MCP (the
-//! `mcp` module turns its results into content) or of other sessions (`manager.rs`).
+//! code within its time and output limits, records the cell and its outputs and saves the graph
+//! before answering. Knows nothing of MCP (the `mcp` module turns its results into content), of
+//! other sessions (`manager.rs`) or of where its files live (`paths.rs`); `live.rs` shows a cell
+//! that still runs to callers outside the session's lock.
 
 pub mod live;
 pub mod manager;
+mod paths;
+
+pub use paths::SessionPaths;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -103,59 +108,6 @@ pub struct CellRun {
     pub run_time: Duration,
     /// Set when the cell was stopped (time limit or cancellation).
     pub stopped: Option<Stop>,
-}
-
-/// A session's files: `<dir>/venv`, `<dir>/graph.json`, `<dir>/kernel/`.
-#[derive(Debug, Clone)]
-pub struct SessionPaths {
-    dir: PathBuf,
-}
-
-impl SessionPaths {
-    /// The files of the session in `dir`.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        SessionPaths { dir: dir.into() }
-    }
-
-    /// The session directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The venv.
-    pub fn venv(&self) -> PathBuf {
-        self.dir.join("venv")
-    }
-
-    /// The graph file.
-    pub fn graph(&self) -> PathBuf {
-        self.dir.join("graph.json")
-    }
-
-    /// The kernel's private directory (connection files, sockets, log).
-    pub fn kernel(&self) -> PathBuf {
-        self.dir.join("kernel")
-    }
-
-    /// The kept outputs of cell `id`, in nbformat form.
-    pub fn cell_outputs(&self, id: &CellId) -> PathBuf {
-        self.dir.join("cells").join(format!("{id}.json"))
-    }
-
-    /// What an attached session records about its kernel.
-    pub fn attachment(&self) -> PathBuf {
-        self.dir.join("attached.json")
-    }
-
-    /// Where exported notebooks go.
-    pub fn exports(&self) -> PathBuf {
-        self.dir.join("exports")
-    }
-
-    /// Where the full text of outputs too long to return is kept.
-    pub fn outputs(&self) -> PathBuf {
-        self.dir.join("outputs")
-    }
 }
 
 /// What runs a session's code.

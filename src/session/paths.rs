@@ -1,0 +1,58 @@
+//! Where a session keeps its files: the layout of `<data dir>/sessions/<id>/`.
+
+use std::path::{Path, PathBuf};
+
+use crate::graph::CellId;
+
+/// A session's files: `<dir>/venv`, `<dir>/graph.json`, `<dir>/kernel/`.
+#[derive(Debug, Clone)]
+pub struct SessionPaths {
+    dir: PathBuf,
+}
+
+impl SessionPaths {
+    /// The files of the session in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        SessionPaths { dir: dir.into() }
+    }
+
+    /// The session directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The venv.
+    pub fn venv(&self) -> PathBuf {
+        self.dir.join("venv")
+    }
+
+    /// The graph file.
+    pub fn graph(&self) -> PathBuf {
+        self.dir.join("graph.json")
+    }
+
+    /// The kernel's private directory (connection files, sockets, log).
+    pub fn kernel(&self) -> PathBuf {
+        self.dir.join("kernel")
+    }
+
+    /// The kept outputs of cell `id`, in nbformat form.
+    pub fn cell_outputs(&self, id: &CellId) -> PathBuf {
+        self.dir.join("cells").join(format!("{id}.json"))
+    }
+
+    /// What an attached session records about its kernel.
+    pub fn attachment(&self) -> PathBuf {
+        self.dir.join("attached.json")
+    }
+
+    /// Where exported notebooks go.
+    pub fn exports(&self) -> PathBuf {
+        self.dir.join("exports")
+    }
+
+    /// Where the full text of outputs too long to return is kept.
+    pub fn outputs(&self) -> PathBuf {
+        self.dir.join("outputs")
+    }
+}
