@@ -36,6 +36,16 @@ pub struct Settings {
     )]
     pub base_packages: Vec<String>,
 
+    /// Sessions kept ready in the background (venv built, kernel started, base packages
+    /// imported) so that create_repl answers at once; 0 for none
+    #[arg(long, env = "MCP_PYREPL_SPARE_SESSIONS", global = true, default_value_t = 1)]
+    pub spare_sessions: usize,
+
+    /// Seconds a session's kernel may sit idle before it is stopped (it comes back by replay on
+    /// the next call); 0 keeps kernels running
+    #[arg(long, env = "MCP_PYREPL_KERNEL_IDLE_TIMEOUT", global = true, default_value_t = 1800.0)]
+    pub kernel_idle_timeout: f64,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub limits: Limits,

@@ -141,6 +141,11 @@ pub struct ExecuteRequest {
 }
 
 impl ExecuteRequest {
+    /// A request that leaves no trace: no outputs broadcast, no history, no counter bump.
+    pub fn silent(code: impl Into<String>) -> Self {
+        ExecuteRequest { silent: true, store_history: false, ..ExecuteRequest::new(code) }
+    }
+
     /// The request we send for a cell: stored in history, no stdin, stop on error.
     pub fn new(code: impl Into<String>) -> Self {
         ExecuteRequest {

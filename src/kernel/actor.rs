@@ -37,7 +37,7 @@ pub(crate) enum RequestChannel {
 
 pub(crate) enum Command {
     Execute {
-        code: String,
+        request: ExecuteRequest,
         log: SharedLog,
         reply: oneshot::Sender<Result<Execution, KernelError>>,
     },
@@ -134,10 +134,14 @@ impl Client {
 
     /// Runs `code`, keeping its outputs within `limits`, and waits for its end (or the
     /// kernel's death).
-    pub(crate) fn execute(&self, code: &str, limits: OutputLimits) -> Result<RunningExecution, KernelError> {
+    pub(crate) fn execute(
+        &self,
+        request: ExecuteRequest,
+        limits: OutputLimits,
+    ) -> Result<RunningExecution, KernelError> {
         let (reply, done) = oneshot::channel();
         let log: SharedLog = Arc::new(std::sync::Mutex::new(OutputLog::new(limits)));
-        self.send(Command::Execute { code: code.to_owned(), log: log.clone(), reply })?;
+        self.send(Command::Execute { request, log: log.clone(), reply })?;
         Ok(RunningExecution { log, done })
     }
 
@@ -235,12 +239,12 @@ impl Actor {
 
     async fn on_command(&mut self, command: Command) {
         match command {
-            Command::Execute { code, log, reply } => {
+            Command::Execute { request, log, reply } => {
                 if let Some(cause) = &self.dead {
                     let _ = reply.send(Err(KernelError::Died(cause.clone())));
                     return;
                 }
-                let request = Message::new(Content::ExecuteRequest(ExecuteRequest::new(code)), &self.session);
+                let request = Message::new(Content::ExecuteRequest(request), &self.session);
                 if let Err(error) = self.shell_tx.send(&request).await {
                     let _ = reply.send(Err(error.into()));
                     return;

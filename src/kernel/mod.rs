@@ -15,7 +15,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::jupyter::connection::{ConnectionError, ConnectionInfo};
-use crate::jupyter::message::{Content, KernelInfoReply, Shutdown};
+use crate::jupyter::message::{Content, ExecuteRequest, KernelInfoReply, Shutdown};
 use crate::jupyter::socket::{ClientSockets, SocketError};
 use actor::{Client, Liveness, RequestChannel};
 pub use actor::{OutputView, RunningExecution};
@@ -231,7 +231,16 @@ impl Kernel {
     /// # Errors
     /// When the kernel client has stopped.
     pub fn start(&self, code: &str, limits: OutputLimits) -> Result<RunningExecution, KernelError> {
-        self.client.execute(code, limits)
+        self.client.execute(ExecuteRequest::new(code), limits)
+    }
+
+    /// Runs `code` leaving no trace a user could see: nothing broadcast, no history, no change
+    /// of the execution counter (for warming a kernel up).
+    ///
+    /// # Errors
+    /// As [`Kernel::execute`].
+    pub async fn execute_silently(&self, code: &str) -> Result<Execution, KernelError> {
+        self.client.execute(ExecuteRequest::silent(code), OutputLimits::default())?.finish().await
     }
 
     /// Kills a kernel we started, at once (SIGKILL to its process group): for code that

@@ -123,12 +123,16 @@ pub async fn run(
     args: &ServeArgs,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    match args.transport {
-        Transport::Stdio => serve_stdio(Arc::new(SessionManager::new(settings)), shutdown).await,
-        Transport::Http => {
-            let endpoint = HttpEndpoint::bind(args).await?;
-            serve_http(Arc::new(SessionManager::new(settings)), endpoint, shutdown).await
-        }
+    // Bind first: a refused address must not leave spare sessions being built.
+    let endpoint = match args.transport {
+        Transport::Stdio => None,
+        Transport::Http => Some(HttpEndpoint::bind(args).await?),
+    };
+    let manager = Arc::new(SessionManager::new(settings));
+    manager.start_background();
+    match endpoint {
+        None => serve_stdio(manager, shutdown).await,
+        Some(endpoint) => serve_http(manager, endpoint, shutdown).await,
     }
 }
 

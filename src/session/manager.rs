@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
@@ -43,6 +44,10 @@ pub struct SessionManager {
     sessions: Mutex<HashMap<String, SharedSession>>,
     /// The cell each session is running in the background (`run_code` with `wait_s`).
     live: Mutex<HashMap<String, Arc<LiveCell>>>,
+    /// Sessions built ahead of time (marked as spares on disk), handed out by `create`.
+    spares: Mutex<Vec<Session>>,
+    /// Held while spares are being built, so one task at a time builds them.
+    filling: tokio::sync::Mutex<()>,
 }
 
 impl SessionManager {
@@ -54,10 +59,19 @@ impl SessionManager {
             uv: OnceCell::new(),
             sessions: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
+            spares: Mutex::new(Vec::new()),
+            filling: tokio::sync::Mutex::new(()),
         };
         if let Ok(sessions) = std::fs::read_dir(manager.sessions_dir()) {
-            let killed: usize =
-                sessions.flatten().map(|entry| reap_orphans(&SessionPaths::new(entry.path()).kernel())).sum();
+            let mut killed = 0;
+            for entry in sessions.flatten() {
+                let paths = SessionPaths::new(entry.path());
+                killed += reap_orphans(&paths.kernel());
+                // A spare of an earlier server was never handed out: nobody knows its id.
+                if paths.spare_marker().exists() {
+                    let _ = std::fs::remove_dir_all(paths.dir());
+                }
+            }
             if killed > 0 {
                 tracing::warn!(
                     killed,
@@ -81,26 +95,132 @@ impl SessionManager {
         self.settings.data_dir().join("sessions")
     }
 
-    /// Creates a session: its private directory, a venv with ipykernel and the base packages, an
-    /// empty graph on disk, a started kernel. Nothing is left behind when a step fails.
+    /// Starts the background work of a server: keeping spare sessions ready, and stopping
+    /// kernels idle for longer than the settings allow. Both end when the manager is dropped.
+    pub fn start_background(self: &Arc<Self>) {
+        self.refill_spares();
+        if self.settings.kernel_idle_timeout > 0.0 {
+            let idle = Duration::from_secs_f64(self.settings.kernel_idle_timeout);
+            let period = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+            let manager = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(period).await;
+                    let Some(manager) = manager.upgrade() else { return };
+                    manager.stop_idle_kernels(idle).await;
+                }
+            });
+        }
+    }
+
+    /// Creates a session: a spare one when one is ready, else a new private directory, a venv
+    /// with ipykernel and the base packages, an empty graph on disk, a started kernel. Nothing is
+    /// left behind when a step fails.
     ///
     /// # Errors
     /// When uv or the kernel fails; the error carries their output.
-    pub async fn create(&self, progress: &Progress) -> Result<String> {
-        self.add_session(async |paths: SessionPaths, id: String| {
-            let packages = self.settings.base_packages();
-            progress.report(1.0, Some(3.0), "finding uv");
-            let uv = self.uv().await?;
-            let mut installing = vec!["ipykernel".to_owned()];
-            installing.extend(packages.iter().cloned());
-            progress.report(2.0, Some(3.0), format!("creating the venv with {}", installing.join(", ")));
-            let venv = uv.create_venv(&paths.venv(), self.settings.python.as_deref(), &packages).await?;
-            progress.report(3.0, Some(3.0), "starting the kernel");
-            let backing = Backing::Venv(venv);
-            let session = Session::open(id, self.settings.limits.clone(), paths, backing, Graph::new());
-            Ok(session)
-        })
-        .await
+    pub async fn create(self: &Arc<Self>, progress: &Progress) -> Result<String> {
+        let created = match self.take_spare() {
+            Some(session) => {
+                let id = session.id().to_owned();
+                let marker = SessionPaths::new(self.sessions_dir().join(&id)).spare_marker();
+                std::fs::remove_file(&marker).map_err(|source| Error::Io { path: marker, source })?;
+                self.sessions.lock().expect("sessions lock").insert(id.clone(), Arc::new(session.into()));
+                progress.report(3.0, Some(3.0), "a session was ready");
+                Ok(id)
+            }
+            None => self.add_session(async |paths, id| self.venv_session(paths, id, progress).await).await,
+        };
+        self.refill_spares();
+        created
+    }
+
+    /// A session with a new venv in `paths`, not started.
+    async fn venv_session(&self, paths: SessionPaths, id: String, progress: &Progress) -> Result<Session> {
+        let packages = self.settings.base_packages();
+        progress.report(1.0, Some(3.0), "finding uv");
+        let uv = self.uv().await?;
+        let mut installing = vec!["ipykernel".to_owned()];
+        installing.extend(packages.iter().cloned());
+        progress.report(2.0, Some(3.0), format!("creating the venv with {}", installing.join(", ")));
+        let venv = uv.create_venv(&paths.venv(), self.settings.python.as_deref(), &packages).await?;
+        progress.report(3.0, Some(3.0), "starting the kernel");
+        Ok(Session::open(id, self.settings.limits.clone(), paths, Backing::Venv(venv), Graph::new()))
+    }
+
+    /// A ready spare whose kernel still runs; spares whose kernel died meanwhile are thrown away.
+    fn take_spare(&self) -> Option<Session> {
+        loop {
+            let spare = self.spares.lock().expect("spares lock").pop()?;
+            if spare.kernel_running() {
+                return Some(spare);
+            }
+            tracing::warn!(session = spare.id(), "a spare session's kernel died; discarding it");
+            let _ = std::fs::remove_dir_all(self.sessions_dir().join(spare.id()));
+        }
+    }
+
+    /// Builds spares in the background until as many as the settings ask for are ready. A spare
+    /// that fails to build is retried a few times, then given up until the next `create`.
+    fn refill_spares(self: &Arc<Self>) {
+        if self.settings.spare_sessions == 0 {
+            return;
+        }
+        let manager = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let Some(manager) = manager.upgrade() else { return };
+            let Ok(_filling) = manager.filling.try_lock() else { return };
+            let mut failures = 0u32;
+            while manager.spares.lock().expect("spares lock").len() < manager.settings.spare_sessions {
+                match manager.build_spare().await {
+                    Ok(spare) => manager.spares.lock().expect("spares lock").push(spare),
+                    Err(error) => {
+                        failures += 1;
+                        tracing::warn!(%error, failures, "could not build a spare session");
+                        if failures >= 3 {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_secs(5) * failures).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// A session built ahead of time: venv, started kernel with the base packages imported (no
+    /// trace in the user's namespace), marked as a spare on disk until it is handed out.
+    async fn build_spare(&self) -> Result<Session> {
+        let id = new_session_id();
+        let paths = SessionPaths::new(self.sessions_dir().join(&id));
+        let built = async {
+            create_private_dir(paths.dir())?;
+            let marker = paths.spare_marker();
+            std::fs::write(&marker, b"").map_err(|source| Error::Io { path: marker, source })?;
+            let mut session = self.venv_session(paths.clone(), id.clone(), &Progress::default()).await?;
+            session.start_kernel().await?;
+            session.warm_up(&self.settings.base_packages()).await?;
+            session.save()?;
+            Ok::<_, Error>(session)
+        };
+        let built = built.await;
+        if built.is_err() {
+            let _ = std::fs::remove_dir_all(paths.dir());
+        }
+        built
+    }
+
+    /// Stops the kernels of sessions nobody has used for `idle`; they come back by replay.
+    async fn stop_idle_kernels(&self, idle: Duration) {
+        let sessions: Vec<SharedSession> =
+            self.sessions.lock().expect("sessions lock").values().cloned().collect();
+        for session in sessions {
+            // A session in use is not idle: skip it rather than wait for it.
+            let Ok(mut session) = session.try_lock() else { continue };
+            if session.idle_kernel().is_some_and(|idle_for| idle_for >= idle) {
+                tracing::info!(session = session.id(), "stopping an idle kernel");
+                session.stop_kernel().await;
+            }
+        }
     }
 
     /// Makes a new session: a private directory, the session `build` makes in it (its kernel
@@ -145,7 +265,7 @@ impl SessionManager {
             return Ok(session.clone());
         }
         let paths = SessionPaths::new(self.sessions_dir().join(id));
-        if !paths.graph().exists() {
+        if !paths.graph().exists() || paths.spare_marker().exists() {
             return Err(Error::UnknownSession { id: id.to_owned() });
         }
         let graph = store::load(&paths.graph())?;
@@ -197,7 +317,10 @@ impl SessionManager {
         let Ok(entries) = std::fs::read_dir(self.sessions_dir()) else { return Vec::new() };
         let mut ids: Vec<String> = entries
             .flatten()
-            .filter(|entry| entry.path().join("graph.json").exists())
+            .filter(|entry| {
+                let paths = SessionPaths::new(entry.path());
+                paths.graph().exists() && !paths.spare_marker().exists()
+            })
             .map(|entry| entry.file_name().to_string_lossy().into_owned())
             .collect();
         ids.sort();
@@ -261,8 +384,13 @@ impl SessionManager {
         self.live.lock().expect("live lock").get(session).filter(|live| live.id() == cell).cloned()
     }
 
-    /// Stops every kernel (on server shutdown).
+    /// Stops every kernel (on server shutdown), and removes the spares.
     pub async fn shutdown(&self) {
+        let spares = std::mem::take(&mut *self.spares.lock().expect("spares lock"));
+        for mut spare in spares {
+            spare.stop_kernel().await;
+            let _ = std::fs::remove_dir_all(self.sessions_dir().join(spare.id()));
+        }
         let sessions: Vec<SharedSession> =
             self.sessions.lock().expect("sessions lock").values().cloned().collect();
         for session in sessions {

@@ -141,13 +141,25 @@ pub struct Session {
     head: KernelHead,
     /// Set by `destroy_repl`: calls that were waiting for the session find it gone.
     destroyed: bool,
+    /// When a call last used the kernel (for stopping idle kernels).
+    last_used: Instant,
 }
 
 impl Session {
     /// A session over an existing venv (or attached kernel) and graph, within `limits`; the
     /// kernel starts (or is connected to) on first use.
     pub fn open(id: String, limits: Limits, paths: SessionPaths, backing: Backing, graph: Graph) -> Self {
-        Session { id, limits, paths, backing, graph, kernel: None, head: KernelHead::Fresh, destroyed: false }
+        Session {
+            id,
+            limits,
+            paths,
+            backing,
+            graph,
+            kernel: None,
+            head: KernelHead::Fresh,
+            destroyed: false,
+            last_used: Instant::now(),
+        }
     }
 
     /// The same session, its kernel at `head` already (an attached kernel found again).
@@ -207,6 +219,7 @@ impl Session {
         live: Option<&LiveCell>,
     ) -> Result<CellRun> {
         self.ensure_open()?;
+        self.last_used = Instant::now();
         if code.trim().is_empty() {
             return Err(Error::InvalidArgument("the code is empty; send the Python source to run".into()));
         }
@@ -387,6 +400,31 @@ impl Session {
         self.save()
     }
 
+    /// Imports `packages` in the kernel without a trace in the user's namespace, history or
+    /// execution counter, so the session's first cells do not pay for them. Packages that do not
+    /// import are skipped.
+    ///
+    /// # Errors
+    /// When the kernel cannot be started or reached.
+    pub async fn warm_up(&mut self, packages: &[String]) -> Result<()> {
+        let modules: Vec<String> = packages.iter().map(|p| format!("{:?}", import_name(p))).collect();
+        let code = format!(
+            "def _mcp_pyrepl_warm(names):\n    import importlib\n    for name in names:\n        try:\n            \
+             importlib.import_module(name)\n        except Exception:\n            pass\n\
+             _mcp_pyrepl_warm([{}])\ndel _mcp_pyrepl_warm",
+            modules.join(", ")
+        );
+        self.live_kernel().await?.execute_silently(&code).await?;
+        Ok(())
+    }
+
+    /// How long since a call last used the kernel, when one runs that we may stop (not an
+    /// attached one).
+    pub fn idle_kernel(&self) -> Option<Duration> {
+        let ours = matches!(self.backing, Backing::Venv(_));
+        (ours && self.kernel_running()).then(|| self.last_used.elapsed())
+    }
+
     /// Stops the kernel for good: later calls on this session fail as for an unknown session.
     pub async fn destroy(&mut self) {
         self.stop_kernel().await;
@@ -529,6 +567,16 @@ impl Session {
 
     fn kernel(&self) -> &Kernel {
         self.kernel.as_ref().expect("the kernel is started before use")
+    }
+}
+
+/// The module to import to warm up a package (its distribution name differs for a few).
+fn import_name(package: &str) -> String {
+    let name = package.split(['[', '=', '<', '>', '~', '!', ' ']).next().unwrap_or(package);
+    match name.to_ascii_lowercase().as_str() {
+        "scikit-learn" => "sklearn".to_owned(),
+        "matplotlib" => "matplotlib.pyplot".to_owned(),
+        other => other.replace('-', "_"),
     }
 }
 

@@ -26,6 +26,11 @@ impl SessionPaths {
         self.dir.join("venv")
     }
 
+    /// Present while the session is a spare, not yet handed out.
+    pub fn spare_marker(&self) -> PathBuf {
+        self.dir.join("spare")
+    }
+
     /// The graph file.
     pub fn graph(&self) -> PathBuf {
         self.dir.join("graph.json")

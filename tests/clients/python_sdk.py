@@ -14,7 +14,7 @@ from mcp.client.stdio import stdio_client
 async def main():
     binary, data_dir, uv = sys.argv[1:4]
     server = StdioServerParameters(
-        command=binary, args=["--data-dir", data_dir, "--uv", uv, "--base-packages", ""]
+        command=binary, args=["--data-dir", data_dir, "--uv", uv, "--base-packages", "", "--spare-sessions", "0"]
     )
     async with stdio_client(server) as (read, write):
         async with ClientSession(read, write) as session:

@@ -50,7 +50,7 @@ async fn the_mcp_inspector_cli_lists_and_calls_tools() {
             .arg(server_data.path())
             .arg("--uv")
             .arg(&uv)
-            .args(["--base-packages", ""])
+            .args(["--base-packages", "", "--spare-sessions", "0"])
             .args(args)
             .output()
             .unwrap();

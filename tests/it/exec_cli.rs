@@ -79,6 +79,7 @@ async fn demo_runs_the_branching_example_through_a_real_mcp_client() {
     let data = tempfile::tempdir().unwrap();
     let images = tempfile::tempdir().unwrap();
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-pyrepl"))
+        .env("MCP_PYREPL_SPARE_SESSIONS", "0")
         .arg("--data-dir")
         .arg(data.path())
         .arg("--uv")

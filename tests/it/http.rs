@@ -26,6 +26,7 @@ const SERVE_ENV: [&str; 4] =
 /// killed when dropped.
 fn command(data_dir: &Path, port: u16, extra: &[&str], uv: &Path) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-pyrepl"));
+    command.env("MCP_PYREPL_SPARE_SESSIONS", "0");
     for name in SERVE_ENV {
         command.env_remove(name);
     }

@@ -53,6 +53,9 @@ impl Server {
         adjust: impl FnOnce(&mut tokio::process::Command),
     ) -> Server {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-pyrepl"));
+        // No spare sessions unless a test asks for them (`--spare-sessions` beats this): building
+        // them in the background would load the shared machine for nothing.
+        command.env("MCP_PYREPL_SPARE_SESSIONS", "0");
         adjust(&mut command);
         command
             .arg("--data-dir")

@@ -9,5 +9,6 @@ mod kernel;
 mod long_cells;
 mod mcp;
 mod mcp_client;
+mod pools;
 mod soak;
 mod venv;
