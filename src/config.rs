@@ -80,6 +80,16 @@ pub struct Limits {
     #[arg(long, env = "MCP_PYREPL_KERNEL_MEMORY_MB", global = true)]
     pub kernel_memory_mb: Option<u64>,
 
+    /// Kernels a session keeps, each at its own branch, so that switching back to a recent
+    /// branch replays nothing; 1 for a single kernel that restarts and replays
+    #[arg(long, env = "MCP_PYREPL_KERNELS_PER_SESSION", global = true, default_value_t = 2)]
+    pub kernels_per_session: usize,
+
+    /// Memory, in MiB, the kernels of one session may use together before the least recently
+    /// used spare kernels are stopped [default: no limit]
+    #[arg(long, env = "MCP_PYREPL_KERNEL_POOL_MEMORY_MB", global = true)]
+    pub kernel_pool_memory_mb: Option<u64>,
+
     /// CPU-time limit of each kernel, in seconds [default: none]
     #[arg(long, env = "MCP_PYREPL_KERNEL_CPU_SECONDS", global = true)]
     pub kernel_cpu_seconds: Option<u64>,

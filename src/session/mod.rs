@@ -143,6 +143,16 @@ pub struct Session {
     destroyed: bool,
     /// When a call last used the kernel (for stopping idle kernels).
     last_used: Instant,
+    /// Other kernels of this session, each still holding the state it was left in: a switch
+    /// back to a branch one of them holds costs no replay.
+    parked: Vec<Parked>,
+}
+
+/// A kernel of the pool that is not the active one.
+struct Parked {
+    kernel: Kernel,
+    head: KernelHead,
+    last_used: Instant,
 }
 
 impl Session {
@@ -159,6 +169,7 @@ impl Session {
             head: KernelHead::Fresh,
             destroyed: false,
             last_used: Instant::now(),
+            parked: Vec::new(),
         }
     }
 
@@ -236,6 +247,7 @@ impl Session {
         }
 
         let replay_started = Instant::now();
+        self.choose_kernel(parent).await?;
         let kernel_was_running = self.kernel.as_ref().is_some_and(Kernel::is_alive);
         self.live_kernel().await?;
         let plan = self.graph.plan(self.head, parent)?;
@@ -278,6 +290,7 @@ impl Session {
         };
         self.keep_outputs(&cell.id, &execution.outputs);
         self.save()?;
+        self.fit_memory_budget().await;
         Ok(CellRun { cell, execution, replayed: plan.replay, restarted, replay_time, run_time, stopped })
     }
 
@@ -438,12 +451,88 @@ impl Session {
         Ok(())
     }
 
-    /// Stops the kernel, if one runs.
+    /// Stops the session's kernels, if any run.
     pub async fn stop_kernel(&mut self) {
         if let Some(kernel) = self.kernel.take() {
             kernel.shutdown().await;
         }
+        for parked in std::mem::take(&mut self.parked) {
+            parked.kernel.shutdown().await;
+        }
         self.head = KernelHead::Fresh;
+    }
+
+    /// Makes the best kernel of the pool the active one for running under `parent`: the one
+    /// that needs the least replay and no restart. When every kernel would need a restart, the
+    /// active one is parked (keeping its state) and a new kernel starts while the pool has room;
+    /// when it is full, the least recently used kernel is the one restarted.
+    async fn choose_kernel(&mut self, parent: Option<&CellId>) -> Result<()> {
+        if !matches!(self.backing, Backing::Venv(_)) || self.limits.kernels_per_session <= 1 {
+            return Ok(());
+        }
+        self.parked.retain(|parked| parked.kernel.is_alive());
+        let cost = |head: KernelHead| {
+            let plan = self.graph.plan(head, parent)?;
+            Ok::<_, Error>((plan.restart, plan.replay.len()))
+        };
+        let active_alive = self.kernel.as_ref().is_some_and(Kernel::is_alive);
+        let active = if active_alive { Some(cost(self.head)?) } else { None };
+        let mut best: Option<(usize, (bool, usize))> = None;
+        for (index, parked) in self.parked.iter().enumerate() {
+            let parked_cost = cost(parked.head)?;
+            if !parked_cost.0 && best.is_none_or(|(_, b)| parked_cost < b) {
+                best = Some((index, parked_cost));
+            }
+        }
+        match (active, best) {
+            // A parked kernel is closer to the parent than the active one.
+            (_, Some((index, parked_cost))) if active.is_none_or(|a| parked_cost < a) => {
+                let parked = self.parked.swap_remove(index);
+                self.park_active();
+                self.kernel = Some(parked.kernel);
+                self.head = parked.head;
+            }
+            // The active kernel would have to restart: keep its state in the pool instead.
+            (Some((true, _)), _) if self.parked.len() + 1 < self.limits.kernels_per_session => {
+                self.park_active()
+            }
+            (Some((true, _)), _) => {
+                // The pool is full: the least recently used kernel is the one to sacrifice.
+                if let Some(oldest) = (0..self.parked.len()).min_by_key(|&i| self.parked[i].last_used) {
+                    let parked = self.parked.swap_remove(oldest);
+                    self.park_active();
+                    self.kernel = Some(parked.kernel);
+                    self.head = parked.head;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Moves the active kernel (if alive) into the pool with its state.
+    fn park_active(&mut self) {
+        if let Some(kernel) = self.kernel.take().filter(Kernel::is_alive) {
+            self.parked.push(Parked { kernel, head: self.head, last_used: self.last_used });
+        }
+        self.head = KernelHead::Fresh;
+    }
+
+    /// Shuts parked kernels down, least recently used first, while the pool's kernels together
+    /// use more memory than the budget allows.
+    async fn fit_memory_budget(&mut self) {
+        let Some(budget_mb) = self.limits.kernel_pool_memory_mb else { return };
+        let budget = budget_mb << 20;
+        let rss = |kernel: &Kernel| kernel.pid().and_then(resident_bytes).unwrap_or(0);
+        let mut total: u64 = self.kernel.iter().map(rss).sum::<u64>()
+            + self.parked.iter().map(|p| rss(&p.kernel)).sum::<u64>();
+        while total > budget && !self.parked.is_empty() {
+            let oldest = (0..self.parked.len()).min_by_key(|&i| self.parked[i].last_used).expect("not empty");
+            let parked = self.parked.swap_remove(oldest);
+            total = total.saturating_sub(rss(&parked.kernel));
+            tracing::info!(session = %self.id, "memory budget: stopping a parked kernel");
+            parked.kernel.shutdown().await;
+        }
     }
 
     /// Writes a cell's (bounded) outputs next to the graph, for `get_cell` and exports. A
@@ -472,17 +561,24 @@ impl Session {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// The cells whose effects the kernel holds now: the path to its head.
+    /// The cells whose effects some kernel of the session holds now: the paths to their heads
+    /// (the active kernel's last).
     pub fn held_cells(&self) -> Vec<CellId> {
-        let KernelHead::At(hash) = self.head else { return Vec::new() };
-        if !self.kernel.as_ref().is_some_and(Kernel::is_alive) {
-            return Vec::new();
+        let parked = self.parked.iter().filter(|p| p.kernel.is_alive()).map(|p| p.head);
+        let active = self.kernel.as_ref().filter(|k| k.is_alive()).map(|_| self.head);
+        let mut held = Vec::new();
+        for head in parked.chain(active) {
+            let KernelHead::At(hash) = head else { continue };
+            let path = self
+                .graph
+                .cells()
+                .find(|cell| cell.chain_hash == hash)
+                .and_then(|cell| self.graph.path_to(&cell.id).ok())
+                .unwrap_or_default();
+            held.retain(|id| !path.contains(id));
+            held.extend(path);
         }
-        self.graph
-            .cells()
-            .find(|cell| cell.chain_hash == hash)
-            .and_then(|cell| self.graph.path_to(&cell.id).ok())
-            .unwrap_or_default()
+        held
     }
 
     /// Whether a kernel is running for this session.
@@ -568,6 +664,20 @@ impl Session {
     fn kernel(&self) -> &Kernel {
         self.kernel.as_ref().expect("the kernel is started before use")
     }
+}
+
+/// Resident memory of process `pid`, from `/proc/<pid>/status`.
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb << 10)
 }
 
 /// The module to import to warm up a package (its distribution name differs for a few).

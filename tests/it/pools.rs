@@ -129,3 +129,82 @@ async fn an_idle_kernel_is_stopped_and_comes_back_by_replay() {
     assert_eq!(texts(&back)[0], "5\n");
     assert_eq!(back.structured_content.unwrap()["replayed_cell_ids"], json!([cell]));
 }
+
+/// Runs `code` under `parent` and returns (stdout, replayed cell ids, new cell id).
+async fn step(
+    server: &Server,
+    session: &str,
+    code: &str,
+    parent: &str,
+) -> (String, serde_json::Value, String) {
+    let result = server.run(session, code, Some(parent)).await;
+    let structured = result.structured_content.clone().unwrap();
+    let text = texts(&result);
+    (text[..text.len() - 1].join(""), structured["replayed_cell_ids"].clone(), text.last().unwrap().clone())
+}
+
+#[tokio::test]
+async fn switching_between_recent_branches_replays_nothing_and_matches_a_replay() {
+    // The same walk over the same tree, with a pool of kernels and with one kernel that replays.
+    let mut seen = Vec::new();
+    for kernels in ["2", "1"] {
+        let (_guard, data) = data_dir();
+        let server = Server::start_with(&data, "", |command| {
+            command.args(["--kernels-per-session", kernels]);
+        })
+        .await;
+        let session = server.create_repl().await;
+        let (_, a) = server.ok(&session, "x = 1\nlog = ['a']", None).await;
+        let (_, _, b) = step(&server, &session, "y = 2\nlog.append('b')", &a).await;
+        let (_, _, c) = step(&server, &session, "y = 3\nlog.append('c')", &a).await;
+        // Each step continues where its branch left off; a kernel that ran more cells after `b`
+        // no longer holds the state after `b` itself, only after its own last cell.
+        let mut walk = Vec::new();
+        let (out, replayed_b, b1) = step(&server, &session, "print(x, y, log)", &b).await;
+        walk.push(out);
+        let (out, replayed_c, _) = step(&server, &session, "print(x, y, log)", &c).await;
+        walk.push(out);
+        let (out, replayed_b1, _) = step(&server, &session, "print(y * 10, log)", &b1).await;
+        walk.push(out);
+        if kernels == "2" {
+            for replayed in [replayed_b, replayed_c, replayed_b1] {
+                assert_eq!(replayed, json!([]), "a switch to a branch a kernel holds replayed {replayed}");
+            }
+        }
+        seen.push(walk);
+    }
+    assert_eq!(seen[0], ["1 2 ['a', 'b']\n", "1 3 ['a', 'c']\n", "20 ['a', 'b']\n"]);
+    assert_eq!(seen[0], seen[1], "the pool gave another state than a replay");
+}
+
+#[tokio::test]
+async fn the_least_recently_used_kernel_is_evicted_and_the_memory_budget_holds() {
+    let (_guard, data) = data_dir();
+    let server = Server::start_with(&data, "", |command| {
+        command.args(["--kernels-per-session", "2"]);
+    })
+    .await;
+    let session = server.create_repl().await;
+    let (_, a) = server.ok(&session, "x = 1", None).await;
+    let (_, _, b) = step(&server, &session, "y = 'b'", &a).await;
+    let (_, _, c) = step(&server, &session, "y = 'c'", &a).await;
+    let (_, _, _d) = step(&server, &session, "y = 'd'", &a).await;
+    // Two kernels: the one at `c` was used after the one at `b`, so `b`'s was taken for `d`.
+    let (out, replayed, _) = step(&server, &session, "print(y)", &c).await;
+    assert_eq!((out.as_str(), replayed), ("c\n", json!([])));
+    let (out, replayed, _) = step(&server, &session, "print(y)", &b).await;
+    assert_eq!((out.as_str(), replayed), ("b\n", json!([a, b])));
+
+    // A budget below one kernel's memory keeps no parked kernel: every switch replays.
+    let (_guard2, data2) = data_dir();
+    let tight = Server::start_with(&data2, "", |command| {
+        command.args(["--kernels-per-session", "3", "--kernel-pool-memory-mb", "1"]);
+    })
+    .await;
+    let session = tight.create_repl().await;
+    let (_, a) = tight.ok(&session, "x = 1", None).await;
+    let (_, _, b) = step(&tight, &session, "y = 'b'", &a).await;
+    let (_, _, _c) = step(&tight, &session, "y = 'c'", &a).await;
+    let (out, replayed, _) = step(&tight, &session, "print(y)", &b).await;
+    assert_eq!((out.as_str(), replayed), ("b\n", json!([a, b])));
+}
