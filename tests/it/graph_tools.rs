@@ -9,7 +9,11 @@ use super::mcp_client::{Server, data_dir, texts};
 #[tokio::test]
 async fn the_tree_can_be_listed_inspected_exported_and_destroyed() {
     let (_guard, data) = data_dir();
-    let server = Server::start_with(&data, "", |_| {}).await;
+    // One kernel, so exactly the path to the last cell is "in kernel".
+    let server = Server::start_with(&data, "", |command| {
+        command.args(["--kernels-per-session", "1"]);
+    })
+    .await;
     let session = server.create_repl().await;
     let (_, a) = server.ok(&session, "x = 1", None).await;
     let (_, b) = server.ok(&session, "print('b sees', x)\nx * 10", Some(&a)).await;
