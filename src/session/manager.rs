@@ -114,8 +114,8 @@ impl SessionManager {
     }
 
     /// Creates a session: a spare one when one is ready, else a new private directory, a venv
-    /// with ipykernel and the base packages, an empty graph on disk, a started kernel. Nothing is
-    /// left behind when a step fails.
+    /// with ipykernel and the base packages and an empty graph on disk, its kernel starting in
+    /// the background (the first call waits for it). Nothing is left behind when a step fails.
     ///
     /// # Errors
     /// When uv or the kernel fails; the error carries their output.
@@ -129,7 +129,10 @@ impl SessionManager {
                 progress.report(3.0, Some(3.0), "a session was ready");
                 Ok(id)
             }
-            None => self.add_session(async |paths, id| self.venv_session(paths, id, progress).await).await,
+            None => {
+                let build = async |paths, id| self.venv_session(paths, id, progress).await;
+                self.add_session(KernelStart::InBackground, build).await
+            }
         };
         self.refill_spares();
         created
@@ -144,7 +147,7 @@ impl SessionManager {
         installing.extend(packages.iter().cloned());
         progress.report(2.0, Some(3.0), format!("creating the venv with {}", installing.join(", ")));
         let venv = uv.create_venv(&paths.venv(), self.settings.python.as_deref(), &packages).await?;
-        progress.report(3.0, Some(3.0), "starting the kernel");
+        progress.report(3.0, Some(3.0), "the kernel is starting");
         Ok(Session::open(id, self.settings.limits.clone(), paths, Backing::Venv(venv), Graph::new()))
     }
 
@@ -228,6 +231,7 @@ impl SessionManager {
     /// when a step fails.
     async fn add_session(
         &self,
+        kernel: KernelStart,
         build: impl AsyncFnOnce(SessionPaths, String) -> Result<Session>,
     ) -> Result<String> {
         let id = new_session_id();
@@ -235,13 +239,24 @@ impl SessionManager {
         let built = async {
             create_private_dir(paths.dir())?;
             let mut session = build(paths.clone(), id.clone()).await?;
-            session.start_kernel().await?;
+            if kernel == KernelStart::Now {
+                session.start_kernel().await?;
+            }
             session.save()?;
             Ok::<_, Error>(session)
         };
         match built.await {
             Ok(session) => {
-                self.sessions.lock().expect("sessions lock").insert(id.clone(), Arc::new(session.into()));
+                let session: SharedSession = Arc::new(session.into());
+                self.sessions.lock().expect("sessions lock").insert(id.clone(), session.clone());
+                if kernel == KernelStart::InBackground {
+                    // Calls on the session queue behind this start; a failure shows on the next call.
+                    tokio::spawn(async move {
+                        if let Err(error) = session.lock().await.start_kernel().await {
+                            tracing::warn!(%error, "a new session's kernel did not start");
+                        }
+                    });
+                }
                 Ok(id)
             }
             Err(error) => {
@@ -305,7 +320,8 @@ impl SessionManager {
     pub async fn attach(&self, connection_file: &Path) -> Result<String> {
         let connection_file = std::path::absolute(connection_file)
             .map_err(|source| Error::Io { path: connection_file.to_owned(), source })?;
-        self.add_session(async |paths: SessionPaths, id: String| {
+        // The kernel must answer now: an attach that cannot reach it is refused.
+        self.add_session(KernelStart::Now, async |paths: SessionPaths, id: String| {
             let backing = Backing::Attached(connection_file);
             Ok(Session::open(id, self.settings.limits.clone(), paths, backing, Graph::new()))
         })
@@ -397,6 +413,15 @@ impl SessionManager {
             session.lock().await.stop_kernel().await;
         }
     }
+}
+
+/// When a new session's kernel starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KernelStart {
+    /// Before the session is handed out (it must answer: an attached kernel).
+    Now,
+    /// Right after, in the background: the caller gets the session id while the kernel starts.
+    InBackground,
 }
 
 fn new_session_id() -> String {
