@@ -418,19 +418,28 @@ impl Graph {
         let Some(parent) = parent else {
             return Ok(ReplayPlan { restart: head != KernelHead::Fresh, replay: Vec::new() });
         };
-        let mut path = self.path_to(parent)?;
-        let held = match head {
-            KernelHead::Fresh => Some(0),
-            // Equal hashes at two depths of one path would take a SHA-256 collision; taking the
-            // deepest match keeps the plan shortest regardless.
-            KernelHead::At(hash) => {
-                path.iter().rposition(|id| self.cells[self.index[id]].chain_hash == hash).map(|i| i + 1)
+        if let KernelHead::At(hash) = head {
+            // Walk up from the parent to the kernel's state, so that continuing a line of work
+            // (the kernel at the parent, or a few cells above it) costs what it replays, not the
+            // depth of the path. Equal hashes at two depths of one path would take a SHA-256
+            // collision; stopping at the deepest match keeps the plan shortest regardless.
+            let mut missing = Vec::new();
+            let mut current = self.get(parent);
+            // More steps than cells means a cycle: `path_to` below reports it.
+            while let Some(cell) = current.filter(|_| missing.len() <= self.cells.len()) {
+                if cell.chain_hash == hash {
+                    missing.reverse();
+                    return Ok(ReplayPlan { restart: false, replay: missing });
+                }
+                missing.push(cell.id.clone());
+                current = cell.parent.as_ref().and_then(|parent| self.get(parent));
             }
-            KernelHead::Unknown => None,
-        };
-        Ok(match held {
-            Some(held) => ReplayPlan { restart: false, replay: path.split_off(held) },
-            None => ReplayPlan { restart: true, replay: path },
+        }
+        let path = self.path_to(parent)?;
+        Ok(match head {
+            KernelHead::Fresh => ReplayPlan { restart: false, replay: path },
+            // Not on the path (or unknown): what the kernel holds is not a prefix of it.
+            KernelHead::At(_) | KernelHead::Unknown => ReplayPlan { restart: true, replay: path },
         })
     }
 
@@ -438,6 +447,14 @@ impl Graph {
     pub fn clear(&mut self) {
         self.cells.clear();
         self.index.clear();
+    }
+
+    /// Removes the cell added last and returns it (for a cell that could not be saved). No
+    /// cell can be its child, as children come after their parents.
+    pub fn pop(&mut self) -> Option<Cell> {
+        let cell = self.cells.pop()?;
+        self.index.remove(&cell.id);
+        Some(cell)
     }
 }
 
@@ -664,6 +681,19 @@ mod tests {
         let (graph, _) = sample();
         let err = graph.plan(KernelHead::Fresh, Some(&CellId::parse("abc123abc123").unwrap())).unwrap_err();
         assert!(matches!(err, GraphError::UnknownCell { .. }));
+    }
+
+    #[test]
+    fn pop_removes_the_last_cell_only() {
+        let (mut graph, [a, b, c, d, e]) = sample();
+        assert_eq!(graph.pop().map(|cell| cell.id), Some(e.clone()));
+        assert!(graph.get(&e).is_none());
+        assert_eq!(graph.cells().map(|cell| cell.id.clone()).collect::<Vec<_>>(), [a.clone(), b, c, d]);
+        // The id is free again, and what is left is still a valid graph.
+        graph.add(e, Some(&a), "1".into(), CellStatus::Ok, None, String::new()).unwrap();
+        assert_eq!(Graph::from_cells(graph.cells().cloned().collect()).unwrap(), graph);
+        while graph.pop().is_some() {}
+        assert_eq!(graph, Graph::new());
     }
 
     #[test]

@@ -289,7 +289,7 @@ impl Session {
             _ => KernelHead::At(cell.chain_hash),
         };
         self.keep_outputs(&cell.id, &execution.outputs);
-        self.save()?;
+        self.save_new_cell()?;
         self.fit_memory_budget().await;
         Ok(CellRun { cell, execution, replayed: plan.replay, restarted, replay_time, run_time, stopped })
     }
@@ -615,8 +615,24 @@ impl Session {
         Ok((notebook_path, Some(requirements_path)))
     }
 
+    /// Writes the whole graph (new or cleared) and, for an attached kernel, its head.
     pub(crate) fn save(&self) -> Result<()> {
         store::save(&self.graph, &self.paths.graph())?;
+        self.save_attachment()
+    }
+
+    /// Records the cell just added to the graph, appending it to the graph file. When that
+    /// fails the cell leaves the graph too, so the file always holds exactly the graph (a later
+    /// cell under this one would otherwise be saved without its parent).
+    fn save_new_cell(&mut self) -> Result<()> {
+        if let Err(error) = store::append(&self.graph, &self.paths.graph()) {
+            self.graph.pop();
+            return Err(error.into());
+        }
+        self.save_attachment()
+    }
+
+    fn save_attachment(&self) -> Result<()> {
         if let Backing::Attached(file) = &self.backing {
             let head = match self.head {
                 KernelHead::At(hash) => Some(hash),

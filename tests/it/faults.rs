@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use mcp_pyrepl::graph::{CellStatus, store};
 use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest};
 use rmcp::service::PeerRequestOptions;
 use serde_json::{Value, json};
@@ -115,11 +116,9 @@ async fn a_cancelled_request_interrupts_its_cell() {
     // has stopped, which the interrupt makes happen at once rather than after 300 s.
     let (out, _) = within(60, server.ok(&session, "print('next')", None)).await;
     assert_eq!(out, "next\n");
-    let graph = std::fs::read_to_string(data.join("sessions").join(&session).join("graph.json")).unwrap();
-    let graph: Value = serde_json::from_str(&graph).unwrap();
-    let cancelled =
-        graph["cells"].as_array().unwrap().iter().find(|c| c["code"].as_str().unwrap().contains("marker"));
-    assert_eq!(cancelled.expect("the cancelled cell is recorded")["status"], "interrupted");
+    let graph = store::load(&data.join("sessions").join(&session).join("graph.json")).unwrap();
+    let cancelled = graph.cells().find(|c| c.code.contains("marker"));
+    assert_eq!(cancelled.expect("the cancelled cell is recorded").status, CellStatus::Interrupted);
 }
 
 #[tokio::test]
@@ -231,8 +230,8 @@ async fn bad_input_is_refused_and_changes_nothing() {
         assert_eq!(result.is_error, Some(true), "{packages}");
     }
     // Nothing was recorded by the refused calls.
-    let graph = std::fs::read_to_string(data.join("sessions").join(&session).join("graph.json")).unwrap();
-    assert_eq!(serde_json::from_str::<Value>(&graph).unwrap()["cells"].as_array().unwrap().len(), 1);
+    let graph = store::load(&data.join("sessions").join(&session).join("graph.json")).unwrap();
+    assert_eq!(graph.len(), 1);
     let (out, _) = server.ok(&session, "print(a)", Some(&mine)).await;
     assert_eq!(out, "1\n");
 }
