@@ -116,6 +116,7 @@ async fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
     let counts = if full { Counts::FULL } else { Counts::QUICK };
     let started = Instant::now();
+    let build = build();
 
     let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("data");
     let uv = within(600, Uv::locate(None, &data_dir)).await.expect("uv");
@@ -139,7 +140,7 @@ async fn main() {
     step("server memory");
     let memory = memory(&uv, counts).await;
 
-    let results = Results { counts, codec, latency, create, switch, switch_one_kernel, memory };
+    let results = Results { counts, build, codec, latency, create, switch, switch_one_kernel, memory };
     let report = results.report(full, started.elapsed());
     println!("\n{report}");
     if full && std::env::var(WRITE_ENV).is_ok_and(|v| v == "1") {
@@ -657,6 +658,8 @@ fn met(ok: bool) -> String {
 /// Every figure of one run.
 struct Results {
     counts: Counts,
+    /// What [`build`] said when the run started.
+    build: String,
     codec: Stats,
     latency: Latency,
     create: Create,
@@ -668,7 +671,7 @@ struct Results {
 impl Results {
     /// The report: how to reproduce it, the machine, the table, and the causes of the gaps.
     fn report(&self, full: bool, elapsed: Duration) -> String {
-        let Results { counts, codec: _, latency, create, switch, switch_one_kernel, memory } = self;
+        let Results { counts, build: _, codec: _, latency, create, switch, switch_one_kernel, memory } = self;
         let mut out = String::new();
         let _ = writeln!(out, "# Benchmarks\n");
         if !full {
@@ -688,7 +691,7 @@ impl Results {
             counts.round_trips,
             counts.round,
         );
-        let _ = writeln!(out, "{}\n", machine(latency));
+        let _ = writeln!(out, "{}\n", machine(&self.build, latency));
         let _ = writeln!(out, "| metric | ours | reference | ratio or target | met? |");
         let _ = writeln!(out, "|---|---|---|---|---|");
         for [metric, ours, reference, ratio, met] in self.rows() {
@@ -803,7 +806,7 @@ impl Results {
 
     /// The table: metric, ours, reference, ratio or target, met.
     fn rows(&self) -> Vec<[String; 5]> {
-        let Results { counts, codec, latency, create, switch, switch_one_kernel, memory } = self;
+        let Results { counts, build: _, codec, latency, create, switch, switch_one_kernel, memory } = self;
         let ratio = |a: Duration, b: Duration| format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64());
         let target = |d: Duration| format!("≤ {}", duration(d));
         let none = || "–".to_owned();
@@ -911,8 +914,24 @@ impl Results {
     }
 }
 
+/// The commit the server was built from, and whether `src/` differed from it. Read when the run
+/// starts, right after cargo built the server, as others may commit while it runs.
+fn build() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git").args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().ok()
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"])
+        .filter(|o| o.status.success())
+        .map_or("?".to_owned(), |o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    // `git diff` exits with 1 when there are differences (and does not write the index).
+    let src_changed =
+        git(&["diff", "--quiet", "HEAD", "--", "src"]).is_some_and(|o| o.status.code() == Some(1));
+    let changes = if src_changed { " with uncommitted changes in `src/`" } else { "" };
+    format!("commit `{commit}`{changes}")
+}
+
 /// Date, machine, build and the kernel's versions.
-fn machine(latency: &Latency) -> String {
+fn machine(build: &str, latency: &Latency) -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -926,19 +945,8 @@ fn machine(latency: &Latency) -> String {
         .map_or("?".to_owned(), |kb| format!("{:.1} GiB", kb as f64 / (1024.0 * 1024.0)));
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     let os = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let git = |args: &[&str]| {
-        std::process::Command::new("git").args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().ok()
-    };
-    let commit = git(&["rev-parse", "--short", "HEAD"])
-        .filter(|o| o.status.success())
-        .map_or("?".to_owned(), |o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    // `git diff` exits with 1 when there are differences (and does not write the index).
-    let src_changed =
-        git(&["diff", "--quiet", "HEAD", "--", "src"]).is_some_and(|o| o.status.code() == Some(1));
-    let changes = if src_changed { " with uncommitted changes in `src/`" } else { "" };
     format!(
-        "{} · {nproc} CPUs ({cpu}) · {memory} RAM · Linux {} · commit `{commit}`{changes}, release \
-         build · Python {}, IPython {}",
+        "{} · {nproc} CPUs ({cpu}) · {memory} RAM · Linux {} · {build}, release build · Python {}, IPython {}",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         os.trim(),
         latency.python,

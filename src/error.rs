@@ -58,7 +58,7 @@ pub enum Error {
         detail: String,
     },
     /// The request was cancelled before it started.
-    #[error("the request was cancelled before it started; nothing was run")]
+    #[error("the request was cancelled before its code started; it was not run")]
     Cancelled,
     /// The kernel failed.
     #[error(transparent)]

@@ -276,6 +276,10 @@ impl Session {
         }
         let replay_time = replay_started.elapsed();
 
+        // Withdrawn while the kernel started or replayed: the new code never runs.
+        if context.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         let run_started = Instant::now();
         let (execution, stopped) = self.execute_bounded(code, timeout, context, live).await?;
         let run_time = run_started.elapsed();

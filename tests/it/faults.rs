@@ -100,11 +100,18 @@ async fn a_cancelled_request_interrupts_its_cell() {
     let (_guard, data) = data_dir();
     let server = server(&data, &[]).await;
     let session = server.create_repl().await;
+    // The kernel starts in the background after create_repl: let it be up, so that the cancel
+    // reaches a running cell.
+    let (_, ready) = server.ok(&session, "pass", None).await;
     let params = CallToolRequestParams::new("run_code").with_arguments(
-        json!({"session_id": session, "code": "import time\nmarker = 'set before the sleep'\ntime.sleep(300)"})
-            .as_object()
-            .unwrap()
-            .clone(),
+        json!({
+            "session_id": session,
+            "code": "import time\nmarker = 'set before the sleep'\ntime.sleep(300)",
+            "parent_cell_id": ready,
+        })
+        .as_object()
+        .unwrap()
+        .clone(),
     );
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
     let handle =
