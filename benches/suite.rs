@@ -730,7 +730,7 @@ impl Results {
                 size(1),
             )
         };
-        let grows = match (last > 1.2 * first, latency.graph_whole_file) {
+        let grows = match (first > 0.0 && last > 1.2 * first, latency.graph_whole_file) {
             (true, true) => ": it grows with the graph, which is serialised and rewritten on every call",
             (true, false) => ": it grows with the graph",
             (false, _) => "",
@@ -738,7 +738,7 @@ impl Results {
         let inside = sum.run_ms.p50_us() - sum.raw.p50_us();
         let split = if inside > 0.1 * overhead {
             format!(
-                "about {} of it is inside that execution (the same kernel client, run with the cell's \
+                "about {} is inside that execution (the same kernel client, run with the cell's \
                  time limit, output limits and live-output tracking, in the server's process) and {} \
                  around it",
                 us(inside),
@@ -750,7 +750,7 @@ impl Results {
         let _ = writeln!(
             out,
             "- **Server overhead.** The server times the kernel part of a `1+1` run (`run_ms`) at {} p50 \
-             against {} raw, so of the {} overhead {split}: MCP routing and JSON, the replay plan, \
+             against {} raw, so of the {} overhead, {split}: MCP routing and JSON, the replay plan, \
              recording the cell, writing its outputs, and {graph}. The overhead was {} in the first \
              round of {} calls and {} in the last{grows}.",
             duration(sum.run_ms.p50),
