@@ -113,6 +113,18 @@ impl Server {
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();
+        // Like a crash, the process is gone before anything restarts: wait until it is dead
+        // (a zombie at most), so a new server does not mistake it for a live one.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+            if stat.rsplit(')').next().is_none_or(|rest| rest.trim_start().starts_with('Z'))
+                || stat.is_empty()
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
 
