@@ -126,7 +126,17 @@ pub fn save(graph: &Graph, path: &Path) -> Result<(), StoreError> {
     for cell in &graph.cells {
         push_line(&mut journal, cell);
     }
+    replace(path, &journal)
+}
 
+/// Replaces the file at `path` with `bytes`, atomically and durably: a uniquely named temp file
+/// in the same directory (mode 0600), fsynced, renamed over `path`, the directory fsynced. For
+/// the graph's rewrites, and for the session's other small records.
+///
+/// # Errors
+/// [`StoreError::Io`] naming the file or directory whose write, sync or rename failed; no temp
+/// file is left behind.
+pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -135,7 +145,7 @@ pub fn save(graph: &Graph, path: &Path) -> Result<(), StoreError> {
     // Unique per call, so two writers never share a temp file; the dot keeps it out of listings.
     let temp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
 
-    let written = write_synced(&temp, &journal).and_then(|()| {
+    let written = write_synced(&temp, bytes).and_then(|()| {
         fs::rename(&temp, path).map_err(|source| StoreError::Io {
             action: "rename a temp file into place at",
             path: path.to_owned(),

@@ -7,6 +7,7 @@
 //! other sessions (`manager.rs`) or of where its files live (`paths.rs`); `live.rs` shows a cell
 //! that still runs to callers outside the session's lock.
 
+mod kept_outputs;
 pub mod live;
 pub mod manager;
 mod paths;
@@ -25,6 +26,7 @@ use crate::graph::{Cell, CellId, CellStatus, ChainHash, Graph, KernelHead, store
 use crate::kernel::{Execution, ExecutionStatus, Kernel, LaunchSpec, Output, OutputLimits};
 use crate::notebook;
 use crate::venv::{Uv, Venv, validate_requirement};
+use kept_outputs::KeptOutputs;
 use live::LiveCell;
 
 /// Largest code accepted in one cell.
@@ -137,6 +139,8 @@ pub struct Session {
     paths: SessionPaths,
     backing: Backing,
     graph: Graph,
+    /// Each recorded cell's outputs, for `get_cell` and exports.
+    kept: KeptOutputs,
     kernel: Option<Kernel>,
     head: KernelHead,
     /// Set by `destroy_repl`: calls that were waiting for the session find it gone.
@@ -159,12 +163,14 @@ impl Session {
     /// A session over an existing venv (or attached kernel) and graph, within `limits`; the
     /// kernel starts (or is connected to) on first use.
     pub fn open(id: String, limits: Limits, paths: SessionPaths, backing: Backing, graph: Graph) -> Self {
+        let kept = KeptOutputs::new(paths.kept_outputs(), paths.legacy_cell_outputs());
         Session {
             id,
             limits,
             paths,
             backing,
             graph,
+            kept,
             kernel: None,
             head: KernelHead::Fresh,
             destroyed: false,
@@ -414,7 +420,11 @@ impl Session {
         self.ensure_open()?;
         self.stop_kernel().await;
         self.graph.clear();
-        self.save()
+        self.save()?;
+        if let Err(error) = self.kept.clear() {
+            tracing::warn!(session = %self.id, %error, "cannot remove the outputs of the cleared cells");
+        }
+        Ok(())
     }
 
     /// Imports `packages` in the kernel without a trace in the user's namespace, history or
@@ -539,15 +549,11 @@ impl Session {
         }
     }
 
-    /// Writes a cell's (bounded) outputs next to the graph, for `get_cell` and exports. A
+    /// Keeps a cell's (bounded) outputs next to the graph, for `get_cell` and exports. A
     /// failure is logged: the cell itself is what must not be lost.
     fn keep_outputs(&self, id: &CellId, outputs: &[Output]) {
-        let path = self.paths.cell_outputs(id);
-        let json = serde_json::to_vec(&notebook::to_nbformat(outputs)).expect("outputs serialise");
-        let written =
-            path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(&path, json));
-        if let Err(error) = written {
-            tracing::warn!(path = %path.display(), %error, "cannot keep the outputs of a cell");
+        if let Err(error) = self.kept.keep(id, &notebook::to_nbformat(outputs)) {
+            tracing::warn!(session = %self.id, cell = %id, %error, "cannot keep the outputs of a cell");
         }
     }
 
@@ -557,12 +563,7 @@ impl Session {
     /// When there is no such cell.
     pub fn outputs_of(&self, id: &CellId) -> Result<Vec<Output>> {
         self.graph.cell(id)?;
-        Ok(self.nbformat_outputs(id).map(|outputs| notebook::from_nbformat(&outputs)).unwrap_or_default())
-    }
-
-    fn nbformat_outputs(&self, id: &CellId) -> Option<Vec<serde_json::Value>> {
-        let bytes = std::fs::read(self.paths.cell_outputs(id)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        Ok(self.kept.read(id).map(|outputs| notebook::from_nbformat(&outputs)).unwrap_or_default())
     }
 
     /// The cells whose effects some kernel of the session holds now: the paths to their heads
@@ -600,7 +601,7 @@ impl Session {
         let path = self.graph.path_to(cell)?;
         let cells = path.iter().map(|id| {
             let cell = self.graph.cell(id).expect("ids on a path are in the graph");
-            (cell, self.nbformat_outputs(id).unwrap_or_default())
+            (cell, self.kept.read(id).unwrap_or_default())
         });
         let notebook = notebook::notebook(cells, None);
         let dir = self.paths.exports();
@@ -643,9 +644,8 @@ impl Session {
                 KernelHead::Fresh | KernelHead::Unknown => None,
             };
             let record = Attachment { connection_file: file.clone(), head };
-            let path = self.paths.attachment();
             let json = serde_json::to_vec_pretty(&record).expect("an attachment serialises");
-            std::fs::write(&path, json).map_err(|source| Error::Io { path, source })?;
+            store::replace(&self.paths.attachment(), &json)?;
         }
         Ok(())
     }

@@ -2,8 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::graph::CellId;
-
 /// A session's files: `<dir>/venv`, `<dir>/graph.json`, `<dir>/kernel/`.
 #[derive(Debug, Clone)]
 pub struct SessionPaths {
@@ -41,9 +39,14 @@ impl SessionPaths {
         self.dir.join("kernel")
     }
 
-    /// The kept outputs of cell `id`, in nbformat form.
-    pub fn cell_outputs(&self, id: &CellId) -> PathBuf {
-        self.dir.join("cells").join(format!("{id}.json"))
+    /// Every recorded cell's outputs, in nbformat form: one JSON line per cell.
+    pub fn kept_outputs(&self) -> PathBuf {
+        self.dir.join("cell_outputs.jsonl")
+    }
+
+    /// Where versions before the outputs log kept them, one `<cell id>.json` per cell.
+    pub fn legacy_cell_outputs(&self) -> PathBuf {
+        self.dir.join("cells")
     }
 
     /// What an attached session records about its kernel.

@@ -61,17 +61,66 @@ async fn a_failed_install_says_what_uv_said() {
 #[tokio::test]
 async fn uv_is_installed_from_pypi_into_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let uv = within(300, mcp_pyrepl::venv::Uv::install_from_pypi(dir.path())).await.unwrap();
-    assert!(uv.path().starts_with(dir.path()), "{}", uv.path().display());
-    let version = std::process::Command::new(uv.path()).arg("--version").output().unwrap();
+    let installed = within(300, mcp_pyrepl::venv::Uv::install_from_pypi(dir.path())).await.unwrap();
+    assert!(installed.starts_with(dir.path()), "{}", installed.display());
+    let version = std::process::Command::new(&installed).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("uv "));
     // Once installed, it is found there again instead of being installed twice.
     let found = mcp_pyrepl::venv::Uv::locate(None, dir.path()).await.unwrap();
     if which_uv_on_path().is_none() {
-        assert_eq!(found.path(), uv.path());
+        assert_eq!(found.path(), installed);
     }
 }
 
 fn which_uv_on_path() -> Option<std::path::PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join("uv")).find(|p| p.is_file())
+}
+
+/// A new venv installs the versions the last venv like it resolved to, offline from uv's cache;
+/// when the cache lacks them, or the pins are a day old, it resolves again and pins anew.
+#[tokio::test]
+async fn a_new_venv_reuses_the_last_resolution_of_its_packages() {
+    let uv_path = uv().await.path().to_owned();
+    let version_of_six = async |venv: &mcp_pyrepl::venv::Venv| {
+        let frozen = uv().await.freeze(venv).await.unwrap();
+        frozen.lines().find_map(|line| line.strip_prefix("six==")).unwrap().to_owned()
+    };
+    // Puts six 1.16.0 in uv's cache.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let uv_elsewhere = mcp_pyrepl::venv::Uv::locate(Some(&uv_path), elsewhere.path()).await.unwrap();
+    within(300, uv_elsewhere.create_venv(&elsewhere.path().join("old"), None, &["six==1.16.0".to_owned()]))
+        .await
+        .unwrap();
+
+    let data = tempfile::tempdir().unwrap();
+    let uv = mcp_pyrepl::venv::Uv::locate(Some(&uv_path), data.path()).await.unwrap();
+    let create = async |name: &str| {
+        within(300, uv.create_venv(&data.path().join(name), None, &["six".to_owned()])).await.unwrap()
+    };
+    let first = create("first").await;
+    let latest = version_of_six(&first).await;
+    assert_ne!(latest, "1.16.0");
+    let pins_dir = data.path().join("venvs").join("pins");
+    let pins: Vec<_> = std::fs::read_dir(&pins_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(pins.len(), 1, "{pins:?}");
+    let pins = &pins[0];
+    assert!(std::fs::read_to_string(pins).unwrap().contains(&format!("six=={latest}")));
+
+    let resolved = std::fs::read_to_string(pins).unwrap();
+    let pin_six = |version: &str| {
+        let text = resolved.replace(&format!("six=={latest}"), &format!("six=={version}"));
+        std::fs::write(pins, text).unwrap();
+    };
+
+    pin_six("1.16.0");
+    assert_eq!(version_of_six(&create("pinned").await).await, "1.16.0", "the pinned version, from the cache");
+
+    pin_six("99.0");
+    assert_eq!(version_of_six(&create("not-cached").await).await, latest, "resolved again");
+    assert_eq!(std::fs::read_to_string(pins).unwrap(), resolved, "and pinned anew");
+
+    pin_six("1.16.0");
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 24 * 3600);
+    std::fs::File::options().write(true).open(pins).unwrap().set_modified(two_days_ago).unwrap();
+    assert_eq!(version_of_six(&create("stale").await).await, latest, "a day-old resolution is not reused");
 }
