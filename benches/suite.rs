@@ -762,13 +762,15 @@ impl Results {
         );
         let _ = writeln!(
             out,
-            "- **`create_repl` without a spare** builds a venv: `uv venv` + `uv pip install` of ipykernel \
-             and {}, hard-linked from uv's warm cache, takes {} p50 done directly. Its kernel's start \
-             ({} p50 for the first start in a fresh venv, which compiles the bytecode of what the kernel \
-             imports; {} for a second start in the same venv) is paid by `create_repl` or, when the \
-             server starts it in the background, by the first `run_code`: here `create_repl` took {} \
-             and the first `run_code` {}. With a spare ready (the server keeps one by default, built in \
-             the background), `create_repl` only hands it out: {} p50.",
+            "- **`create_repl` without a spare** builds a venv with ipykernel and {}: `uv venv`, then \
+             `uv pip sync --offline` of the versions the last venv of this package set resolved to \
+             (resolving against the index again, once a day, costs about 0.5 s more), hard-linked from \
+             uv's warm cache, and the bytecode that set compiled once hard-linked in: {} p50 done \
+             directly. Its kernel's start ({} p50 for the first start in a new venv; {} for a second \
+             start in the same venv) is paid by `create_repl` or, when the server starts it in the \
+             background, by the first `run_code`: here `create_repl` took {} and the first `run_code` \
+             {}. With a spare ready (the server keeps one by default, built in the background), \
+             `create_repl` only hands it out: {} p50.",
             BASE_PACKAGES.join(", "),
             duration(create.venv.p50),
             duration(create.kernel_start.p50),

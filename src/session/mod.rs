@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::graph::{Cell, CellId, CellStatus, ChainHash, Graph, KernelHead, store};
 use crate::kernel::{Execution, ExecutionStatus, Kernel, LaunchSpec, Output, OutputLimits};
 use crate::notebook;
-use crate::venv::{Uv, Venv, validate_requirement};
+use crate::venv::{Uv, Venv, validate_requirement, warm_up_code};
 use kept_outputs::KeptOutputs;
 use live::LiveCell;
 
@@ -434,14 +434,7 @@ impl Session {
     /// # Errors
     /// When the kernel cannot be started or reached.
     pub async fn warm_up(&mut self, packages: &[String]) -> Result<()> {
-        let modules: Vec<String> = packages.iter().map(|p| format!("{:?}", import_name(p))).collect();
-        let code = format!(
-            "def _mcp_pyrepl_warm(names):\n    import importlib\n    for name in names:\n        try:\n            \
-             importlib.import_module(name)\n        except Exception:\n            pass\n\
-             _mcp_pyrepl_warm([{}])\ndel _mcp_pyrepl_warm",
-            modules.join(", ")
-        );
-        self.live_kernel().await?.execute_silently(&code).await?;
+        self.live_kernel().await?.execute_silently(&warm_up_code(packages)).await?;
         Ok(())
     }
 
@@ -698,16 +691,6 @@ fn resident_bytes(pid: u32) -> Option<u64> {
         .parse()
         .ok()?;
     Some(kb << 10)
-}
-
-/// The module to import to warm up a package (its distribution name differs for a few).
-fn import_name(package: &str) -> String {
-    let name = package.split(['[', '=', '<', '>', '~', '!', ' ']).next().unwrap_or(package);
-    match name.to_ascii_lowercase().as_str() {
-        "scikit-learn" => "sklearn".to_owned(),
-        "matplotlib" => "matplotlib.pyplot".to_owned(),
-        other => other.replace('-', "_"),
-    }
 }
 
 /// Longest time limit a caller may ask for.

@@ -101,7 +101,11 @@ async fn a_new_venv_reuses_the_last_resolution_of_its_packages() {
     let latest = version_of_six(&first).await;
     assert_ne!(latest, "1.16.0");
     let pins_dir = data.path().join("venvs").join("pins");
-    let pins: Vec<_> = std::fs::read_dir(&pins_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let pins: Vec<_> = std::fs::read_dir(&pins_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
     assert_eq!(pins.len(), 1, "{pins:?}");
     let pins = &pins[0];
     assert!(std::fs::read_to_string(pins).unwrap().contains(&format!("six=={latest}")));
@@ -123,4 +127,60 @@ async fn a_new_venv_reuses_the_last_resolution_of_its_packages() {
     let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 24 * 3600);
     std::fs::File::options().write(true).open(pins).unwrap().set_modified(two_days_ago).unwrap();
     assert_eq!(version_of_six(&create("stale").await).await, latest, "a day-old resolution is not reused");
+}
+
+/// The bytecode a kernel compiles in the first venv of a pinned set is compiled once, in the
+/// background, and hard-linked into the next venvs of the set, where Python accepts it as is.
+#[tokio::test]
+async fn new_venvs_share_the_bytecode_their_pinned_set_compiled() {
+    use std::os::unix::fs::MetadataExt;
+    let data = tempfile::tempdir().unwrap();
+    let uv = mcp_pyrepl::venv::Uv::locate(Some(uv().await.path()), data.path()).await.unwrap();
+    let create = async |name: &str| {
+        within(300, uv.create_venv(&data.path().join(name), None, &["six".to_owned()])).await.unwrap()
+    };
+    create("first").await;
+    let pins_dir = data.path().join("venvs").join("pins");
+    let store = within(120, async {
+        loop {
+            let stores: Vec<_> = std::fs::read_dir(&pins_dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "pyc") && p.is_dir())
+                .collect();
+            if let [store] = stores.as_slice() {
+                return store.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+
+    let second = create("second").await;
+    let site_packages = second.site_packages().unwrap();
+    let pyc_of = |dir: &std::path::Path, module: &str| {
+        let cache = dir.join("__pycache__");
+        std::fs::read_dir(&cache)
+            .unwrap_or_else(|e| panic!("{}: {e}", cache.display()))
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{module}.cpython-")))
+            .unwrap_or_else(|| panic!("no bytecode of {module} in {}", cache.display()))
+    };
+    let six = pyc_of(&site_packages, "six");
+    let kernelapp = pyc_of(&site_packages.join("ipykernel"), "kernelapp");
+    let inode = |path: &std::path::Path| std::fs::metadata(path).unwrap().ino();
+    assert_eq!(inode(&six), inode(&pyc_of(&store, "six")), "linked from the store");
+    let (six_before, kernelapp_before) = (inode(&six), inode(&kernelapp));
+
+    let import = std::process::Command::new(second.python())
+        .args(["-c", "import six, ipykernel.kernelapp"])
+        .env_remove("PYTHONDONTWRITEBYTECODE")
+        .status()
+        .unwrap();
+    assert!(import.success());
+    assert_eq!(
+        (inode(&six), inode(&kernelapp)),
+        (six_before, kernelapp_before),
+        "Python did not recompile them"
+    );
 }

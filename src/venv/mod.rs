@@ -8,13 +8,17 @@
 //! 0.55 s of a 0.7 s install of the base packages here), so a new venv reuses the versions the
 //! last one with the same interpreter and packages resolved to, for a day: they are pinned in a
 //! file and installed with `--offline`, falling back to a normal install when uv's cache no
-//! longer has them.
+//! longer has them. The bytecode a kernel compiles is shared the same way (`bytecode.rs`).
+
+mod bytecode;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use sha2::Digest;
 use tokio::process::Command;
+
+use bytecode::BytecodeStore;
 
 /// The packages a session's venv gets besides ipykernel.
 pub const BASE_PACKAGES: &[&str] =
@@ -180,21 +184,26 @@ impl Uv {
         let venv = Venv { dir: dir.to_owned() };
         let mut all = vec![KERNEL_PACKAGE.to_owned()];
         all.extend(packages.iter().cloned());
-        let pins = self.pins_path(&venv, &all);
-        if let Some(pins) = pins.as_deref().filter(|pins| is_fresh(pins)) {
+        let Some(pins) = self.pins_path(&venv, &all) else {
+            self.install(&venv, &all).await?;
+            return Ok(venv);
+        };
+        let mut installed = false;
+        if is_fresh(&pins) {
             let mut offline = self.command();
-            offline.args(["pip", "sync", "--offline", "--python"]).arg(venv.python()).arg(pins);
+            offline.args(["pip", "sync", "--offline", "--python"]).arg(venv.python()).arg(&pins);
             match run(offline).await {
-                Ok(_) => return Ok(venv),
+                Ok(_) => installed = true,
                 Err(error) => {
                     tracing::info!(%error, "the pinned versions are not all in uv's cache; resolving again")
                 }
             }
         }
-        self.install(&venv, &all).await?;
-        if let Some(pins) = pins {
+        if !installed {
+            self.install(&venv, &all).await?;
             self.pin(&venv, &pins).await;
         }
+        share_bytecode(&venv, &pins, packages).await;
         Ok(venv)
     }
 
@@ -218,8 +227,18 @@ impl Uv {
             let frozen = self.freeze(venv).await?;
             std::fs::create_dir_all(&self.pins_dir)
                 .map_err(|source| VenvError::Io { path: self.pins_dir.clone(), source })?;
+            let frozen = frozen + "\n";
+            if std::fs::read_to_string(pins).is_ok_and(|old| old == frozen) {
+                // Touched, so that it counts as fresh for another day.
+                return std::fs::File::options()
+                    .append(true)
+                    .open(pins)
+                    .and_then(|file| file.set_modified(std::time::SystemTime::now()))
+                    .map_err(|source| VenvError::Io { path: pins.to_owned(), source });
+            }
+            BytecodeStore::for_pins(pins).discard();
             let temp = pins.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
-            std::fs::write(&temp, frozen + "\n")
+            std::fs::write(&temp, frozen)
                 .and_then(|()| std::fs::rename(&temp, pins))
                 .map_err(|source| VenvError::Io { path: pins.to_owned(), source })
         };
@@ -326,6 +345,66 @@ impl Venv {
     /// Its interpreter, `<dir>/bin/python`.
     pub fn python(&self) -> PathBuf {
         self.dir.join("bin").join("python")
+    }
+
+    /// Where its packages are installed, `<dir>/lib/python3.X/site-packages`.
+    ///
+    /// # Errors
+    /// When `<dir>/lib` cannot be read or holds no `python*` directory.
+    pub fn site_packages(&self) -> std::io::Result<PathBuf> {
+        let lib = self.dir.join("lib");
+        for entry in std::fs::read_dir(&lib)? {
+            let name = entry?.file_name();
+            if name.to_string_lossy().starts_with("python") {
+                return Ok(lib.join(name).join("site-packages"));
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no python* directory in `{}`", lib.display()),
+        ))
+    }
+}
+
+/// Gives `venv`, built from `pins` with `packages`, the bytecode its pinned set has compiled
+/// already; when none has been, compiles it from this venv in the background. Best effort:
+/// without it a kernel compiles what it imports itself.
+async fn share_bytecode(venv: &Venv, pins: &Path, packages: &[String]) {
+    let store = BytecodeStore::for_pins(pins);
+    match store.link_into(venv).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let (venv, packages) = (venv.clone(), packages.to_vec());
+            tokio::spawn(async move {
+                if let Err(error) = store.fill_from(&venv, &packages).await {
+                    tracing::info!(%error, "could not compile the bytecode to share between venvs");
+                }
+            });
+        }
+        Err(error) => tracing::info!(%error, "could not link shared bytecode into a new venv"),
+    }
+}
+
+/// Python source that imports each module named by `packages` (package names, mapped to their
+/// module: `scikit-learn` → `sklearn`), skipping those that fail, and leaves no name behind.
+pub fn warm_up_code(packages: &[String]) -> String {
+    let modules: Vec<String> = packages.iter().map(|p| format!("{:?}", import_name(p))).collect();
+    format!(
+        "def _mcp_pyrepl_warm(names):\n    import importlib\n    for name in names:\n        try:\n            \
+         importlib.import_module(name)\n        except Exception:\n            pass\n\
+         _mcp_pyrepl_warm([{}])\ndel _mcp_pyrepl_warm",
+        modules.join(", ")
+    )
+}
+
+/// The module to import for a package (its distribution name differs for a few); a dotted
+/// module name is kept as it is.
+fn import_name(package: &str) -> String {
+    let name = package.split(['[', '=', '<', '>', '~', '!', ' ']).next().unwrap_or(package);
+    match name.to_ascii_lowercase().as_str() {
+        "scikit-learn" => "sklearn".to_owned(),
+        "matplotlib" => "matplotlib.pyplot".to_owned(),
+        other => other.replace('-', "_"),
     }
 }
 
