@@ -4,9 +4,11 @@
 //! 0.6 s for ipykernel's own imports, 3.5 s instead of 1.5 s for the base packages. The venvs
 //! of one pinned set hold the same source files, hard-linked from uv's cache, so with the same
 //! modification times and sizes, which is what a `.pyc` is checked against: bytecode compiled in
-//! one of them is valid in all. So the first venv of a set imports what a kernel imports, in
-//! the background, and its `.pyc` files are hard-linked into a store beside the pins; every later
-//! venv of the set gets them hard-linked into its site-packages (about 50 ms for 1400 files).
+//! one of them is valid in all. So once per set, in the background, a throwaway venv of the set
+//! imports what a kernel imports and its `.pyc` files are hard-linked into a store beside the
+//! pins; every later venv of the set gets them hard-linked into its site-packages (about 50 ms
+//! for 1400 files). The throwaway venv is the store's own, so that no session's venv is written
+//! to (or deleted) under it.
 //!
 //! Nothing can go stale unnoticed: a `.pyc` that does not match its source (a file uv copied
 //! instead of linking) is recompiled by Python, which writes a new file rather than changing
@@ -16,7 +18,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{Venv, VenvError, run, warm_up_code};
+use super::{Uv, Venv, VenvError, run, warm_up_code};
 
 /// What a kernel imports as it starts, besides the packages a venv was built with.
 const KERNEL_MODULES: [&str; 2] = ["ipykernel.kernelapp", "matplotlib_inline.backend_inline"];
@@ -49,38 +51,78 @@ impl BytecodeStore {
         .expect("the linking task does not panic")
     }
 
-    /// Fills the store from `venv`, built from these pins with `packages`: imports what a kernel
-    /// would (writing their bytecode), then links the `.pyc` files in. Another process filling
-    /// the same store at once makes this one a no-op.
-    pub(super) async fn fill_from(&self, venv: &Venv, packages: &[String]) -> Result<(), VenvError> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| VenvError::Io { path, source }
-        };
+    /// Fills the store: builds a venv of its own from `pins` (with `python`; `packages` are
+    /// what the pinned set was asked for), imports what a kernel would there (writing their
+    /// bytecode), links the `.pyc` files in, and deletes that venv. Another process filling the
+    /// same store at once makes this one a no-op.
+    pub(super) async fn fill(
+        &self,
+        uv: &Uv,
+        pins: &Path,
+        python: Option<&str>,
+        packages: &[String],
+    ) -> Result<(), VenvError> {
         let lock_path = self.dir.with_extension("pyc.lock");
-        let lock = fs::File::create(&lock_path).map_err(io(&lock_path))?;
+        let lock =
+            fs::File::create(&lock_path).map_err(|source| VenvError::Io { path: lock_path, source })?;
         if lock.try_lock().is_err() || self.dir.is_dir() {
             return Ok(());
         }
+        self.remove_leftovers();
+        let build = self.scratch("build");
+        let filled = self.fill_from_new_venv(uv, &build, pins, python, packages).await;
+        let _ = fs::remove_dir_all(&build);
+        drop(lock);
+        filled
+    }
+
+    async fn fill_from_new_venv(
+        &self,
+        uv: &Uv,
+        dir: &Path,
+        pins: &Path,
+        python: Option<&str>,
+        packages: &[String],
+    ) -> Result<(), VenvError> {
+        let venv = uv.empty_venv(dir, python).await?;
+        uv.install_pinned(&venv, pins).await?;
         let mut modules: Vec<String> = KERNEL_MODULES.iter().map(|&m| m.to_owned()).collect();
         modules.extend(packages.iter().cloned());
         let mut import = tokio::process::Command::new(venv.python());
         import.arg("-c").arg(warm_up_code(&modules)).env_remove("PYTHONDONTWRITEBYTECODE");
         run(import).await?;
 
-        let (store, site_packages) = (self.dir.clone(), venv.site_packages().map_err(io(venv.dir()))?);
+        let site_packages =
+            venv.site_packages().map_err(|source| VenvError::Io { path: dir.to_owned(), source })?;
+        let store = self.dir.clone();
         tokio::task::spawn_blocking(move || {
-            let staging = store.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+            let staging = BytecodeStore { dir: store.clone() }.scratch("staging");
             let filled = mirror_pycache(&site_packages, &staging).and_then(|()| fs::rename(&staging, &store));
             if filled.is_err() {
                 let _ = fs::remove_dir_all(&staging);
             }
-            filled.map_err(io(&store))
+            filled.map_err(|source| VenvError::Io { path: store, source })
         })
         .await
-        .expect("the filling task does not panic")?;
-        drop(lock);
-        Ok(())
+        .expect("the filling task does not panic")
+    }
+
+    /// A new directory name beside the store, ending in `.<kind>`.
+    fn scratch(&self, kind: &str) -> PathBuf {
+        self.dir.with_extension(format!("{}.{kind}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// Removes what a fill that was killed half-way left (call with the lock held).
+    fn remove_leftovers(&self) {
+        let (Some(parent), Some(stem)) = (self.dir.parent(), self.dir.file_stem()) else { return };
+        let prefix = format!("{}.", stem.to_string_lossy());
+        let Ok(entries) = fs::read_dir(parent) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && (name.ends_with(".build") || name.ends_with(".staging")) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
     }
 
     /// Removes the store (its pins were resolved anew).

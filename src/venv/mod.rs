@@ -175,13 +175,7 @@ impl Uv {
         python: Option<&str>,
         packages: &[String],
     ) -> Result<Venv, VenvError> {
-        let mut venv = self.command();
-        venv.arg("venv").arg(dir);
-        if let Some(python) = python {
-            venv.arg("--python").arg(python);
-        }
-        run(venv).await?;
-        let venv = Venv { dir: dir.to_owned() };
+        let venv = self.empty_venv(dir, python).await?;
         let mut all = vec![KERNEL_PACKAGE.to_owned()];
         all.extend(packages.iter().cloned());
         let Some(pins) = self.pins_path(&venv, &all) else {
@@ -190,10 +184,8 @@ impl Uv {
         };
         let mut installed = false;
         if is_fresh(&pins) {
-            let mut offline = self.command();
-            offline.args(["pip", "sync", "--offline", "--python"]).arg(venv.python()).arg(&pins);
-            match run(offline).await {
-                Ok(_) => installed = true,
+            match self.install_pinned(&venv, &pins).await {
+                Ok(()) => installed = true,
                 Err(error) => {
                     tracing::info!(%error, "the pinned versions are not all in uv's cache; resolving again")
                 }
@@ -203,8 +195,47 @@ impl Uv {
             self.install(&venv, &all).await?;
             self.pin(&venv, &pins).await;
         }
-        share_bytecode(&venv, &pins, packages).await;
+        self.share_bytecode(&venv, &pins, python, packages).await;
         Ok(venv)
+    }
+
+    /// `uv venv <dir>`: a venv with nothing installed.
+    async fn empty_venv(&self, dir: &Path, python: Option<&str>) -> Result<Venv, VenvError> {
+        let mut venv = self.command();
+        venv.arg("venv").arg(dir);
+        if let Some(python) = python {
+            venv.arg("--python").arg(python);
+        }
+        run(venv).await?;
+        Ok(Venv { dir: dir.to_owned() })
+    }
+
+    /// Installs exactly the versions pinned in `pins` into the empty `venv`, from uv's cache
+    /// only.
+    async fn install_pinned(&self, venv: &Venv, pins: &Path) -> Result<(), VenvError> {
+        let mut offline = self.command();
+        offline.args(["pip", "sync", "--offline", "--python"]).arg(venv.python()).arg(pins);
+        run(offline).await.map(drop)
+    }
+
+    /// Gives `venv`, built from `pins` with `python` and `packages`, the bytecode its pinned
+    /// set has compiled already; when none has been, has it compiled in the background. Best
+    /// effort: without it a kernel compiles what it imports itself.
+    async fn share_bytecode(&self, venv: &Venv, pins: &Path, python: Option<&str>, packages: &[String]) {
+        let store = BytecodeStore::for_pins(pins);
+        match store.link_into(venv).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let (uv, pins) = (self.clone(), pins.to_owned());
+                let (python, packages) = (python.map(str::to_owned), packages.to_vec());
+                tokio::spawn(async move {
+                    if let Err(error) = store.fill(&uv, &pins, python.as_deref(), &packages).await {
+                        tracing::info!(%error, "could not compile the bytecode to share between venvs");
+                    }
+                });
+            }
+            Err(error) => tracing::info!(%error, "could not link shared bytecode into a new venv"),
+        }
     }
 
     /// Where the versions a venv like `venv` (same interpreter, same `requirements`) resolved to
@@ -363,25 +394,6 @@ impl Venv {
             std::io::ErrorKind::NotFound,
             format!("no python* directory in `{}`", lib.display()),
         ))
-    }
-}
-
-/// Gives `venv`, built from `pins` with `packages`, the bytecode its pinned set has compiled
-/// already; when none has been, compiles it from this venv in the background. Best effort:
-/// without it a kernel compiles what it imports itself.
-async fn share_bytecode(venv: &Venv, pins: &Path, packages: &[String]) {
-    let store = BytecodeStore::for_pins(pins);
-    match store.link_into(venv).await {
-        Ok(true) => {}
-        Ok(false) => {
-            let (venv, packages) = (venv.clone(), packages.to_vec());
-            tokio::spawn(async move {
-                if let Err(error) = store.fill_from(&venv, &packages).await {
-                    tracing::info!(%error, "could not compile the bytecode to share between venvs");
-                }
-            });
-        }
-        Err(error) => tracing::info!(%error, "could not link shared bytecode into a new venv"),
     }
 }
 
