@@ -348,10 +348,11 @@ struct PidRecord {
 /// Cleans a kernel directory after a server crash: kills the process groups of kernels whose
 /// server is gone (user code may have started children that outlived the kernel), and removes
 /// their connection files, sockets and pid files. Kernels of a server still running are left
-/// alone. Returns how many process groups were killed.
+/// alone. Returns how many process groups were killed, once they are gone (or a second has
+/// passed).
 pub fn reap_orphans(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    let mut killed = 0;
+    let mut killed = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(instance) = name.strip_prefix("kernel-").and_then(|n| n.strip_suffix(".pid")) else {
@@ -370,7 +371,7 @@ pub fn reap_orphans(dir: &Path) -> usize {
         if killpg(group, None).is_ok() {
             tracing::info!(pid = record.kernel, "killing the process group of an orphaned kernel");
             let _ = killpg(group, Signal::SIGKILL);
-            killed += 1;
+            killed.push(group);
         }
         let _ = std::fs::remove_file(entry.path());
         let _ = std::fs::remove_file(dir.join(format!("kernel-{instance}.json")));
@@ -378,8 +379,17 @@ pub fn reap_orphans(dir: &Path) -> usize {
             remove_stale_sockets(&connection);
         }
     }
-    killed
+    // A killed process is gone only once it has been scheduled to die: wait (bounded) for
+    // that, so that what the caller does next finds nothing of the old kernels running.
+    let deadline = std::time::Instant::now() + ORPHAN_EXIT_WAIT;
+    while killed.iter().any(|&group| killpg(group, None).is_ok()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    killed.len()
 }
+
+/// How long [`reap_orphans`] waits for the process groups it killed to be gone.
+const ORPHAN_EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// Whether `pid` is a live mcp-pyrepl process (its pid may have been reused by something else).
 fn is_running_server(pid: i32) -> bool {
