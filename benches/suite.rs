@@ -118,7 +118,7 @@ async fn main() {
     let started = Instant::now();
     let build = build();
 
-    let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("data");
+    let data_dir = uv_data_dir();
     let uv = within(600, Uv::locate(None, &data_dir)).await.expect("uv");
     let bench_venv = within(
         600,
@@ -152,6 +152,11 @@ async fn main() {
 
 // ---------------------------------------------------------------------------------------------
 // Measurements
+
+/// The data directory of the `Uv` the bench builds venvs with directly.
+fn uv_data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("data")
+}
 
 /// Per-trip times of the codec, from batches (one trip is too short to time alone).
 fn codec(counts: Counts) -> Stats {
@@ -202,6 +207,7 @@ async fn latency(uv: &Uv, bench_venv: &Venv, counts: Counts) -> Latency {
     let server = Server::start(uv, "", &["--spare-sessions", "0"]).await;
     let codes = ["pass", "1+1"];
     let sessions = [server.create_repl().await, server.create_repl().await];
+    wait_for_shared_bytecode(server.data_dir.path(), &[]).await;
     let python = Venv::at(server.session_dir(&sessions[0]).join("venv")).python();
     let kernel_dir = tempfile::tempdir().unwrap();
     let kernel = within(90, Kernel::launch(LaunchSpec::new(&python, kernel_dir.path()))).await.unwrap();
@@ -352,9 +358,16 @@ async fn create_repl(uv: &Uv, counts: Counts) -> Create {
     let base = BASE_PACKAGES.join(",");
     let packages: Vec<String> = BASE_PACKAGES.iter().map(|p| p.to_string()).collect();
     let server = Server::start(uv, &base, &["--spare-sessions", "0"]).await;
-    // The first one warms uv's cache (and the page cache) for the rest.
+    // The first one warms uv's cache (and the page cache) for the rest, and pins the versions
+    // and compiles the bytecode that later venvs of the same packages share (as a server does
+    // once a day); done directly too, for the breakdown.
     let session = server.create_repl().await;
     server.destroy(&session).await;
+    let dir = tempfile::tempdir().unwrap();
+    within(600, uv.create_venv(&dir.path().join("venv"), None, &packages)).await.unwrap();
+    for data_dir in [server.data_dir.path(), &uv_data_dir()] {
+        wait_for_shared_bytecode(data_dir, &packages).await;
+    }
     // Each create_repl, then its two steps done directly, in the same conditions: where the
     // time goes.
     let (mut cold, mut first_runs) = (Vec::new(), Vec::new());
@@ -487,6 +500,33 @@ async fn memory(uv: &Uv, counts: Counts) -> Memory {
 // The server and its client
 
 /// The built `mcp-pyrepl` on a data directory of its own, driven over stdio by rmcp's client.
+/// Waits until the venvs with `packages` that a server (or `Uv`) with data directory `data_dir`
+/// builds share their compiled bytecode: the store that the first such venv has filled in the
+/// background, beside the pinned versions.
+async fn wait_for_shared_bytecode(data_dir: &Path, packages: &[String]) {
+    let pins_dir = data_dir.join("venvs").join("pins");
+    let pins_of_these_packages = || {
+        let entries = std::fs::read_dir(&pins_dir).into_iter().flatten().flatten();
+        entries.map(|entry| entry.path()).filter(|path| {
+            path.extension().is_some_and(|e| e == "txt")
+                && std::fs::read_to_string(path).is_ok_and(|pinned| {
+                    let pinned = pinned.to_lowercase();
+                    packages.iter().all(|p| pinned.lines().any(|line| line.starts_with(&format!("{p}=="))))
+                })
+        })
+    };
+    within(300, async {
+        loop {
+            let mut pins = pins_of_these_packages().peekable();
+            if pins.peek().is_some() && pins.all(|pins| pins.with_extension("pyc").is_dir()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
+
 struct Server {
     client: RunningService<RoleClient, ()>,
     pid: u32,
