@@ -183,14 +183,11 @@ struct Latency {
     rows: Vec<CodeRow>,
     /// Server overhead of `1+1` in the first and the last round (the graph grows meanwhile).
     overhead_first_last: (f64, f64),
-    /// Cells in the `1+1` session at the start of the first round and at the end, the sizes
-    /// of its graph file then, and a durable write (write, fsync, rename, fsync the directory)
-    /// of each size.
-    graph_cells: [usize; 2],
-    graph_bytes: [u64; 2],
-    durable_write: [Stats; 2],
-    /// Whether the graph file is one JSON document rewritten whole (else a journal of lines).
-    graph_whole_file: bool,
+    /// Cells in the `1+1` session at the end, the size of its graph file then, and a durable
+    /// rewrite of a file that size (write, fsync, rename, fsync the directory), for scale.
+    graph_cells: usize,
+    graph_bytes: u64,
+    durable_write: Stats,
     python: String,
     ipython: String,
 }
@@ -201,6 +198,10 @@ struct CodeRow {
     jupyter_client: Stats,
     run_code: Stats,
     run_ms: Stats,
+    /// CPU time (user + system, all threads) per call: of the server process over the
+    /// `run_code` rounds, and of this process (our kernel client) over the raw rounds.
+    server_cpu: Duration,
+    client_cpu: Duration,
 }
 
 async fn latency(uv: &Uv, bench_venv: &Venv, counts: Counts) -> Latency {
@@ -237,17 +238,20 @@ async fn latency(uv: &Uv, bench_venv: &Venv, counts: Counts) -> Latency {
         }
     }
     let graph = server.session_dir(&sessions[1]).join("graph.json");
-    let graph_size = || std::fs::metadata(&graph).unwrap().len();
-    let first_graph_bytes = graph_size();
     let mut pings = Vec::new();
     let mut raws = [Vec::new(), Vec::new()];
     let mut runs = [Vec::new(), Vec::new()];
+    let (mut server_cpu, mut client_cpu) = ([Duration::ZERO; 2], [Duration::ZERO; 2]);
     let mut overheads = Vec::new();
     for _ in 0..counts.round_trips / counts.round {
         pings.push(time_each(counts.round, async || ping().await).await);
         for (i, code) in codes.iter().enumerate() {
+            let before = cpu_time(std::process::id());
             raws[i].push(time_each(counts.round, async || raw(code).await).await);
+            client_cpu[i] += cpu_time(std::process::id()) - before;
+            let before = cpu_time(server.pid);
             runs[i].push(time_each(counts.round, async || run(i).await).await);
+            server_cpu[i] += cpu_time(server.pid) - before;
         }
         let p50 = |samples: &Vec<Vec<Duration>>| Stats::of(samples.last().unwrap().clone()).p50_us();
         overheads.push(p50(&runs[1]) - p50(&pings) - p50(&raws[1]));
@@ -271,12 +275,9 @@ async fn latency(uv: &Uv, bench_venv: &Venv, counts: Counts) -> Latency {
     }
     reference_kernel.terminate(Duration::from_secs(5)).await;
 
-    let graph_bytes = [first_graph_bytes, graph_size()];
-    let durable_write = graph_bytes.map(|bytes| durable_write(graph.parent().unwrap(), bytes as usize, 200));
-    let graph_cells = [counts.warm_up, counts.warm_up + counts.round_trips];
-    let graph_whole_file = std::fs::read(&graph).is_ok_and(|bytes| {
-        serde_json::from_slice::<Value>(&bytes).is_ok_and(|file| file.get("cells").is_some())
-    });
+    let graph_bytes = std::fs::metadata(&graph).unwrap().len();
+    let durable_write = durable_write(graph.parent().unwrap(), graph_bytes as usize, 200);
+    let graph_cells = counts.warm_up + counts.round_trips;
     server.stop().await;
 
     let flatten = |rounds: &[Vec<Duration>]| Stats::of(rounds.concat());
@@ -287,6 +288,8 @@ async fn latency(uv: &Uv, bench_venv: &Venv, counts: Counts) -> Latency {
             jupyter_client: jupyter_client[i],
             run_code: flatten(&runs[i]),
             run_ms: Stats::of(run_ms[i].clone()),
+            server_cpu: server_cpu[i] / counts.round_trips as u32,
+            client_cpu: client_cpu[i] / counts.round_trips as u32,
         })
         .collect();
     Latency {
@@ -296,7 +299,6 @@ async fn latency(uv: &Uv, bench_venv: &Venv, counts: Counts) -> Latency {
         graph_cells,
         graph_bytes,
         durable_write,
-        graph_whole_file,
         python: python_version,
         ipython,
     }
@@ -660,6 +662,21 @@ impl Stats {
 }
 
 /// Awaits `round_trip` `n` times, timing each.
+/// CPU time (user + system, all threads) that process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    static TICKS_PER_SECOND: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks_per_second = *TICKS_PER_SECOND.get_or_init(|| {
+        let output = std::process::Command::new("getconf").arg("CLK_TCK").output().unwrap();
+        String::from_utf8_lossy(&output.stdout).trim().parse().unwrap()
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name, from the state (field 3): utime is field 14,
+    // stime field 15.
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_secs_f64(ticks as f64 / ticks_per_second)
+}
+
 async fn time_each(n: usize, mut round_trip: impl AsyncFnMut()) -> Vec<Duration> {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
@@ -742,63 +759,44 @@ impl Results {
         let sum = &latency.rows[1];
         let overhead = sum.run_code.p50_us() - latency.ping.p50_us() - sum.raw.p50_us();
         let (first, last) = latency.overhead_first_last;
-        let size =
-            |i: usize| format!("{} cells, {} KB", latency.graph_cells[i], latency.graph_bytes[i] / 1024);
-        let write = |i: usize| {
-            format!(
-                "{} p50 / {} p99",
-                duration(latency.durable_write[i].p50),
-                duration(latency.durable_write[i].p99)
-            )
-        };
-        let graph = if latency.graph_whole_file {
-            format!(
-                "the graph file, which this build serialises whole and rewrites durably before every \
-                 reply. One durable write (write + fsync + rename + fsync of the directory) costs {} on \
-                 this disk at the file's size in the first round ({}) and {} at its final size ({})",
-                write(0),
-                size(0),
-                write(1),
-                size(1),
-            )
-        } else {
-            format!(
-                "the graph file, to which this build appends the new cell as one line. For scale, a \
-                 durable rewrite (write + fsync + rename + fsync of the directory) of the whole file \
-                 would cost {} on this disk at its final size ({})",
-                write(1),
-                size(1),
-            )
-        };
-        let grows = match (first > 0.0 && last > 1.2 * first, latency.graph_whole_file) {
-            (true, true) => ": it grows with the graph, which is serialised and rewritten on every call",
-            (true, false) => ": it grows with the graph",
-            (false, _) => "",
-        };
+        let grows = if first > 0.0 && last > 1.2 * first { ": it grows with the graph" } else { "" };
         let inside = sum.run_ms.p50_us() - sum.raw.p50_us();
-        let split = if inside > 0.1 * overhead {
+        let inside = if inside > 0.1 * overhead {
             format!(
-                "about {} is inside that execution (the same kernel client, run with the cell's \
-                 time limit, output limits and live-output tracking, in the server's process) and {} \
-                 around it",
-                us(inside),
-                us(overhead - inside),
+                ", so {} of the overhead is inside that execution (the same kernel client, run with the \
+                 cell's time limit, output limits and live-output tracking)",
+                us(inside)
             )
         } else {
-            "it is all around that execution".to_owned()
+            ", so the overhead is all around that execution".to_owned()
         };
+        let server_work = sum.server_cpu.saturating_sub(sum.client_cpu);
         let _ = writeln!(
             out,
-            "- **Server overhead.** The server times the kernel part of a `1+1` run (`run_ms`) at {} p50 \
-             against {} raw, so of the {} overhead, {split}: MCP routing and JSON, the replay plan, \
-             recording the cell, writing its outputs, and {graph}. The overhead was {} in the first \
-             round of {} calls and {} in the last{grows}.",
+            "- **Server overhead.** Of the {} overhead on `1+1`, the server's own work is about {}: its \
+             process used {} of CPU per call (all threads: the MCP transport and JSON, the replay plan, \
+             its kernel client, recording the cell by appending one line to the graph file and one to \
+             the outputs log), and our kernel client in this process {} per raw round trip. The rest \
+             is waiting, not work: a `run_code` has one more process to wake than a raw round trip, \
+             twice (on the request and on the kernel's reply), and each wake of an idle process costs \
+             scheduling latency on this shared virtual machine. The kernel part of a run (`run_ms`) \
+             took {} p50 against {} raw{inside}. The overhead was {} in the first round of {} calls \
+             and {} in the last{grows}. For scale, a durable rewrite (write + fsync + rename + fsync of \
+             the directory) of the whole graph file at its final size ({} cells, {} KB) would cost {} \
+             p50 / {} p99 on this disk.",
+            us(overhead),
+            us(server_work.as_secs_f64() * 1e6),
+            duration(sum.server_cpu),
+            duration(sum.client_cpu),
             duration(sum.run_ms.p50),
             duration(sum.raw.p50),
-            us(overhead),
             us(first),
             counts.round,
             us(last),
+            latency.graph_cells,
+            latency.graph_bytes / 1024,
+            duration(latency.durable_write.p50),
+            duration(latency.durable_write.p99),
         );
         let _ = writeln!(
             out,

@@ -259,6 +259,9 @@ pub struct Graph {
     cells: Vec<Cell>,
     /// Position of each cell in `cells`.
     index: HashMap<CellId, usize>,
+    /// Position of each cell's parent, always before the cell's own: walking up a path is a
+    /// few array reads a step, with no id hashed or copied.
+    parents: Vec<Option<usize>>,
 }
 
 impl Graph {
@@ -273,7 +276,7 @@ impl Graph {
     /// [`GraphError::Inconsistent`] naming the first cell that has a duplicate id, a parent that
     /// is missing or comes after it, or a chain hash that does not follow from its parent and code.
     pub fn from_cells(cells: Vec<Cell>) -> Result<Graph, GraphError> {
-        let mut graph = Graph { cells: Vec::with_capacity(cells.len()), index: HashMap::new() };
+        let mut graph = Graph::new();
         for (position, cell) in cells.iter().enumerate() {
             let inconsistent = |reason: String| GraphError::Inconsistent { id: cell.id.to_string(), reason };
             if graph.index.contains_key(&cell.id) {
@@ -299,8 +302,7 @@ impl Graph {
                     cell.chain_hash
                 )));
             }
-            graph.index.insert(cell.id.clone(), graph.cells.len());
-            graph.cells.push(cell.clone());
+            graph.push(cell.clone());
         }
         Ok(graph)
     }
@@ -364,34 +366,34 @@ impl Graph {
             created: chrono::Utc::now(),
             summary,
         };
+        Ok(self.push(cell))
+    }
+
+    /// Appends `cell`, whose parent (if any) is in the graph.
+    fn push(&mut self, cell: Cell) -> &Cell {
         let position = self.cells.len();
-        self.index.insert(id, position);
+        self.parents.push(cell.parent.as_ref().map(|parent| self.index[parent]));
+        self.index.insert(cell.id.clone(), position);
         self.cells.push(cell);
-        Ok(&self.cells[position])
+        &self.cells[position]
+    }
+
+    /// The positions from the cell at `position` up to its root.
+    fn ancestry(&self, position: usize) -> impl Iterator<Item = usize> + '_ {
+        std::iter::successors(Some(position), |&p| self.parents[p])
+    }
+
+    fn position(&self, id: &CellId) -> Result<usize, GraphError> {
+        self.index.get(id).copied().ok_or_else(|| GraphError::UnknownCell { id: id.to_string() })
     }
 
     /// The ids from the root down to `id`, inclusive.
     ///
     /// # Errors
-    /// [`GraphError::UnknownCell`] if `id` is not in the graph; [`GraphError::Inconsistent`] if
-    /// its ancestry is broken (a missing parent or a cycle; `from_cells` and `add` never build one).
+    /// [`GraphError::UnknownCell`] if `id` is not in the graph.
     pub fn path_to(&self, id: &CellId) -> Result<Vec<CellId>, GraphError> {
-        let mut path = vec![self.cell(id)?.id.clone()];
-        let mut current = self.cell(id)?;
-        while let Some(parent) = &current.parent {
-            // A path visits each cell at most once; anything longer is a cycle.
-            if path.len() > self.cells.len() {
-                return Err(GraphError::Inconsistent {
-                    id: id.to_string(),
-                    reason: "its ancestry loops back on itself".into(),
-                });
-            }
-            current = self.get(parent).ok_or_else(|| GraphError::Inconsistent {
-                id: current.id.to_string(),
-                reason: format!("its parent `{parent}` is not in the graph"),
-            })?;
-            path.push(current.id.clone());
-        }
+        let mut path: Vec<CellId> =
+            self.ancestry(self.position(id)?).map(|p| self.cells[p].id.clone()).collect();
         path.reverse();
         Ok(path)
     }
@@ -415,38 +417,45 @@ impl Graph {
     /// # Errors
     /// [`GraphError::UnknownCell`] if `parent` is not in the graph.
     pub fn plan(&self, head: KernelHead, parent: Option<&CellId>) -> Result<ReplayPlan, GraphError> {
-        let Some(parent) = parent else {
-            return Ok(ReplayPlan { restart: head != KernelHead::Fresh, replay: Vec::new() });
-        };
-        if let KernelHead::At(hash) = head {
+        let (restart, replayed) = self.replay_cost(head, parent)?;
+        let Some(parent) = parent else { return Ok(ReplayPlan { restart, replay: Vec::new() }) };
+        let mut replay: Vec<CellId> =
+            self.ancestry(self.position(parent)?).take(replayed).map(|p| self.cells[p].id.clone()).collect();
+        replay.reverse();
+        Ok(ReplayPlan { restart, replay })
+    }
+
+    /// What [`Graph::plan`] would say, without listing the cells: whether the kernel restarts,
+    /// and how many cells it replays. Cheap enough to weigh every kernel of a pool on every call.
+    ///
+    /// # Errors
+    /// [`GraphError::UnknownCell`] if `parent` is not in the graph.
+    pub fn replay_cost(
+        &self,
+        head: KernelHead,
+        parent: Option<&CellId>,
+    ) -> Result<(bool, usize), GraphError> {
+        let Some(parent) = parent else { return Ok((head != KernelHead::Fresh, 0)) };
+        let start = self.position(parent)?;
+        if let KernelHead::At(hash) = head
             // Walk up from the parent to the kernel's state, so that continuing a line of work
-            // (the kernel at the parent, or a few cells above it) costs what it replays, not the
-            // depth of the path. Equal hashes at two depths of one path would take a SHA-256
-            // collision; stopping at the deepest match keeps the plan shortest regardless.
-            let mut missing = Vec::new();
-            let mut current = self.get(parent);
-            // More steps than cells means a cycle: `path_to` below reports it.
-            while let Some(cell) = current.filter(|_| missing.len() <= self.cells.len()) {
-                if cell.chain_hash == hash {
-                    missing.reverse();
-                    return Ok(ReplayPlan { restart: false, replay: missing });
-                }
-                missing.push(cell.id.clone());
-                current = cell.parent.as_ref().and_then(|parent| self.get(parent));
-            }
+            // costs what it replays, not the depth of the path. Equal hashes at two depths of
+            // one path would take a SHA-256 collision; stopping at the deepest match keeps the
+            // plan shortest regardless.
+            && let Some(missing) = self.ancestry(start).position(|p| self.cells[p].chain_hash == hash)
+        {
+            return Ok((false, missing));
         }
-        let path = self.path_to(parent)?;
-        Ok(match head {
-            KernelHead::Fresh => ReplayPlan { restart: false, replay: path },
-            // Not on the path (or unknown): what the kernel holds is not a prefix of it.
-            KernelHead::At(_) | KernelHead::Unknown => ReplayPlan { restart: true, replay: path },
-        })
+        // Fresh, the whole path replays; otherwise what the kernel holds (if known) is not a
+        // prefix of the path, so it restarts first.
+        Ok((head != KernelHead::Fresh, self.ancestry(start).count()))
     }
 
     /// Removes every cell.
     pub fn clear(&mut self) {
         self.cells.clear();
         self.index.clear();
+        self.parents.clear();
     }
 
     /// Removes the cell added last and returns it (for a cell that could not be saved). No
@@ -454,6 +463,7 @@ impl Graph {
     pub fn pop(&mut self) -> Option<Cell> {
         let cell = self.cells.pop()?;
         self.index.remove(&cell.id);
+        self.parents.pop();
         Some(cell)
     }
 }

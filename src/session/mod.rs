@@ -478,10 +478,7 @@ impl Session {
             return Ok(());
         }
         self.parked.retain(|parked| parked.kernel.is_alive());
-        let cost = |head: KernelHead| {
-            let plan = self.graph.plan(head, parent)?;
-            Ok::<_, Error>((plan.restart, plan.replay.len()))
-        };
+        let cost = |head: KernelHead| self.graph.replay_cost(head, parent);
         let active_alive = self.kernel.as_ref().is_some_and(Kernel::is_alive);
         let active = if active_alive { Some(cost(self.head)?) } else { None };
         let mut best: Option<(usize, (bool, usize))> = None;
