@@ -759,7 +759,6 @@ impl Results {
         let sum = &latency.rows[1];
         let overhead = sum.run_code.p50_us() - latency.ping.p50_us() - sum.raw.p50_us();
         let (first, last) = latency.overhead_first_last;
-        let grows = if first > 0.0 && last > 1.2 * first { ": it grows with the graph" } else { "" };
         let inside = sum.run_ms.p50_us() - sum.raw.p50_us();
         let inside = if inside > 0.1 * overhead {
             format!(
@@ -781,9 +780,9 @@ impl Results {
              twice (on the request and on the kernel's reply), and each wake of an idle process costs \
              scheduling latency on this shared virtual machine. The kernel part of a run (`run_ms`) \
              took {} p50 against {} raw{inside}. The overhead was {} in the first round of {} calls \
-             and {} in the last{grows}. For scale, a durable rewrite (write + fsync + rename + fsync of \
-             the directory) of the whole graph file at its final size ({} cells, {} KB) would cost {} \
-             p50 / {} p99 on this disk.",
+             and {} in the last, when the graph held {} cells. For scale, a durable rewrite (write + \
+             fsync + rename + fsync of the directory) of the whole graph file at that size ({} KB) \
+             would cost {} p50 / {} p99 on this disk.",
             us(overhead),
             us(server_work.as_secs_f64() * 1e6),
             duration(sum.server_cpu),
