@@ -7,7 +7,8 @@
 //! - [`jupyter`]: the protocol: messages, the signed wire codec, connection files, sockets.
 //! - [`kernel`]: one kernel: launch or attach, execute, interrupt, restart, shutdown, death.
 //! - [`graph`]: the DAG of cells: ids, chain hashes, the replay plan; persisted atomically.
-//! - [`venv`]: uv: found or bootstrapped; venvs with ipykernel and the base packages.
+//! - [`venv`]: uv: found or bootstrapped; venvs with ipykernel and the base packages, reusing
+//!   the last resolution of their versions and the bytecode compiled for them.
 //! - [`session`]: a venv, its kernel and its graph; running a cell with replay; all sessions.
 //! - [`mcp`]: the MCP tools, outputs as MCP content, the stdio and streamable HTTP transports.
 //! - [`notebook`]: outputs and cell paths in nbformat 4.5 (kept outputs, exports).

@@ -5,7 +5,8 @@
 //! code within its time and output limits, records the cell and its outputs and saves the graph
 //! before answering. Knows nothing of MCP (the `mcp` module turns its results into content), of
 //! other sessions (`manager.rs`) or of where its files live (`paths.rs`); `live.rs` shows a cell
-//! that still runs to callers outside the session's lock.
+//! that still runs to callers outside the session's lock; `kept_outputs.rs` keeps each cell's
+//! outputs for `get_cell` and exports.
 
 mod kept_outputs;
 pub mod live;
