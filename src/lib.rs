@@ -13,10 +13,12 @@
 //! - [`mcp`]: the MCP tools, outputs as MCP content, the stdio and streamable HTTP transports.
 //! - [`notebook`]: outputs and cell paths in nbformat 4.5 (kept outputs, exports).
 //! - [`error`]: what a session operation can fail with, as the MCP layer sees it.
+//! - [`atomic_file`]: replacing a small file atomically and durably.
 //! - [`config`]: settings shared by every command (data directory, uv, Python).
 //! - [`exec`]: the `exec` command, to drive a kernel by hand.
 //! - [`demo`]: the `demo` command: the branching example through a real MCP client.
 
+pub mod atomic_file;
 pub mod config;
 pub mod demo;
 pub mod error;

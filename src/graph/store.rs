@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{Cell, Graph, GraphError};
+use crate::atomic_file::{self, ReplaceError};
 
 /// Format version written to disk: a journal, one cell a line.
 pub const FORMAT_VERSION: u32 = 2;
@@ -106,6 +107,12 @@ pub enum StoreError {
     },
 }
 
+impl From<ReplaceError> for StoreError {
+    fn from(ReplaceError { action, path, source }: ReplaceError) -> Self {
+        StoreError::Io { action, path, source }
+    }
+}
+
 impl StoreError {
     fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
         move |source| StoreError::Io { action, path: path.to_owned(), source }
@@ -126,40 +133,9 @@ pub fn save(graph: &Graph, path: &Path) -> Result<(), StoreError> {
     for cell in &graph.cells {
         push_line(&mut journal, cell);
     }
-    replace(path, &journal)
-}
-
-/// Replaces the file at `path` with `bytes`, atomically and durably: a uniquely named temp file
-/// in the same directory (mode 0600), fsynced, renamed over `path`, the directory fsynced. For
-/// the graph's rewrites, and for the session's other small records.
-///
-/// # Errors
-/// [`StoreError::Io`] naming the file or directory whose write, sync or rename failed; no temp
-/// file is left behind.
-pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().map_or_else(|| "graph".into(), |name| name.to_string_lossy());
-    // Unique per call, so two writers never share a temp file; the dot keeps it out of listings.
-    let temp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-
-    let written = write_synced(&temp, bytes).and_then(|()| {
-        fs::rename(&temp, path).map_err(|source| StoreError::Io {
-            action: "rename a temp file into place at",
-            path: path.to_owned(),
-            source,
-        })
-    });
-    if written.is_err() {
-        // Best effort: the original error is the one worth reporting.
-        let _ = fs::remove_file(&temp);
-    }
-    written?;
-    // The rename is durable only once the directory entry is. Rewrites are rare (a new or
-    // cleared graph, a converted file), so unlike appends they pay for surviving a power loss.
-    File::open(dir).and_then(|dir| dir.sync_all()).map_err(StoreError::io("sync the directory", dir))
+    // Rewrites are rare (a new or cleared graph, a converted file), so unlike appends they pay
+    // for surviving a power loss.
+    Ok(atomic_file::replace(path, &journal)?)
 }
 
 /// Records the cell added last to `graph` (whose other cells the file at `path` holds) by
@@ -227,17 +203,6 @@ fn appendable(file: &File, len: u64) -> io::Result<bool> {
 fn push_line(buffer: &mut Vec<u8>, cell: &Cell) {
     serde_json::to_writer(&mut *buffer, cell).expect("a cell serialises to JSON");
     buffer.push(b'\n');
-}
-
-/// Creates `path` (which must not exist), writes `bytes` and syncs them to disk.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(StoreError::io("create", path))?;
-    file.write_all(bytes).map_err(StoreError::io("write", path))?;
-    file.sync_all().map_err(StoreError::io("sync", path))
 }
 
 /// Reads the graph at `path` and checks it with [`Graph::from_cells`]. A last line cut short by

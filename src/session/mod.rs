@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::atomic_file;
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::graph::{Cell, CellId, CellStatus, ChainHash, Graph, KernelHead, store};
@@ -636,7 +637,7 @@ impl Session {
             };
             let record = Attachment { connection_file: file.clone(), head };
             let json = serde_json::to_vec_pretty(&record).expect("an attachment serialises");
-            store::replace(&self.paths.attachment(), &json)?;
+            atomic_file::replace(&self.paths.attachment(), &json).map_err(store::StoreError::from)?;
         }
         Ok(())
     }

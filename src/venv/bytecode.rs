@@ -94,9 +94,8 @@ impl BytecodeStore {
 
         let site_packages =
             venv.site_packages().map_err(|source| VenvError::Io { path: dir.to_owned(), source })?;
-        let store = self.dir.clone();
+        let (store, staging) = (self.dir.clone(), self.scratch("staging"));
         tokio::task::spawn_blocking(move || {
-            let staging = BytecodeStore { dir: store.clone() }.scratch("staging");
             let filled = mirror_pycache(&site_packages, &staging).and_then(|()| fs::rename(&staging, &store));
             if filled.is_err() {
                 let _ = fs::remove_dir_all(&staging);

@@ -18,6 +18,7 @@ use std::process::Stdio;
 use sha2::Digest;
 use tokio::process::Command;
 
+use crate::atomic_file;
 use bytecode::BytecodeStore;
 
 /// The packages a session's venv gets besides ipykernel.
@@ -182,15 +183,14 @@ impl Uv {
             self.install(&venv, &all).await?;
             return Ok(venv);
         };
-        let mut installed = false;
-        if is_fresh(&pins) {
-            match self.install_pinned(&venv, &pins).await {
-                Ok(()) => installed = true,
+        let installed = is_fresh(&pins)
+            && match self.install_pinned(&venv, &pins).await {
+                Ok(()) => true,
                 Err(error) => {
-                    tracing::info!(%error, "the pinned versions are not all in uv's cache; resolving again")
+                    tracing::info!(%error, "the pinned versions are not all in uv's cache; resolving again");
+                    false
                 }
-            }
-        }
+            };
         if !installed {
             self.install(&venv, &all).await?;
             self.pin(&venv, &pins).await;
@@ -268,10 +268,8 @@ impl Uv {
                     .map_err(|source| VenvError::Io { path: pins.to_owned(), source });
             }
             BytecodeStore::for_pins(pins).discard();
-            let temp = pins.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
-            std::fs::write(&temp, frozen)
-                .and_then(|()| std::fs::rename(&temp, pins))
-                .map_err(|source| VenvError::Io { path: pins.to_owned(), source })
+            atomic_file::replace(pins, frozen.as_bytes())
+                .map_err(|error| VenvError::Io { path: error.path, source: error.source })
         };
         if let Err(error) = written.await {
             tracing::warn!(%error, "cannot pin the versions of a new venv");
