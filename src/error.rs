@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crate::graph::GraphError;
 use crate::graph::store::StoreError;
-use crate::kernel::KernelError;
+use crate::kernel::{Death, KernelError};
 use crate::venv::VenvError;
 
 /// Result of a session operation.
@@ -36,9 +36,51 @@ pub enum Error {
     /// A bad or unknown cell id, or a damaged graph.
     #[error(transparent)]
     Graph(#[from] GraphError),
-    /// An argument that cannot be used as given (empty code, a negative timeout, ...).
+    /// A tool argument that cannot be used as given (empty code, a negative timeout, ...).
     #[error("{0}")]
     InvalidArgument(String),
+    /// A session file the server wrote cannot be read back.
+    #[error("`{}` is damaged: {reason}; the session cannot be opened until it is repaired or removed", path.display())]
+    DamagedRecord {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The session's kernel is gone and cannot be replaced by us (an attached kernel).
+    #[error("{provider} is gone: it {}. Start it again and attach_kernel anew", death.as_ref().map_or("stopped answering".to_owned(), ToString::to_string))]
+    KernelGone {
+        /// Where the kernel ran.
+        provider: String,
+        /// Why it is gone, when known.
+        death: Option<Death>,
+    },
+    /// Reaching the parent needs a restart the session's kernels cannot have.
+    #[error(
+        "this session runs on {provider}, so it cannot be restarted to replay another branch. The kernel holds          {held}: continue from that cell or its descendants, or create_repl for a session of your own to branch          freely"
+    )]
+    CannotBranch {
+        /// Where the kernel runs.
+        provider: String,
+        /// What it holds, in words.
+        held: String,
+    },
+    /// An operation the session's kernels do not offer.
+    #[error("{operation} is not available in a session on {provider}: {advice}")]
+    Unsupported {
+        /// The tool or operation.
+        operation: &'static str,
+        /// Where the kernels run.
+        provider: String,
+        /// What to do instead.
+        advice: &'static str,
+    },
+    /// The session was destroyed while the call ran.
+    #[error("session `{id}` was destroyed while this call ran; its cell was stopped and not recorded")]
+    Destroyed {
+        /// The session id.
+        id: String,
+    },
     /// A package requirement that was refused before uv ran.
     #[error("refused package `{requirement}`: {reason}")]
     InvalidRequirement {
@@ -57,8 +99,10 @@ pub enum Error {
         /// Its error (traceback) or the kernel's death.
         detail: String,
     },
-    /// The request was cancelled before it started.
-    #[error("the request was cancelled before its code started; it was not run")]
+    /// The request was cancelled (or the cell interrupted) before its code started.
+    #[error(
+        "the cell was stopped (the request was cancelled, or interrupt_cell asked) before its code started; it was not run"
+    )]
     Cancelled,
     /// The kernel failed.
     #[error(transparent)]

@@ -5,15 +5,19 @@
 //!
 //! # Layout
 //! - [`jupyter`]: the protocol: messages, the signed wire codec, connection files, sockets.
-//! - [`kernel`]: one kernel: launch or attach, execute, interrupt, restart, shutdown, death.
+//! - [`kernel`]: one kernel: launch or attach, execute, interrupt, kill, shutdown, death.
 //! - [`graph`]: the DAG of cells: ids, chain hashes, the replay plan; persisted atomically.
 //! - [`venv`]: uv: found or bootstrapped; venvs with ipykernel and the base packages, reusing
 //!   the last resolution of their versions and the bytecode compiled for them.
-//! - [`session`]: a venv, its kernel and its graph; running a cell with replay; all sessions.
+//! - [`provider`]: where a session's kernels come from (a local uv venv, a connection file),
+//!   behind one trait the kernel pool goes through.
+//! - [`session`]: a graph, a pool of kernels from one provider, the records readers see;
+//!   running a cell with replay; all sessions.
 //! - [`mcp`]: the MCP tools, outputs as MCP content, the stdio and streamable HTTP transports.
 //! - [`notebook`]: outputs and cell paths in nbformat 4.5 (kept outputs, exports).
 //! - [`error`]: what a session operation can fail with, as the MCP layer sees it.
 //! - [`atomic_file`]: replacing a small file atomically and durably.
+//! - [`private_dir`]: directories only the server's user may enter.
 //! - [`config`]: settings shared by every command (data directory, uv, Python).
 //! - [`exec`]: the `exec` command, to drive a kernel by hand.
 //! - [`demo`]: the `demo` command: the branching example through a real MCP client.
@@ -28,5 +32,7 @@ pub mod jupyter;
 pub mod kernel;
 pub mod mcp;
 pub mod notebook;
+pub mod private_dir;
+pub mod provider;
 pub mod session;
 pub mod venv;

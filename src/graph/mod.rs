@@ -239,6 +239,16 @@ pub enum KernelHead {
     Unknown,
 }
 
+/// What it takes a kernel to reach the state after a parent: ordered so that a cheaper reach is
+/// smaller (any reach without a restart before any with one, then fewer cells replayed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reach {
+    /// The kernel must restart first: what it holds is not a prefix of the parent's path.
+    pub restart: bool,
+    /// Cells to replay (after the restart, if any) before the new code runs.
+    pub replay: usize,
+}
+
 /// What to do to a kernel before running new code under a parent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayPlan {
@@ -417,7 +427,7 @@ impl Graph {
     /// # Errors
     /// [`GraphError::UnknownCell`] if `parent` is not in the graph.
     pub fn plan(&self, head: KernelHead, parent: Option<&CellId>) -> Result<ReplayPlan, GraphError> {
-        let (restart, replayed) = self.replay_cost(head, parent)?;
+        let Reach { restart, replay: replayed } = self.reach(head, parent)?;
         let Some(parent) = parent else { return Ok(ReplayPlan { restart, replay: Vec::new() }) };
         let mut replay: Vec<CellId> =
             self.ancestry(self.position(parent)?).take(replayed).map(|p| self.cells[p].id.clone()).collect();
@@ -430,12 +440,9 @@ impl Graph {
     ///
     /// # Errors
     /// [`GraphError::UnknownCell`] if `parent` is not in the graph.
-    pub fn replay_cost(
-        &self,
-        head: KernelHead,
-        parent: Option<&CellId>,
-    ) -> Result<(bool, usize), GraphError> {
-        let Some(parent) = parent else { return Ok((head != KernelHead::Fresh, 0)) };
+    pub fn reach(&self, head: KernelHead, parent: Option<&CellId>) -> Result<Reach, GraphError> {
+        let restart = head != KernelHead::Fresh;
+        let Some(parent) = parent else { return Ok(Reach { restart, replay: 0 }) };
         let start = self.position(parent)?;
         if let KernelHead::At(hash) = head
             // Walk up from the parent to the kernel's state, so that continuing a line of work
@@ -444,11 +451,11 @@ impl Graph {
             // plan shortest regardless.
             && let Some(missing) = self.ancestry(start).position(|p| self.cells[p].chain_hash == hash)
         {
-            return Ok((false, missing));
+            return Ok(Reach { restart: false, replay: missing });
         }
         // Fresh, the whole path replays; otherwise what the kernel holds (if known) is not a
         // prefix of the path, so it restarts first.
-        Ok((head != KernelHead::Fresh, self.ancestry(start).count()))
+        Ok(Reach { restart, replay: self.ancestry(start).count() })
     }
 
     /// Removes every cell.

@@ -224,6 +224,16 @@ pub fn load(path: &Path) -> Result<Graph, StoreError> {
     Graph::from_cells(cells).map_err(|source| StoreError::Invalid { path: path.to_owned(), source })
 }
 
+/// How many cells the graph file at `path` holds, counted without parsing them (for listings of
+/// many sessions): the complete lines after a journal's version line. `None` for a file that is
+/// missing, unreadable or not a journal (a version 1 file).
+pub fn count_cells(path: &Path) -> Option<usize> {
+    let bytes = fs::read(path).ok()?;
+    let (first_line, rest) = bytes.split_at(bytes.iter().position(|&b| b == b'\n')? + 1);
+    let VersionOnly { version } = serde_json::from_slice(first_line).ok()?;
+    (version == FORMAT_VERSION).then(|| rest.iter().filter(|&&b| b == b'\n').count())
+}
+
 /// The cells in `bytes`, the contents of the graph file at `path`.
 fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Cell>, StoreError> {
     let corrupt = |source| StoreError::Corrupt { path: path.to_owned(), source };
@@ -433,6 +443,23 @@ mod tests {
         fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"id\":\"0123").unwrap();
         append(&graph, &path).unwrap();
         assert_eq!(fs::read(&path).unwrap(), whole);
+    }
+
+    #[test]
+    fn cells_are_counted_without_parsing_them_and_a_partial_line_is_not_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("graph.json");
+        assert_eq!(count_cells(&path), None);
+        let graph = sample();
+        journal_of(&graph, &path);
+        assert_eq!(count_cells(&path), Some(graph.len()));
+        // Lines are counted, not read: a garbled line still counts, a cut-short one does not.
+        fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"not json\n{\"id\"").unwrap();
+        assert_eq!(count_cells(&path), Some(graph.len() + 1));
+        let cells: Vec<&Cell> = graph.cells().collect();
+        fs::write(&path, serde_json::to_vec(&serde_json::json!({ "version": 1, "cells": cells })).unwrap())
+            .unwrap();
+        assert_eq!(count_cells(&path), None);
     }
 
     #[test]

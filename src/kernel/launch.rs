@@ -5,7 +5,6 @@
 //! task that waits on it and reports its exit, and the signals sent to its group. Knows nothing
 //! of the messages it speaks (`actor.rs` does).
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -18,6 +17,7 @@ use tokio::sync::watch;
 
 use super::{Death, KernelError};
 use crate::jupyter::connection::{ConnectionInfo, Transport};
+use crate::private_dir;
 
 /// The kernelspec template: argv and env with `{python}`, `{connection_file}` and `{ipython_dir}`.
 const KERNEL_JSON: &str = include_str!("../../kernelspec/kernel.json");
@@ -132,7 +132,8 @@ impl KernelProcess {
     /// tail of the kernel's log.
     pub async fn start(spec: &LaunchSpec) -> Result<KernelProcess, KernelError> {
         let kernel_spec = kernel_spec();
-        create_private_dir(&spec.dir)?;
+        private_dir::create(&spec.dir)
+            .map_err(|source| KernelError::Io { path: spec.dir.clone(), source })?;
         // Each start gets its own file names, so a kernel being replaced cannot remove or hold
         // the files of the one replacing it.
         let instance = &uuid::Uuid::new_v4().simple().to_string()[..8];
@@ -311,11 +312,17 @@ impl KernelProcess {
             self.signal_group(Signal::SIGTERM);
             self.wait_exit(grace).await;
         }
+        self.kill(grace).await;
+    }
+
+    /// Kills the process group at once (SIGKILL), waiting up to `timeout` until no process of
+    /// it is left.
+    pub async fn kill(&self, timeout: Duration) {
         self.signal_group(Signal::SIGKILL);
-        self.wait_exit(grace).await;
+        self.wait_exit(timeout).await;
         // The rest of the group are no children of ours: wait (bounded) until they have been
         // reaped, so that "stopped" means no process of the kernel is left.
-        let deadline = tokio::time::Instant::now() + grace;
+        let deadline = tokio::time::Instant::now() + timeout;
         while self.group_exists() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -350,7 +357,7 @@ struct PidRecord {
 /// their connection files, sockets and pid files. Kernels of a server still running are left
 /// alone. Returns how many process groups were killed, once they are gone (or a second has
 /// passed).
-pub fn reap_orphans(dir: &Path) -> usize {
+pub async fn reap_orphans(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     let mut killed = Vec::new();
     for entry in entries.flatten() {
@@ -381,9 +388,9 @@ pub fn reap_orphans(dir: &Path) -> usize {
     }
     // A killed process is gone only once it has been scheduled to die: wait (bounded) for
     // that, so that what the caller does next finds nothing of the old kernels running.
-    let deadline = std::time::Instant::now() + ORPHAN_EXIT_WAIT;
-    while killed.iter().any(|&group| killpg(group, None).is_ok()) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+    let deadline = tokio::time::Instant::now() + ORPHAN_EXIT_WAIT;
+    while killed.iter().any(|&group| killpg(group, None).is_ok()) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     killed.len()
 }
@@ -440,13 +447,6 @@ fn remove_stale_sockets(connection: &ConnectionInfo) {
             let _ = std::fs::remove_file(connection.ipc_path(channel));
         }
     }
-}
-
-fn create_private_dir(dir: &Path) -> Result<(), KernelError> {
-    let io = |source| KernelError::Io { path: dir.to_owned(), source };
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
-    // `mode` does not apply to a directory that already existed.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)
 }
 
 fn write_file(path: &Path, contents: &str) -> Result<(), KernelError> {

@@ -1,9 +1,10 @@
-//! A Jupyter kernel we talk to: [`Kernel`] runs code, interrupts, restarts and shuts down.
+//! A Jupyter kernel we talk to: [`Kernel`] runs code, interrupts, kills and shuts down.
 //!
-//! Owns the lifecycle of one kernel connection, whether we started the kernel
-//! ([`Kernel::launch`], `launch.rs`) or somebody else did ([`Kernel::attach`]: we never kill
-//! or restart those). The sockets are owned by one task (`actor.rs`); outputs are built in
-//! `output.rs`. Knows nothing of venvs, cells or MCP.
+//! Owns one kernel connection and, when we started the kernel ([`Kernel::launch`],
+//! `launch.rs`), its process; a kernel somebody else started ([`Kernel::attach`]) has no process
+//! of ours, so it is never signalled or stopped. Which kernels to start, restart or stop is the
+//! provider's decision (`crate::provider`). The sockets are owned by one task (`actor.rs`);
+//! outputs are built in `output.rs`. Knows nothing of venvs, cells or MCP.
 
 mod actor;
 pub mod launch;
@@ -122,8 +123,8 @@ pub enum KernelError {
         /// How long we waited.
         timeout: Duration,
     },
-    /// A restart was asked of a kernel somebody else started.
-    #[error("cannot {action} a kernel we did not start (attached through `{}`); restart it where it was started", connection_file.display())]
+    /// Something only the owner may do (a kill) was asked of a kernel somebody else started.
+    #[error("cannot {action} a kernel we did not start (attached through `{}`); do it where the kernel was started", connection_file.display())]
     NotOwned {
         /// What was asked.
         action: &'static str,
@@ -159,16 +160,13 @@ pub struct Execution {
     pub execution_count: Option<u64>,
 }
 
-enum Owner {
-    Launched { spec: LaunchSpec, process: Box<KernelProcess> },
-    Attached { connection_file: PathBuf },
-}
-
 /// A connected kernel.
 pub struct Kernel {
     client: Client,
     info: KernelInfoReply,
-    owner: Owner,
+    connection_file: PathBuf,
+    /// The process, when we started it; `None` for a kernel somebody else started.
+    process: Option<Box<KernelProcess>>,
 }
 
 impl Kernel {
@@ -186,9 +184,12 @@ impl Kernel {
             Ok::<_, KernelError>((client, info))
         };
         match started.await {
-            Ok((client, info)) => {
-                Ok(Kernel { client, info, owner: Owner::Launched { spec, process: Box::new(process) } })
-            }
+            Ok((client, info)) => Ok(Kernel {
+                client,
+                info,
+                connection_file: process.connection_file().to_owned(),
+                process: Some(Box::new(process)),
+            }),
             Err(error) => Err(process.start_failed(error.to_string())),
         }
     }
@@ -203,7 +204,7 @@ impl Kernel {
         let sockets = ClientSockets::connect(&connection, ATTACH_TIMEOUT).await?;
         let client = Client::spawn(sockets, Liveness::Heartbeat);
         let info = handshake(&client, ATTACH_TIMEOUT).await?;
-        Ok(Kernel { client, info, owner: Owner::Attached { connection_file: connection_file.to_owned() } })
+        Ok(Kernel { client, info, connection_file: connection_file.to_owned(), process: None })
     }
 
     /// Runs `code` as a cell and returns its outputs once both the reply and the kernel's idle
@@ -250,15 +251,9 @@ impl Kernel {
     /// # Errors
     /// [`KernelError::NotOwned`] for an attached kernel.
     pub fn kill(&self) -> Result<(), KernelError> {
-        match &self.owner {
-            Owner::Launched { process, .. } => {
-                process.signal_group(Signal::SIGKILL);
-                Ok(())
-            }
-            Owner::Attached { connection_file } => {
-                Err(KernelError::NotOwned { action: "kill", connection_file: connection_file.clone() })
-            }
-        }
+        let process = self.own_process("kill")?;
+        process.signal_group(Signal::SIGKILL);
+        Ok(())
     }
 
     /// Interrupts the running code (a `KeyboardInterrupt` in the cell; variables are kept):
@@ -268,7 +263,7 @@ impl Kernel {
     /// # Errors
     /// When the control request fails or is not answered.
     pub async fn interrupt(&self) -> Result<(), KernelError> {
-        if let Owner::Launched { process, .. } = &self.owner
+        if let Some(process) = &self.process
             && process.interrupt_mode() == InterruptMode::Signal
         {
             process.signal_group(Signal::SIGINT);
@@ -277,34 +272,20 @@ impl Kernel {
         self.control_request("interrupt_request", Content::InterruptRequest).await.map(drop)
     }
 
-    /// Replaces the kernel with a fresh one from the same spec; the sockets are rebuilt (the
-    /// `zeromq` crate's DEALER and REQ do not reconnect by themselves).
-    ///
-    /// # Errors
-    /// [`KernelError::NotOwned`] for an attached kernel; start-up errors of the new kernel.
-    pub async fn restart(&mut self) -> Result<(), KernelError> {
-        let spec = match &self.owner {
-            Owner::Launched { spec, process } => {
-                // The state is being thrown away: no graceful shutdown to wait for.
-                process.terminate(SHUTDOWN_GRACE).await;
-                spec.clone()
-            }
-            Owner::Attached { connection_file } => {
-                return Err(KernelError::NotOwned {
-                    action: "restart",
-                    connection_file: connection_file.clone(),
-                });
-            }
-        };
-        *self = Kernel::launch(spec).await?;
-        Ok(())
+    /// Stops a kernel we started at once, its state being thrown away: SIGKILL to its process
+    /// group, waiting (bounded) until no process of it is left. An attached kernel is only
+    /// disconnected.
+    pub async fn terminate(self) {
+        if let Some(process) = &self.process {
+            process.kill(SHUTDOWN_GRACE).await;
+        }
     }
 
     /// Stops the kernel: `shutdown_request` on control, a bounded wait, then SIGTERM and
     /// SIGKILL to its process group, so no process of it is left. An attached kernel is only
     /// disconnected, never stopped.
     pub async fn shutdown(self) {
-        let Owner::Launched { process, .. } = &self.owner else { return };
+        let Some(process) = &self.process else { return };
         if process.is_running() {
             let request = Content::ShutdownRequest(Shutdown { restart: false });
             if let Err(error) = self.control_request("shutdown_request", request).await {
@@ -333,18 +314,23 @@ impl Kernel {
 
     /// The connection file: the one we wrote, or the one we attached through.
     pub fn connection_file(&self) -> &Path {
-        match &self.owner {
-            Owner::Launched { process, .. } => process.connection_file(),
-            Owner::Attached { connection_file } => connection_file,
-        }
+        &self.connection_file
     }
 
     /// The kernel's process id, when we started it.
     pub fn pid(&self) -> Option<u32> {
-        match &self.owner {
-            Owner::Launched { process, .. } => Some(process.pid()),
-            Owner::Attached { .. } => None,
-        }
+        self.process.as_ref().map(|process| process.pid())
+    }
+
+    /// The death watch: `Some(cause)` once the kernel is gone.
+    pub fn death_watch(&self) -> tokio::sync::watch::Receiver<Option<Death>> {
+        self.client.death()
+    }
+
+    fn own_process(&self, action: &'static str) -> Result<&KernelProcess, KernelError> {
+        self.process
+            .as_deref()
+            .ok_or_else(|| KernelError::NotOwned { action, connection_file: self.connection_file.clone() })
     }
 
     async fn control_request(&self, what: &'static str, content: Content) -> Result<(), KernelError> {

@@ -49,7 +49,11 @@ pub fn cell_result(run: &CellRun) -> CallToolResult {
         "replay_ms": millis(run.replay_time),
         "run_ms": millis(run.run_time),
         "stopped": run.stopped.map(|stop| json!({
-            "reason": match stop.reason { StopReason::Timeout(_) => "timeout", StopReason::Cancelled => "cancelled" },
+            "reason": match stop.reason {
+                StopReason::Timeout(_) => "timeout",
+                StopReason::Cancelled => "cancelled",
+                StopReason::Interrupted => "interrupt_cell",
+            },
             "kernel_killed": stop.kernel_killed,
         })),
     });
@@ -101,6 +105,17 @@ pub fn finished_cell_result(cell: &Cell, outputs: &[Output]) -> CallToolResult {
         "status": status_name(cell.status),
         "execution_count": cell.execution_count,
     }));
+    result
+}
+
+/// `result` (a cell's final result) marked as that of a cell that had ended before it was asked
+/// to stop: a note before the cell id, and `already_ended` in structured content.
+pub fn already_ended_result(mut result: CallToolResult) -> CallToolResult {
+    let at = result.content.len().saturating_sub(1);
+    result.content.insert(at, ContentBlock::text("The cell had already ended; this is its recorded result."));
+    if let Some(Value::Object(structured)) = &mut result.structured_content {
+        structured.insert("already_ended".to_owned(), Value::Bool(true));
+    }
     result
 }
 
@@ -217,19 +232,20 @@ fn output_content(output: &Output) -> Option<ContentBlock> {
 
 /// What happened to a stopped cell, and what it means for the session's state.
 fn stop_note(stop: &Stop) -> String {
-    let why = match stop.reason {
-        StopReason::Timeout(limit) => format!("it ran past its time limit of {}s", limit.as_secs_f64()),
-        StopReason::Cancelled => "the request was cancelled".to_owned(),
-    };
+    let why = stop.reason;
     if stop.kernel_killed {
         format!(
             "The cell was stopped because {why}. It ignored the interrupt, so its kernel was killed: the \
              in-memory state is lost and will be rebuilt by replay on the next run_code."
         )
     } else {
+        let advice = match stop.reason {
+            StopReason::Timeout(_) => " Pass a larger timeout_s to let it finish.",
+            StopReason::Cancelled | StopReason::Interrupted => "",
+        };
         format!(
             "The cell was interrupted because {why}. The kernel kept its state: whatever the cell did \
-             before the interrupt is still there. Pass a larger timeout_s to let it finish."
+             before the interrupt is still there.{advice}"
         )
     }
 }

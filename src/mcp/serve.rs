@@ -128,7 +128,7 @@ pub async fn run(
         Transport::Stdio => None,
         Transport::Http => Some(HttpEndpoint::bind(args).await?),
     };
-    let manager = Arc::new(SessionManager::new(settings));
+    let manager = Arc::new(SessionManager::new(settings).await);
     manager.start_background();
     match endpoint {
         None => serve_stdio(manager, shutdown).await,

@@ -2,6 +2,7 @@
 //! shape: it finds the session, calls it, and maps the outcome with `content.rs`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -14,8 +15,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::content::{
-    cell_detail_result, cell_result, cells_result, error_result, finished_cell_result, live_result,
-    text_result,
+    already_ended_result, cell_detail_result, cell_result, cells_result, error_result, finished_cell_result,
+    live_result, text_result,
 };
 use crate::error::Error;
 use crate::graph::CellId;
@@ -35,7 +36,10 @@ the new cell branches from there and sees none of the later cells' effects. With
 parent_cell_id the code runs on a fresh interpreter. Cells that raised can still be parents.\n\
 Figures: call display_figure(fig) (predefined), plt.show(), or end the cell with the figure; \
 each figure comes back once as a PNG image. Install more packages with install_packages; they \
-import at once. reset_repl clears a session's cells and restarts its kernel.";
+import at once. reset_repl clears a session's cells and restarts its kernel.\n\
+Long cells: pass wait_s to run_code to get the output so far after that many seconds; then \
+wait_cell gives more or the end, and interrupt_cell stops the cell. list_cells shows the tree \
+of cells, get_cell one cell's code and outputs; both answer even while a cell runs.";
 
 /// `run_code` arguments.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -73,6 +77,10 @@ pub struct WaitCellArgs {
 
 /// How long `wait_cell` waits when not told.
 const DEFAULT_WAIT_S: f64 = 30.0;
+
+/// How long `interrupt_cell` waits for a stopped cell's end beyond the interrupt grace: the
+/// kill of a kernel that ignored the interrupt, and the recording of the cell.
+const INTERRUPT_SETTLE: Duration = Duration::from_secs(30);
 
 /// Arguments naming one session.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -125,7 +133,14 @@ impl PyReplServer {
     #[tool(
         description = "Create a new Python session: a private virtualenv with numpy, pandas, matplotlib, scipy, \
         scikit-learn, seaborn and plotly, and a running kernel. Returns the session id to pass to the other \
-        tools. Takes a few seconds; progress is reported when the request carries a progress token."
+        tools. Takes a few seconds; progress is reported when the request carries a progress token.",
+        annotations(
+            title = "Create a Python session",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     async fn create_repl(&self, context: RequestContext<RoleServer>) -> Result<CallToolResult, ErrorData> {
         let outcome =
@@ -143,7 +158,14 @@ impl PyReplServer {
         exactly the state after that cell (continue a line of work, or branch from an older cell); omit it to \
         start from a fresh interpreter. Cells that raised are recorded and can be parents too. For long cells \
         pass wait_s: if the cell still runs after that, the reply comes at once with the output so far, and \
-        wait_cell gives the rest."
+        wait_cell gives the rest (interrupt_cell stops it).",
+        annotations(
+            title = "Run Python code",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     async fn run_code(
         &self,
@@ -195,7 +217,8 @@ impl PyReplServer {
 
     #[tool(
         description = "Wait for a cell started by run_code with wait_s: returns as soon as it ends (its full \
-        result, as run_code gives it) or after wait_s seconds (the output so far, and that it still runs)."
+        result, as run_code gives it) or after wait_s seconds (the output so far, and that it still runs).",
+        annotations(title = "Wait for a running cell", read_only_hint = true, open_world_hint = false)
     )]
     async fn wait_cell(
         &self,
@@ -204,14 +227,46 @@ impl PyReplServer {
         let outcome = async {
             let wait = parse_seconds("wait_s", args.wait_s.unwrap_or(DEFAULT_WAIT_S), true)?;
             let cell = CellId::parse(&args.cell_id)?;
-            let session = self.manager.get(&args.session_id)?;
+            let records = self.manager.records(&args.session_id)?;
             if let Some(live) = self.manager.live_cell(&args.session_id, &cell) {
                 return Ok(live_result(&live, live.wait(wait).await, wait));
             }
             // Not running: it ended (or never was). Its record is in the graph.
-            let session = session.lock().await;
-            let outputs = session.outputs_of(&cell)?;
-            Ok::<_, Error>(finished_cell_result(session.graph().cell(&cell)?, &outputs))
+            let outputs = records.outputs_of(&cell)?;
+            Ok::<_, Error>(finished_cell_result(records.graph().cell(&cell)?, &outputs))
+        }
+        .await;
+        Ok(outcome.unwrap_or_else(|error| error_result(&error)))
+    }
+
+    #[tool(
+        description = "Stop a cell started by run_code with wait_s, as its time limit would: an interrupt \
+        (KeyboardInterrupt in the cell; the variables are kept), then, if the code ignores it, a kill of its \
+        kernel (the state is rebuilt by replay on the next run_code). Returns the cell's final result. On a \
+        cell that has already ended, returns its recorded result and says so.",
+        annotations(
+            title = "Interrupt a running cell",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn interrupt_cell(
+        &self,
+        Parameters(args): Parameters<CellArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let outcome = async {
+            let cell = CellId::parse(&args.cell_id)?;
+            let records = self.manager.records(&args.session_id)?;
+            if let Some(live) = self.manager.live_cell(&args.session_id, &cell) {
+                let was_running = live.interrupt();
+                let wait = self.manager.interrupt_grace() + INTERRUPT_SETTLE;
+                let result = live_result(&live, live.wait(wait).await, wait);
+                return Ok(if was_running { result } else { already_ended_result(result) });
+            }
+            let outputs = records.outputs_of(&cell)?;
+            Ok::<_, Error>(already_ended_result(finished_cell_result(records.graph().cell(&cell)?, &outputs)))
         }
         .await;
         Ok(outcome.unwrap_or_else(|error| error_result(&error)))
@@ -219,7 +274,14 @@ impl PyReplServer {
 
     #[tool(
         description = "Install Python packages into a session's virtualenv with uv. They can be imported at once, \
-        without a restart. Give plain requirements such as \"requests\" or \"polars>=1.0\"."
+        without a restart. Give plain requirements such as \"requests\" or \"polars>=1.0\".",
+        annotations(
+            title = "Install Python packages",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
     )]
     async fn install_packages(
         &self,
@@ -244,7 +306,14 @@ impl PyReplServer {
 
     #[tool(
         description = "Reset a session: stop its kernel and forget all its cells. The next run_code starts on a \
-        fresh interpreter. Installed packages stay."
+        fresh interpreter. Installed packages stay.",
+        annotations(
+            title = "Reset a session",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn reset_repl(
         &self,
@@ -266,10 +335,19 @@ impl PyReplServer {
             Err(error) => error_result(&error),
         })
     }
-    #[tool(description = "Make a session on a kernel that is already running (JupyterLab, jupyter console, \
+    #[tool(
+        description = "Make a session on a kernel that is already running (JupyterLab, jupyter console, \
         `python -m ipykernel_launcher`), given its connection file. run_code then works on that kernel's live \
         state and can continue from the last cell; branching back to an older cell is refused, because a \
-        kernel we did not start is never restarted. reset_repl and server shutdown never stop it.")]
+        kernel we did not start is never restarted. reset_repl and server shutdown never stop it.",
+        annotations(
+            title = "Attach to a running kernel",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
     async fn attach_kernel(
         &self,
         Parameters(args): Parameters<AttachArgs>,
@@ -282,10 +360,11 @@ impl PyReplServer {
 
     #[tool(
         description = "List every session (including those from earlier server runs): id, number of cells, \
-        whether a kernel is running."
+        whether a kernel is running.",
+        annotations(title = "List sessions", read_only_hint = true, open_world_hint = false)
     )]
     async fn list_sessions(&self) -> Result<CallToolResult, ErrorData> {
-        let sessions = self.manager.list().await;
+        let sessions = self.manager.list();
         let text = if sessions.is_empty() {
             "No sessions; create one with create_repl.".to_owned()
         } else {
@@ -293,7 +372,8 @@ impl PyReplServer {
                 .iter()
                 .map(|s| {
                     let kernel = if s.kernel_running { "kernel running" } else { "no kernel" };
-                    format!("{}  {} cells  {kernel}", s.id, s.cells)
+                    let cells = s.cells.map_or("?".to_owned(), |n| n.to_string());
+                    format!("{}  {cells} cells  {kernel}", s.id)
                 })
                 .collect::<Vec<_>>()
                 .join("\n")
@@ -303,29 +383,32 @@ impl PyReplServer {
 
     #[tool(
         description = "Show a session's cells as a tree: ids, parents, the first line of each cell's code, \
-        its status, and which cells the running kernel holds now (running under one of those needs no replay)."
+        its status, and which cells the running kernel holds now (running under one of those needs no replay).",
+        annotations(title = "List a session's cells", read_only_hint = true, open_world_hint = false)
     )]
     async fn list_cells(
         &self,
         Parameters(args): Parameters<SessionArgs>,
     ) -> Result<CallToolResult, ErrorData> {
         let outcome = async {
-            let session = self.manager.get(&args.session_id)?;
-            let session = session.lock().await;
-            Ok::<_, Error>(cells_result(session.graph(), &session.held_cells()))
+            let records = self.manager.records(&args.session_id)?;
+            let held = records.held_cells();
+            Ok::<_, Error>(cells_result(&records.graph(), &held))
         }
         .await;
         Ok(outcome.unwrap_or_else(|error| error_result(&error)))
     }
 
-    #[tool(description = "Show one cell: its code and the outputs it produced when it last ran.")]
+    #[tool(
+        description = "Show one cell: its code and the outputs it produced when it last ran.",
+        annotations(title = "Show a cell", read_only_hint = true, open_world_hint = false)
+    )]
     async fn get_cell(&self, Parameters(args): Parameters<CellArgs>) -> Result<CallToolResult, ErrorData> {
         let outcome = async {
             let cell = CellId::parse(&args.cell_id)?;
-            let session = self.manager.get(&args.session_id)?;
-            let session = session.lock().await;
-            let outputs = session.outputs_of(&cell)?;
-            Ok::<_, Error>(cell_detail_result(session.graph().cell(&cell)?, &outputs))
+            let records = self.manager.records(&args.session_id)?;
+            let outputs = records.outputs_of(&cell)?;
+            Ok::<_, Error>(cell_detail_result(records.graph().cell(&cell)?, &outputs))
         }
         .await;
         Ok(outcome.unwrap_or_else(|error| error_result(&error)))
@@ -333,7 +416,14 @@ impl PyReplServer {
 
     #[tool(
         description = "Export the path from the first cell down to cell_id as a Jupyter notebook (with the \
-        outputs), plus the session's `uv pip freeze`. Returns the paths of both files."
+        outputs), plus the session's `uv pip freeze`. Returns the paths of both files.",
+        annotations(
+            title = "Export a notebook",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn export_notebook(
         &self,
@@ -341,10 +431,9 @@ impl PyReplServer {
     ) -> Result<CallToolResult, ErrorData> {
         let outcome = async {
             let cell = CellId::parse(&args.cell_id)?;
-            let session = self.manager.get(&args.session_id)?;
+            let records = self.manager.records(&args.session_id)?;
             let uv = self.manager.uv().await?;
-            let session = session.lock().await;
-            session.export_notebook(uv, &cell).await
+            records.export_notebook(uv, &cell).await
         }
         .await;
         Ok(match outcome {
@@ -360,7 +449,14 @@ impl PyReplServer {
     }
 
     #[tool(
-        description = "Delete a session for good: its kernel is stopped and its directory (venv, cells) removed."
+        description = "Delete a session for good: its kernel is stopped and its directory (venv, cells) removed.",
+        annotations(
+            title = "Destroy a session",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn destroy_repl(
         &self,
@@ -407,7 +503,8 @@ where
 {
     let cancel = context.ct.clone();
     let Some(token) = context.meta.get_progress_token() else {
-        return operation(CallContext { progress: Progress::default(), cancel }).await;
+        return operation(CallContext { progress: Progress::default(), cancel, ..CallContext::default() })
+            .await;
     };
     let (sender, mut updates) = tokio::sync::mpsc::unbounded_channel::<ProgressUpdate>();
     let peer = context.peer.clone();
@@ -423,7 +520,8 @@ where
             }
         }
     });
-    let outcome = operation(CallContext { progress: Progress::to(sender), cancel }).await;
+    let outcome =
+        operation(CallContext { progress: Progress::to(sender), cancel, ..CallContext::default() }).await;
     let _ = forwarder.await;
     outcome
 }

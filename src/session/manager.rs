@@ -1,11 +1,13 @@
-//! All sessions of one server: session ids to sessions, created, found on disk, reset.
+//! All sessions of one server: session ids to sessions, created, found on disk, destroyed.
 //!
-//! Owns the session directory layout under `<data dir>/sessions/` and the rule that calls on one
-//! session run one at a time (each session sits behind its own async mutex, which serves waiters
-//! in order) while different sessions run in parallel.
+//! Owns the session directory layout under `<data dir>/sessions/`, the index of sessions in
+//! memory (each with its [`Records`], so reads never take a session's lock), and the rule that
+//! calls on one session run one at a time (each session sits behind its own async mutex, which
+//! serves waiters in order) while different sessions run in parallel. A destroyed session's
+//! directory is first renamed to a name no session id can have, then removed in the
+//! background, so a crash half-way leaves nothing a restarted server mistakes for a session.
 
 use std::collections::HashMap;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,12 +15,15 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 use super::live::LiveCell;
-use super::{Attachment, Backing, CallContext, Progress, Session, SessionPaths};
+use super::records::{Records, SessionRecord};
+use super::{CallContext, Progress, Session, SessionPaths};
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::graph::{CellId, Graph, KernelHead, store};
+use crate::graph::{CellId, Graph, store};
 use crate::kernel::launch::reap_orphans;
-use crate::venv::{Uv, Venv};
+use crate::private_dir;
+use crate::provider::ProviderRecord;
+use crate::venv::Uv;
 
 /// Length of a session id: lowercase hex characters.
 const SESSION_ID_LEN: usize = 16;
@@ -26,22 +31,40 @@ const SESSION_ID_LEN: usize = 16;
 /// A session shared between the calls that use it; lock it to use it.
 pub type SharedSession = Arc<tokio::sync::Mutex<Session>>;
 
+/// Where a destroyed session's directory goes until it is removed: a name starting with this is
+/// no session id.
+const DESTROYED_PREFIX: &str = ".destroyed-";
+
 /// A line about one session, for listings.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SessionSummary {
     /// The session id.
     pub id: String,
-    /// How many cells it has.
-    pub cells: usize,
+    /// How many cells it has (`None` for a graph file of an old format, not counted).
+    pub cells: Option<usize>,
     /// Whether a kernel runs for it now.
     pub kernel_running: bool,
+}
+
+/// A session in memory: the session (lock it to act on it) and its records (read them without).
+#[derive(Clone)]
+struct Entry {
+    session: SharedSession,
+    records: Arc<Records>,
+}
+
+impl Entry {
+    fn new(session: Session) -> Self {
+        let records = session.records().clone();
+        Entry { session: Arc::new(tokio::sync::Mutex::new(session)), records }
+    }
 }
 
 /// The sessions of one server.
 pub struct SessionManager {
     settings: Settings,
     uv: OnceCell<Uv>,
-    sessions: Mutex<HashMap<String, SharedSession>>,
+    sessions: Mutex<HashMap<String, Entry>>,
     /// The cell each session is running in the background (`run_code` with `wait_s`).
     live: Mutex<HashMap<String, Arc<LiveCell>>>,
     /// Sessions built ahead of time (marked as spares on disk), handed out by `create`.
@@ -52,8 +75,9 @@ pub struct SessionManager {
 
 impl SessionManager {
     /// A manager keeping its sessions under `settings.data_dir()`. Kernels left running by a
-    /// server that crashed are killed and their files removed first.
-    pub fn new(settings: Settings) -> Self {
+    /// server that crashed are killed and their files removed first; leftover spares and
+    /// destroyed sessions are removed.
+    pub async fn new(settings: Settings) -> Self {
         let manager = SessionManager {
             settings,
             uv: OnceCell::new(),
@@ -62,14 +86,18 @@ impl SessionManager {
             spares: Mutex::new(Vec::new()),
             filling: tokio::sync::Mutex::new(()),
         };
+        if let Err(error) = private_dir::create(&manager.sessions_dir()) {
+            tracing::warn!(dir = %manager.sessions_dir().display(), %error, "cannot make the sessions directory private");
+        }
         if let Ok(sessions) = std::fs::read_dir(manager.sessions_dir()) {
             let mut killed = 0;
             for entry in sessions.flatten() {
                 let paths = SessionPaths::new(entry.path());
-                killed += reap_orphans(&paths.kernel());
+                killed += reap_orphans(&paths.kernel()).await;
                 // A spare of an earlier server was never handed out: nobody knows its id.
-                if paths.spare_marker().exists() {
-                    let _ = std::fs::remove_dir_all(paths.dir());
+                let spare = paths.spare_marker().exists();
+                if spare || entry.file_name().to_string_lossy().starts_with(DESTROYED_PREFIX) {
+                    remove_in_background(paths.dir().to_owned());
                 }
             }
             if killed > 0 {
@@ -125,7 +153,7 @@ impl SessionManager {
                 let id = session.id().to_owned();
                 let marker = SessionPaths::new(self.sessions_dir().join(&id)).spare_marker();
                 std::fs::remove_file(&marker).map_err(|source| Error::Io { path: marker, source })?;
-                self.sessions.lock().expect("sessions lock").insert(id.clone(), Arc::new(session.into()));
+                self.sessions.lock().expect("sessions lock").insert(id.clone(), Entry::new(session));
                 progress.report(3.0, Some(3.0), "a session was ready");
                 Ok(id)
             }
@@ -146,9 +174,11 @@ impl SessionManager {
         let mut installing = vec!["ipykernel".to_owned()];
         installing.extend(packages.iter().cloned());
         progress.report(2.0, Some(3.0), format!("creating the venv with {}", installing.join(", ")));
-        let venv = uv.create_venv(&paths.venv(), self.settings.python.as_deref(), &packages).await?;
+        // The local provider runs the session's kernels in this venv.
+        uv.create_venv(&paths.venv(), self.settings.python.as_deref(), &packages).await?;
         progress.report(3.0, Some(3.0), "the kernel is starting");
-        Ok(Session::open(id, self.settings.limits.clone(), paths, Backing::Venv(venv), Graph::new()))
+        let record = SessionRecord::new(ProviderRecord::Local);
+        Ok(Session::open(id, self.settings.limits.clone(), paths, &record, Graph::new()))
     }
 
     /// A ready spare whose kernel still runs; spares whose kernel died meanwhile are thrown away.
@@ -159,7 +189,7 @@ impl SessionManager {
                 return Some(spare);
             }
             tracing::warn!(session = spare.id(), "a spare session's kernel died; discarding it");
-            let _ = std::fs::remove_dir_all(self.sessions_dir().join(spare.id()));
+            remove_in_background(self.sessions_dir().join(spare.id()));
         }
     }
 
@@ -196,7 +226,7 @@ impl SessionManager {
         let id = new_session_id();
         let paths = SessionPaths::new(self.sessions_dir().join(&id));
         let built = async {
-            create_private_dir(paths.dir())?;
+            create_session_dir(paths.dir())?;
             let marker = paths.spare_marker();
             std::fs::write(&marker, b"").map_err(|source| Error::Io { path: marker, source })?;
             let mut session = self.venv_session(paths.clone(), id.clone(), &Progress::default()).await?;
@@ -214,16 +244,18 @@ impl SessionManager {
 
     /// Stops the kernels of sessions nobody has used for `idle`; they come back by replay.
     async fn stop_idle_kernels(&self, idle: Duration) {
-        let sessions: Vec<SharedSession> =
-            self.sessions.lock().expect("sessions lock").values().cloned().collect();
-        for session in sessions {
+        for session in self.in_memory() {
             // A session in use is not idle: skip it rather than wait for it.
             let Ok(mut session) = session.try_lock() else { continue };
-            if session.idle_kernel().is_some_and(|idle_for| idle_for >= idle) {
-                tracing::info!(session = session.id(), "stopping an idle kernel");
-                session.stop_kernel().await;
+            if session.idle_kernels().is_some_and(|idle_for| idle_for >= idle) {
+                tracing::info!(session = session.id(), "stopping idle kernels");
+                session.stop_kernels().await;
             }
         }
+    }
+
+    fn in_memory(&self) -> Vec<SharedSession> {
+        self.sessions.lock().expect("sessions lock").values().map(|entry| entry.session.clone()).collect()
     }
 
     /// Makes a new session: a private directory, the session `build` makes in it (its kernel
@@ -237,7 +269,7 @@ impl SessionManager {
         let id = new_session_id();
         let paths = SessionPaths::new(self.sessions_dir().join(&id));
         let built = async {
-            create_private_dir(paths.dir())?;
+            create_session_dir(paths.dir())?;
             let mut session = build(paths.clone(), id.clone()).await?;
             if kernel == KernelStart::Now {
                 session.start_kernel().await?;
@@ -247,8 +279,9 @@ impl SessionManager {
         };
         match built.await {
             Ok(session) => {
-                let session: SharedSession = Arc::new(session.into());
-                self.sessions.lock().expect("sessions lock").insert(id.clone(), session.clone());
+                let entry = Entry::new(session);
+                let session = entry.session.clone();
+                self.sessions.lock().expect("sessions lock").insert(id.clone(), entry);
                 if kernel == KernelStart::InBackground {
                     // Calls on the session queue behind this start; a failure shows on the next call.
                     tokio::spawn(async move {
@@ -272,44 +305,44 @@ impl SessionManager {
     /// # Errors
     /// A malformed id, or one with no session behind it.
     pub fn get(&self, id: &str) -> Result<SharedSession> {
-        let valid = id.len() == SESSION_ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if !valid {
-            return Err(Error::InvalidSessionId { given: crate::graph::shown(id) });
-        }
-        if let Some(session) = self.sessions.lock().expect("sessions lock").get(id) {
-            return Ok(session.clone());
-        }
-        let paths = SessionPaths::new(self.sessions_dir().join(id));
-        if !paths.graph().exists() || paths.spare_marker().exists() {
-            return Err(Error::UnknownSession { id: id.to_owned() });
+        Ok(self.entry(id)?.session)
+    }
+
+    /// What the session `id` has recorded, readable while its cells run.
+    ///
+    /// # Errors
+    /// As [`SessionManager::get`].
+    pub fn records(&self, id: &str) -> Result<Arc<Records>> {
+        Ok(self.entry(id)?.records)
+    }
+
+    fn entry(&self, id: &str) -> Result<Entry> {
+        let paths = self.session_paths(id)?;
+        if let Some(entry) = self.sessions.lock().expect("sessions lock").get(id) {
+            return Ok(entry.clone());
         }
         let graph = store::load(&paths.graph())?;
+        let record = SessionRecord::load(&paths)?;
+        // Written by an older server, or its mode changed since: only we may enter it.
+        create_session_dir(paths.dir())?;
         tracing::info!(session = id, cells = graph.len(), "session brought back from disk");
-        let limits = self.settings.limits.clone();
-        let session = match std::fs::read(paths.attachment()) {
-            Ok(bytes) => {
-                let attachment: Attachment = serde_json::from_slice(&bytes).map_err(|error| {
-                    Error::InvalidArgument(format!("`{}` is damaged: {error}", paths.attachment().display()))
-                })?;
-                let head = attachment.head.map_or(KernelHead::Fresh, KernelHead::At);
-                Session::open(
-                    id.to_owned(),
-                    limits,
-                    paths,
-                    Backing::Attached(attachment.connection_file),
-                    graph,
-                )
-                .with_head(head)
-            }
-            Err(_) => {
-                let venv = Venv::at(paths.venv());
-                Session::open(id.to_owned(), limits, paths, Backing::Venv(venv), graph)
-            }
-        };
-        let session = Arc::new(tokio::sync::Mutex::new(session));
+        let session = Session::open(id.to_owned(), self.settings.limits.clone(), paths, &record, graph);
         // Another call may have brought it back meanwhile: keep the first.
         let mut sessions = self.sessions.lock().expect("sessions lock");
-        Ok(sessions.entry(id.to_owned()).or_insert(session).clone())
+        Ok(sessions.entry(id.to_owned()).or_insert_with(|| Entry::new(session)).clone())
+    }
+
+    /// The files of the session `id`, checked to be a session's.
+    fn session_paths(&self, id: &str) -> Result<SessionPaths> {
+        if !is_session_id(id) {
+            return Err(Error::InvalidSessionId { given: crate::graph::shown(id) });
+        }
+        let paths = SessionPaths::new(self.sessions_dir().join(id));
+        let in_memory = self.sessions.lock().expect("sessions lock").contains_key(id);
+        if !in_memory && (!paths.graph().exists() || paths.spare_marker().exists()) {
+            return Err(Error::UnknownSession { id: id.to_owned() });
+        }
+        Ok(paths)
     }
 
     /// Makes a session on a kernel somebody else started, given its connection file. The
@@ -322,48 +355,74 @@ impl SessionManager {
             .map_err(|source| Error::Io { path: connection_file.to_owned(), source })?;
         // The kernel must answer now: an attach that cannot reach it is refused.
         self.add_session(KernelStart::Now, async |paths: SessionPaths, id: String| {
-            let backing = Backing::Attached(connection_file);
-            Ok(Session::open(id, self.settings.limits.clone(), paths, backing, Graph::new()))
+            let record = SessionRecord::new(ProviderRecord::Attached { connection_file });
+            Ok(Session::open(id, self.settings.limits.clone(), paths, &record, Graph::new()))
         })
         .await
     }
 
-    /// Every session on disk, in memory or not, sorted by id.
-    pub async fn list(&self) -> Vec<SessionSummary> {
+    /// Every session on disk, in memory or not, sorted by id; answered from records, without
+    /// waiting for any session or loading the graphs of sessions not in memory.
+    pub fn list(&self) -> Vec<SessionSummary> {
         let Ok(entries) = std::fs::read_dir(self.sessions_dir()) else { return Vec::new() };
         let mut ids: Vec<String> = entries
             .flatten()
-            .filter(|entry| {
-                let paths = SessionPaths::new(entry.path());
-                paths.graph().exists() && !paths.spare_marker().exists()
-            })
             .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|id| is_session_id(id))
             .collect();
         ids.sort();
-        let mut summaries = Vec::with_capacity(ids.len());
-        for id in ids {
-            let Ok(session) = self.get(&id) else { continue };
-            let session = session.lock().await;
-            summaries.push(SessionSummary {
-                cells: session.graph().len(),
-                kernel_running: session.kernel_running(),
-                id,
-            });
-        }
-        summaries
+        let in_memory = self.sessions.lock().expect("sessions lock").clone();
+        ids.into_iter()
+            .filter_map(|id| match in_memory.get(&id) {
+                Some(entry) => Some(SessionSummary {
+                    cells: Some(entry.records.graph().len()),
+                    kernel_running: entry.records.kernel_running(),
+                    id,
+                }),
+                None => {
+                    let paths = SessionPaths::new(self.sessions_dir().join(&id));
+                    let listed = paths.graph().exists() && !paths.spare_marker().exists();
+                    listed.then(|| SessionSummary {
+                        cells: store::count_cells(&paths.graph()),
+                        kernel_running: false,
+                        id,
+                    })
+                }
+            })
+            .collect()
     }
 
-    /// Stops the session's kernel and removes the session and its directory.
+    /// Destroys the session `id` at once: it is unregistered (later and waiting calls find no
+    /// session), a cell it runs is stopped, its kernels are got rid of, and its directory is
+    /// renamed out of the way and removed in the background.
     ///
     /// # Errors
-    /// A bad id, or a directory that cannot be removed.
+    /// A bad id, or a directory that cannot be renamed (then nothing changed).
     pub async fn destroy(&self, id: &str) -> Result<()> {
-        let session = self.get(id)?;
-        let mut session = session.lock().await;
-        session.destroy().await;
-        let dir = self.sessions_dir().join(id);
-        std::fs::remove_dir_all(&dir).map_err(|source| Error::Io { path: dir, source })?;
-        self.sessions.lock().expect("sessions lock").remove(id);
+        let paths = self.session_paths(id)?;
+        let trash =
+            self.sessions_dir().join(format!("{DESTROYED_PREFIX}{id}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::rename(paths.dir(), &trash)
+            .map_err(|source| Error::Io { path: paths.dir().to_owned(), source })?;
+        let entry = self.sessions.lock().expect("sessions lock").remove(id);
+        let Some(entry) = entry else {
+            remove_in_background(trash);
+            return Ok(());
+        };
+        entry.records.destroyed().cancel();
+        match entry.session.clone().try_lock_owned() {
+            Ok(mut session) => {
+                session.discard_kernels().await;
+                remove_in_background(trash);
+            }
+            // A cell runs: it sees the cancellation and kills its kernel; the rest follows.
+            Err(_) => {
+                tokio::spawn(async move {
+                    entry.session.lock().await.discard_kernels().await;
+                    remove_in_background(trash);
+                });
+            }
+        }
         Ok(())
     }
 
@@ -383,7 +442,7 @@ impl SessionManager {
         let manager = self.clone();
         let running = live.clone();
         tokio::spawn(async move {
-            let context = CallContext::default();
+            let context = CallContext { interrupt: running.interrupter().clone(), ..CallContext::default() };
             let outcome = session.run_cell(&code, parent.as_ref(), timeout, &context, Some(&running)).await;
             running.finish(outcome);
             let mut live = manager.live.lock().expect("live lock");
@@ -395,6 +454,11 @@ impl SessionManager {
         live
     }
 
+    /// How long an interrupted cell gets to stop before its kernel is killed.
+    pub fn interrupt_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.settings.limits.interrupt_grace)
+    }
+
     /// The cell `cell` of `session`, if it is still running in the background.
     pub fn live_cell(&self, session: &str, cell: &CellId) -> Option<Arc<LiveCell>> {
         self.live.lock().expect("live lock").get(session).filter(|live| live.id() == cell).cloned()
@@ -404,13 +468,11 @@ impl SessionManager {
     pub async fn shutdown(&self) {
         let spares = std::mem::take(&mut *self.spares.lock().expect("spares lock"));
         for mut spare in spares {
-            spare.stop_kernel().await;
+            spare.discard_kernels().await;
             let _ = std::fs::remove_dir_all(self.sessions_dir().join(spare.id()));
         }
-        let sessions: Vec<SharedSession> =
-            self.sessions.lock().expect("sessions lock").values().cloned().collect();
-        for session in sessions {
-            session.lock().await.stop_kernel().await;
+        for session in self.in_memory() {
+            session.lock().await.stop_kernels().await;
         }
     }
 }
@@ -428,10 +490,20 @@ fn new_session_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..SESSION_ID_LEN].to_owned()
 }
 
-fn create_private_dir(dir: &Path) -> Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| Error::Io { path: dir.to_owned(), source })
+/// Whether `id` has the form of the ids we generate (so it names no path but its own).
+fn is_session_id(id: &str) -> bool {
+    id.len() == SESSION_ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn create_session_dir(dir: &Path) -> Result<()> {
+    private_dir::create(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })
+}
+
+/// Removes a directory nobody uses any more, off the caller's path.
+fn remove_in_background(dir: PathBuf) {
+    tokio::task::spawn_blocking(move || {
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), %error, "cannot remove a directory");
+        }
+    });
 }

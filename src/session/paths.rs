@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// A session's files: `<dir>/venv`, `<dir>/graph.json`, `<dir>/kernel/`.
+/// A session's files: `<dir>/session.json`, `<dir>/venv`, `<dir>/graph.json`, `<dir>/kernel/`, ...
 #[derive(Debug, Clone)]
 pub struct SessionPaths {
     dir: PathBuf,
@@ -49,8 +49,13 @@ impl SessionPaths {
         self.dir.join("cells")
     }
 
-    /// What an attached session records about its kernel.
-    pub fn attachment(&self) -> PathBuf {
+    /// The session's record: where its kernels come from (`records.rs`).
+    pub fn record(&self) -> PathBuf {
+        self.dir.join("session.json")
+    }
+
+    /// What versions before `session.json` recorded about an attached session's kernel.
+    pub fn legacy_attachment(&self) -> PathBuf {
         self.dir.join("attached.json")
     }
 

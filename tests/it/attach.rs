@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use mcp_pyrepl::jupyter::connection::{ConnectionInfo, Transport};
 use mcp_pyrepl::kernel::{Death, ExecutionStatus, Kernel, KernelError, Output};
+use mcp_pyrepl::provider::{AttachedProvider, KernelProvider};
 
 use super::common::{default_venv, stdout_of, within};
 
@@ -61,10 +62,11 @@ async fn attach_over_tcp_runs_interrupts_and_never_kills() {
         execution.outputs
     );
 
-    // Restarting is refused with a reason, and the kernel keeps its state.
-    let mut kernel = kernel;
-    let error = kernel.restart().await.unwrap_err();
+    // Killing is refused with a reason, its provider never restarts it, and the kernel keeps its
+    // state.
+    let error = kernel.kill().unwrap_err();
     assert!(matches!(error, KernelError::NotOwned { .. }), "{error}");
+    assert!(!AttachedProvider::new(connection_file.clone()).can_restart());
     assert!(error.to_string().contains("kernel-by-hand.json"), "{error}");
     assert_eq!(stdout_of(&kernel, "print(x)").await, "5\n");
 

@@ -73,6 +73,9 @@ async fn the_tree_can_be_listed_inspected_exported_and_destroyed() {
 
     // list_sessions and destroy_repl.
     let other = server.create_repl().await;
+    // Answered at once, so a kernel still starting in the background is not yet running: run a
+    // cell to know it is.
+    server.ok(&other, "pass", None).await;
     let listed = server.call("list_sessions", json!({})).await;
     let sessions = listed.structured_content.unwrap()["sessions"].as_array().unwrap().clone();
     assert_eq!(sessions.len(), 2);
@@ -85,6 +88,6 @@ async fn the_tree_can_be_listed_inspected_exported_and_destroyed() {
     let listed = server.call("list_sessions", json!({})).await;
     assert_eq!(
         listed.structured_content.unwrap()["sessions"],
-        json!([{"id": other, "cells": 0, "kernel_running": true}])
+        json!([{"id": other, "cells": 1, "kernel_running": true}])
     );
 }

@@ -1,10 +1,13 @@
-//! A kernel we launch: execute, outputs, images, interrupt, restart, shutdown, death.
+//! A kernel we launch: execute, outputs, images, interrupt, restart through the local provider,
+//! shutdown, death.
 
 use std::time::Duration;
 
 use mcp_pyrepl::kernel::{Death, ExecutionStatus, Kernel, KernelError, LaunchSpec, Output, StreamName};
 
-use super::common::{group_alive, launch_in, pngs, run, stdout, stdout_of, within};
+use mcp_pyrepl::provider::{KernelProvider, LocalProvider, ProviderContext};
+
+use super::common::{default_venv, group_alive, launch_in, pngs, run, stdout, stdout_of, within};
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
@@ -148,24 +151,32 @@ async fn interrupt_stops_a_busy_loop_and_keeps_variables() {
 }
 
 #[tokio::test]
-async fn restart_gives_a_fresh_kernel_with_new_sockets() {
+async fn the_local_provider_restarts_by_discarding_and_starting_fresh() {
     let dir = tempfile::tempdir().unwrap();
-    let mut kernel = launch_in(dir.path()).await;
+    let settings = mcp_pyrepl::config::Settings::with_data_dir(dir.path());
+    let provider = LocalProvider::new(ProviderContext {
+        venv_dir: default_venv().await.dir().to_owned(),
+        kernel_dir: dir.path().join("kernel"),
+        limits: settings.limits,
+    });
+    assert!(provider.can_restart());
+    let kernel = within(90, provider.start()).await.unwrap();
     stdout_of(&kernel, "x = 1").await;
     let old_pid = kernel.pid().unwrap();
-    within(90, kernel.restart()).await.unwrap();
-    assert_ne!(kernel.pid().unwrap(), old_pid);
+    within(30, provider.discard(kernel)).await;
     assert!(!group_alive(old_pid), "the old kernel is still running");
+    let kernel = within(90, provider.start()).await.unwrap();
+    assert_ne!(kernel.pid().unwrap(), old_pid);
     let execution = run(&kernel, "x").await;
     assert!(matches!(&execution.outputs[0], Output::Error { ename, .. } if ename == "NameError"));
     assert_eq!(stdout_of(&kernel, "print('fresh')").await, "fresh\n");
     // Only the new kernel's connection file is left in the directory.
-    let connection_files = std::fs::read_dir(dir.path())
+    let connection_files = std::fs::read_dir(dir.path().join("kernel"))
         .unwrap()
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".json"))
         .count();
     assert_eq!(connection_files, 1);
-    kernel.shutdown().await;
+    within(30, provider.stop(kernel)).await;
 }
 
 #[tokio::test]

@@ -81,6 +81,19 @@ impl Server {
         within(300, self.client.call_tool(params)).await.unwrap_or_else(|e| panic!("{tool} failed: {e}"))
     }
 
+    /// Calls `tool` in a task of its own, so the test can go on while it runs.
+    pub fn spawn_call(
+        &self,
+        tool: &'static str,
+        arguments: Value,
+    ) -> tokio::task::JoinHandle<CallToolResult> {
+        let peer = rmcp::Peer::clone(&self.client);
+        let params = CallToolRequestParams::new(tool).with_arguments(arguments.as_object().unwrap().clone());
+        tokio::spawn(async move {
+            within(300, peer.call_tool(params)).await.unwrap_or_else(|e| panic!("{tool} failed: {e}"))
+        })
+    }
+
     /// Creates a session and returns its id.
     pub async fn create_repl(&self) -> String {
         let result = self.call("create_repl", json!({})).await;

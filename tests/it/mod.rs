@@ -7,6 +7,7 @@ mod graph_tools;
 mod http;
 mod kernel;
 mod long_cells;
+mod manage;
 mod mcp;
 mod mcp_client;
 mod pools;

@@ -1,0 +1,48 @@
+//! Kernels in the session's own uv venv: started by us in their own process group, restarted
+//! by starting a fresh one, stopped for good when the session is done with them.
+
+use super::{KernelProvider, ProviderContext, ProviderRecord};
+use crate::kernel::{Kernel, KernelError, LaunchSpec};
+use crate::venv::Venv;
+
+/// Starts kernels from `<venv>/bin/python` with their files in the session's kernel directory.
+#[derive(Debug)]
+pub struct LocalProvider {
+    venv: Venv,
+    spec: LaunchSpec,
+}
+
+impl LocalProvider {
+    /// Kernels in the venv of `context`, under its limits, with their files in its kernel
+    /// directory.
+    pub fn new(context: ProviderContext) -> Self {
+        let venv = Venv::at(context.venv_dir);
+        let memory = context.limits.kernel_memory_mb.map(|mb| mb << 20);
+        let spec = LaunchSpec::new(venv.python(), context.kernel_dir)
+            .with_resource_limits(memory, context.limits.kernel_cpu_seconds);
+        LocalProvider { venv, spec }
+    }
+}
+
+#[async_trait::async_trait]
+impl KernelProvider for LocalProvider {
+    fn describe(&self) -> String {
+        format!("a local kernel in the venv `{}`", self.venv.dir().display())
+    }
+
+    fn can_restart(&self) -> bool {
+        true
+    }
+
+    fn venv(&self) -> Option<&Venv> {
+        Some(&self.venv)
+    }
+
+    fn record(&self) -> ProviderRecord {
+        ProviderRecord::Local
+    }
+
+    async fn start(&self) -> Result<Kernel, KernelError> {
+        Kernel::launch(self.spec.clone()).await
+    }
+}

@@ -1,0 +1,139 @@
+//! Where a session's kernels come from: the seam between a session's kernel pool and kernels.
+//!
+//! A [`KernelProvider`] starts, interrupts, kills and stops the kernels of one session, and says
+//! whether it can restart them (a provider that cannot is a pool of one that only goes
+//! forward). The pool (`session/pool.rs`) goes through it for every lifecycle step and never
+//! looks at what kind of provider it has. [`ProviderRecord`] is what a session's record says
+//! about its provider, so that a restarted server opens the same one again.
+//!
+//! A new place to run kernels is one new file here implementing [`KernelProvider`], a variant
+//! of [`ProviderRecord`] with its arm in [`ProviderRecord::open`], and its settings.
+//! - `local.rs`: kernels in the session's own uv venv, which we start, restart and stop.
+//! - `attached.rs`: one kernel somebody else started, reached through its connection file.
+
+mod attached;
+mod local;
+
+pub use attached::AttachedProvider;
+pub use local::LocalProvider;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::Limits;
+use crate::kernel::{Kernel, KernelError};
+use crate::venv::Venv;
+
+/// Starts, interrupts, kills and stops the kernels of one session.
+///
+/// The defaults act on the kernel itself, which is right wherever the kernel's connection
+/// reaches its process (a local or attached kernel); a provider whose kernels live behind
+/// another API (a gateway's REST calls) overrides them.
+#[async_trait::async_trait]
+pub trait KernelProvider: Send + Sync {
+    /// Where the kernels run, for messages: "a kernel attached through `…`".
+    fn describe(&self) -> String;
+
+    /// Whether a kernel can be replaced by a fresh one (to replay another branch). Without it
+    /// the session keeps one kernel that it never restarts or stops.
+    fn can_restart(&self) -> bool;
+
+    /// The venv of the session's own that the kernels run in, when there is one (installs and
+    /// `uv pip freeze` need it).
+    fn venv(&self) -> Option<&Venv> {
+        None
+    }
+
+    /// What the session's record says of this provider.
+    fn record(&self) -> ProviderRecord;
+
+    /// A new kernel, answering requests, with a fresh state (or, for a kernel somebody else
+    /// started, whatever state it holds).
+    ///
+    /// # Errors
+    /// When the kernel does not start or answer; the error carries what the kernel said.
+    async fn start(&self) -> Result<Kernel, KernelError>;
+
+    /// Interrupts the code `kernel` runs (a `KeyboardInterrupt`; the state is kept).
+    ///
+    /// # Errors
+    /// When the interrupt cannot be delivered.
+    async fn interrupt(&self, kernel: &Kernel) -> Result<(), KernelError> {
+        kernel.interrupt().await
+    }
+
+    /// Kills `kernel` at once, for code that ignores interrupts; its running execution ends as
+    /// a death, with the outputs captured so far.
+    ///
+    /// # Errors
+    /// When the kernel is not ours to kill.
+    async fn kill(&self, kernel: &Kernel) -> Result<(), KernelError> {
+        kernel.kill()
+    }
+
+    /// Stops `kernel` gracefully (it may still flush its files), bounded in time.
+    async fn stop(&self, kernel: Kernel) {
+        kernel.shutdown().await
+    }
+
+    /// Gets rid of `kernel` whose state is being thrown away (a restart, a destroyed session):
+    /// no graceful shutdown to wait for.
+    async fn discard(&self, kernel: Kernel) {
+        kernel.terminate().await
+    }
+}
+
+/// What a session's record says about where its kernels come from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "provider", rename_all = "snake_case")]
+pub enum ProviderRecord {
+    /// Kernels in the session's venv (`<session>/venv`).
+    Local,
+    /// A kernel somebody else started.
+    Attached {
+        /// Its connection file.
+        connection_file: PathBuf,
+    },
+}
+
+/// What a provider needs besides its record: where the session keeps its files, and limits.
+#[derive(Debug, Clone)]
+pub struct ProviderContext {
+    /// The session's venv directory.
+    pub venv_dir: PathBuf,
+    /// The directory for the kernels' own files (connection files, sockets, log).
+    pub kernel_dir: PathBuf,
+    /// The limits each kernel runs under.
+    pub limits: Limits,
+}
+
+impl ProviderRecord {
+    /// The provider this record names.
+    pub fn open(&self, context: ProviderContext) -> Arc<dyn KernelProvider> {
+        match self {
+            ProviderRecord::Local => Arc::new(LocalProvider::new(context)),
+            ProviderRecord::Attached { connection_file } => {
+                Arc::new(AttachedProvider::new(connection_file.clone()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn records_name_their_provider() {
+        let attached = ProviderRecord::Attached { connection_file: "/run/k.json".into() };
+        assert_eq!(
+            serde_json::to_value(&attached).unwrap(),
+            json!({ "provider": "attached", "connection_file": "/run/k.json" })
+        );
+        assert_eq!(serde_json::to_value(ProviderRecord::Local).unwrap(), json!({ "provider": "local" }));
+        let back: ProviderRecord = serde_json::from_value(json!({ "provider": "local" })).unwrap();
+        assert_eq!(back, ProviderRecord::Local);
+        assert!(serde_json::from_value::<ProviderRecord>(json!({ "provider": "moon" })).is_err());
+    }
+}
