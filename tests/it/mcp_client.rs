@@ -1,14 +1,16 @@
-//! The MCP client harness: the built `mcp-pyrepl` as a child process, driven over stdio by rmcp's
-//! client, and helpers to read its tool results. The tests themselves live in `mcp.rs` and
-//! `soak.rs`.
+//! The MCP client harness: rmcp's client and the tool calls the tests make through it
+//! ([`Client`]), the built `mcp-pyrepl` as a child process driven over stdio ([`Server`]), and
+//! helpers to read tool results. `in_process.rs` connects the same [`Client`] to a server in the
+//! test process. The tests themselves live in `mcp.rs`, `soak.rs` and the other MCP files.
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam};
 use rmcp::service::{NotificationContext, RunningService};
-use rmcp::transport::TokioChildProcess;
+use rmcp::transport::{IntoTransport, TokioChildProcess};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
@@ -31,12 +33,71 @@ impl ClientHandler for Recorder {
     }
 }
 
-/// A running `mcp-pyrepl` and a connected client.
-pub struct Server {
-    /// The rmcp client connected to the server's stdio.
-    pub client: RunningService<RoleClient, Recorder>,
+/// A connected rmcp client, whatever runs the server, and the tool calls the tests make.
+pub struct Client {
+    /// The rmcp client; it derefs to the [`rmcp::Peer`] that sends requests.
+    pub service: RunningService<RoleClient, Recorder>,
     /// What the client received besides replies.
     pub recorder: Recorder,
+}
+
+impl Client {
+    /// Connects a [`Recorder`] over `transport`, failing the test when the handshake fails or
+    /// takes over 30 s.
+    pub async fn connect<T, E, A>(transport: T) -> Client
+    where
+        T: IntoTransport<RoleClient, E, A>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let recorder = Recorder::default();
+        let service = within(30, recorder.clone().serve(transport)).await.expect("MCP handshake");
+        Client { service, recorder }
+    }
+
+    /// Calls `tool`, failing the test on a protocol error or a hang.
+    pub async fn call(&self, tool: &'static str, arguments: Value) -> CallToolResult {
+        let params = CallToolRequestParams::new(tool).with_arguments(arguments.as_object().unwrap().clone());
+        within(300, self.service.call_tool(params)).await.unwrap_or_else(|e| panic!("{tool} failed: {e}"))
+    }
+
+    /// Creates a session and returns its id.
+    pub async fn create_repl(&self) -> String {
+        let result = self.call("create_repl", json!({})).await;
+        assert_ne!(result.is_error, Some(true), "create_repl failed: {}", texts(&result).join("\n"));
+        result.structured_content.unwrap()["session_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Calls `run_code`, whatever the outcome.
+    pub async fn run(&self, session: &str, code: &str, parent: Option<&str>) -> CallToolResult {
+        let mut arguments = json!({ "session_id": session, "code": code });
+        if let Some(parent) = parent {
+            arguments["parent_cell_id"] = json!(parent);
+        }
+        self.call("run_code", arguments).await
+    }
+
+    /// Runs `code` and returns (stdout-ish text, new cell id), asserting success.
+    pub async fn ok(&self, session: &str, code: &str, parent: Option<&str>) -> (String, String) {
+        let result = self.run(session, code, parent).await;
+        let texts = texts(&result);
+        assert_ne!(result.is_error, Some(true), "{code:?} failed: {}", texts.join("\n"));
+        let id = texts.last().unwrap().clone();
+        (texts[..texts.len() - 1].join(""), id)
+    }
+}
+
+impl Deref for Client {
+    type Target = RunningService<RoleClient, Recorder>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.service
+    }
+}
+
+/// A running `mcp-pyrepl` and a connected client, which it derefs to.
+pub struct Server {
+    /// The client connected to the server's stdio.
+    pub client: Client,
     pid: u32,
 }
 
@@ -65,45 +126,12 @@ impl Server {
             .args(["--base-packages", base_packages]);
         let transport = TokioChildProcess::new(command).unwrap();
         let pid = transport.id().unwrap();
-        let recorder = Recorder::default();
-        let client = within(30, recorder.clone().serve(transport)).await.expect("MCP handshake");
-        Server { client, recorder, pid }
+        Server { client: Client::connect(transport).await, pid }
     }
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.pid
-    }
-
-    /// Calls `tool`, failing the test on a protocol error or a hang.
-    pub async fn call(&self, tool: &'static str, arguments: Value) -> CallToolResult {
-        let params = CallToolRequestParams::new(tool).with_arguments(arguments.as_object().unwrap().clone());
-        within(300, self.client.call_tool(params)).await.unwrap_or_else(|e| panic!("{tool} failed: {e}"))
-    }
-
-    /// Creates a session and returns its id.
-    pub async fn create_repl(&self) -> String {
-        let result = self.call("create_repl", json!({})).await;
-        assert_ne!(result.is_error, Some(true), "create_repl failed: {}", texts(&result).join("\n"));
-        result.structured_content.unwrap()["session_id"].as_str().unwrap().to_owned()
-    }
-
-    /// Calls `run_code`, whatever the outcome.
-    pub async fn run(&self, session: &str, code: &str, parent: Option<&str>) -> CallToolResult {
-        let mut arguments = json!({ "session_id": session, "code": code });
-        if let Some(parent) = parent {
-            arguments["parent_cell_id"] = json!(parent);
-        }
-        self.call("run_code", arguments).await
-    }
-
-    /// Runs `code` and returns (stdout-ish text, new cell id), asserting success.
-    pub async fn ok(&self, session: &str, code: &str, parent: Option<&str>) -> (String, String) {
-        let result = self.run(session, code, parent).await;
-        let texts = texts(&result);
-        assert_ne!(result.is_error, Some(true), "{code:?} failed: {}", texts.join("\n"));
-        let id = texts.last().unwrap().clone();
-        (texts[..texts.len() - 1].join(""), id)
     }
 
     /// Kills the server as a crash would: no chance to clean up.
@@ -125,6 +153,14 @@ impl Server {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+}
+
+impl Deref for Server {
+    type Target = Client;
+
+    fn deref(&self) -> &Self::Target {
+        &self.client
     }
 }
 
