@@ -43,6 +43,7 @@ of cells, get_cell one cell's code and outputs; both answer even while a cell ru
 
 /// `run_code` arguments.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RunCodeArgs {
     /// The session id returned by create_repl.
     pub session_id: String,
@@ -65,6 +66,7 @@ pub struct RunCodeArgs {
 
 /// `wait_cell` arguments.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct WaitCellArgs {
     /// The session id returned by create_repl.
     pub session_id: String,
@@ -84,6 +86,7 @@ const INTERRUPT_SETTLE: Duration = Duration::from_secs(30);
 
 /// Arguments naming one session.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SessionArgs {
     /// The session id returned by create_repl.
     pub session_id: String,
@@ -91,6 +94,7 @@ pub struct SessionArgs {
 
 /// Arguments naming one cell of one session.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CellArgs {
     /// The session id returned by create_repl.
     pub session_id: String,
@@ -100,6 +104,7 @@ pub struct CellArgs {
 
 /// `attach_kernel` arguments.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AttachArgs {
     /// Path of the running kernel's connection file (`jupyter --runtime-dir` holds JupyterLab's,
     /// `%connect_info` in a notebook shows its name).
@@ -108,6 +113,7 @@ pub struct AttachArgs {
 
 /// `install_packages` arguments.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct InstallPackagesArgs {
     /// The session id returned by create_repl.
     pub session_id: String,

@@ -1,14 +1,16 @@
-//! The MCP client harness: the built `mcp-pyrepl` as a child process, driven over stdio by rmcp's
-//! client, and helpers to read its tool results. The tests themselves live in `mcp.rs` and
-//! `soak.rs`.
+//! The MCP client harness: rmcp's client and the tool calls the tests make through it
+//! ([`Client`]), the built `mcp-pyrepl` as a child process driven over stdio ([`Server`]), and
+//! helpers to read tool results. `in_process.rs` connects the same [`Client`] to a server in the
+//! test process. The tests themselves live in `mcp.rs`, `soak.rs` and the other MCP files.
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam};
 use rmcp::service::{NotificationContext, RunningService};
-use rmcp::transport::TokioChildProcess;
+use rmcp::transport::{IntoTransport, TokioChildProcess};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
@@ -31,54 +33,31 @@ impl ClientHandler for Recorder {
     }
 }
 
-/// A running `mcp-pyrepl` and a connected client.
-pub struct Server {
-    /// The rmcp client connected to the server's stdio.
-    pub client: RunningService<RoleClient, Recorder>,
+/// A connected rmcp client, whatever runs the server, and the tool calls the tests make.
+pub struct Client {
+    /// The rmcp client; it derefs to the [`rmcp::Peer`] that sends requests.
+    pub service: RunningService<RoleClient, Recorder>,
     /// What the client received besides replies.
     pub recorder: Recorder,
-    pid: u32,
 }
 
-impl Server {
-    /// Starts the server on `data_dir` with numpy and matplotlib as base packages.
-    pub async fn start(data_dir: &Path) -> Server {
-        Server::start_with(data_dir, "numpy,matplotlib", |_| {}).await
-    }
-
-    /// Starts the server with `adjust` applied to its command first.
-    pub async fn start_with(
-        data_dir: &Path,
-        base_packages: &str,
-        adjust: impl FnOnce(&mut tokio::process::Command),
-    ) -> Server {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-pyrepl"));
-        // No spare sessions unless a test asks for them (`--spare-sessions` beats this): building
-        // them in the background would load the shared machine for nothing.
-        command.env("MCP_PYREPL_SPARE_SESSIONS", "0");
-        adjust(&mut command);
-        command
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--uv")
-            .arg(uv().await.path())
-            .args(["--base-packages", base_packages]);
-        let transport = TokioChildProcess::new(command).unwrap();
-        let pid = transport.id().unwrap();
+impl Client {
+    /// Connects a [`Recorder`] over `transport`, failing the test when the handshake fails or
+    /// takes over 30 s.
+    pub async fn connect<T, E, A>(transport: T) -> Client
+    where
+        T: IntoTransport<RoleClient, E, A>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
         let recorder = Recorder::default();
-        let client = within(30, recorder.clone().serve(transport)).await.expect("MCP handshake");
-        Server { client, recorder, pid }
-    }
-
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.pid
+        let service = within(30, recorder.clone().serve(transport)).await.expect("MCP handshake");
+        Client { service, recorder }
     }
 
     /// Calls `tool`, failing the test on a protocol error or a hang.
     pub async fn call(&self, tool: &'static str, arguments: Value) -> CallToolResult {
         let params = CallToolRequestParams::new(tool).with_arguments(arguments.as_object().unwrap().clone());
-        within(300, self.client.call_tool(params)).await.unwrap_or_else(|e| panic!("{tool} failed: {e}"))
+        within(300, self.service.call_tool(params)).await.unwrap_or_else(|e| panic!("{tool} failed: {e}"))
     }
 
     /// Calls `tool` in a task of its own, so the test can go on while it runs.
@@ -87,7 +66,7 @@ impl Server {
         tool: &'static str,
         arguments: Value,
     ) -> tokio::task::JoinHandle<CallToolResult> {
-        let peer = rmcp::Peer::clone(&self.client);
+        let peer = rmcp::Peer::clone(&self.service);
         let params = CallToolRequestParams::new(tool).with_arguments(arguments.as_object().unwrap().clone());
         tokio::spawn(async move {
             within(300, peer.call_tool(params)).await.unwrap_or_else(|e| panic!("{tool} failed: {e}"))
@@ -118,6 +97,55 @@ impl Server {
         let id = texts.last().unwrap().clone();
         (texts[..texts.len() - 1].join(""), id)
     }
+}
+
+impl Deref for Client {
+    type Target = RunningService<RoleClient, Recorder>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.service
+    }
+}
+
+/// A running `mcp-pyrepl` and a connected client, which it derefs to.
+pub struct Server {
+    /// The client connected to the server's stdio.
+    pub client: Client,
+    pid: u32,
+}
+
+impl Server {
+    /// Starts the server on `data_dir` with numpy and matplotlib as base packages.
+    pub async fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, "numpy,matplotlib", |_| {}).await
+    }
+
+    /// Starts the server with `adjust` applied to its command first.
+    pub async fn start_with(
+        data_dir: &Path,
+        base_packages: &str,
+        adjust: impl FnOnce(&mut tokio::process::Command),
+    ) -> Server {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-pyrepl"));
+        // No spare sessions unless a test asks for them (`--spare-sessions` beats this): building
+        // them in the background would load the shared machine for nothing.
+        command.env("MCP_PYREPL_SPARE_SESSIONS", "0");
+        adjust(&mut command);
+        command
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--uv")
+            .arg(uv().await.path())
+            .args(["--base-packages", base_packages]);
+        let transport = TokioChildProcess::new(command).unwrap();
+        let pid = transport.id().unwrap();
+        Server { client: Client::connect(transport).await, pid }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
 
     /// Kills the server as a crash would: no chance to clean up.
     pub fn kill(self) {
@@ -138,6 +166,14 @@ impl Server {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+}
+
+impl Deref for Server {
+    type Target = Client;
+
+    fn deref(&self) -> &Self::Target {
+        &self.client
     }
 }
 

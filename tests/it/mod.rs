@@ -5,6 +5,7 @@ mod exec_cli;
 mod faults;
 mod graph_tools;
 mod http;
+mod in_process;
 mod kernel;
 mod long_cells;
 mod manage;

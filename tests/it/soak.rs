@@ -5,7 +5,9 @@
 //! Each cell sets or deletes a few of the variables `a`..`d` from their values in its parent's
 //! state and prints all of them, so the printed text names the kernel's whole state. A seeded
 //! xorshift generator draws parents, code and kills; set `MCP_PYREPL_SOAK_SEED` to replay a
-//! failure (the message prints the seed) and `MCP_PYREPL_SOAK_CALLS` for a longer soak.
+//! failure (the message prints the seed) and `MCP_PYREPL_SOAK_CALLS` for a longer soak. The
+//! ignored `long_soak_of_a_thousand_calls` runs over a thousand calls with kills (`.ci/run` runs
+//! it when `MCP_PYREPL_LONG_SOAK=1`).
 //!
 //! No timing decides an outcome: a cell to be killed midway touches a marker file and then waits
 //! on a file the test removes after the kill, so the kill always lands in the cell's own code and
@@ -28,6 +30,8 @@ use super::mcp_client::{Server, data_dir, texts};
 const SESSIONS: usize = 3;
 /// `run_code` calls per session unless `MCP_PYREPL_SOAK_CALLS` says otherwise.
 const CALLS_PER_SESSION: usize = 70;
+/// `run_code` calls per session of the long soak: 1,002 in all.
+const LONG_SOAK_CALLS_PER_SESSION: usize = 334;
 /// The variables cells assign; the printed state lists those defined, in this order.
 const NAMES: [char; 4] = ['a', 'b', 'c', 'd'];
 /// Every value is reduced modulo this prime, so Python ints stay small and print exactly.
@@ -524,12 +528,17 @@ fn seed() -> u64 {
     }
 }
 
-/// Drives `SESSIONS` sessions of one server in parallel against the model.
-async fn soak(kills: bool) {
-    let seed = seed();
-    let calls_per_session = std::env::var("MCP_PYREPL_SOAK_CALLS")
+/// The calls per session from `MCP_PYREPL_SOAK_CALLS`, else [`CALLS_PER_SESSION`].
+fn calls_per_session() -> usize {
+    std::env::var("MCP_PYREPL_SOAK_CALLS")
         .map(|calls| calls.parse().expect("MCP_PYREPL_SOAK_CALLS is a number"))
-        .unwrap_or(CALLS_PER_SESSION);
+        .unwrap_or(CALLS_PER_SESSION)
+}
+
+/// Drives `SESSIONS` sessions of one server in parallel against the model, `calls_per_session`
+/// `run_code` calls each.
+async fn soak(kills: bool, calls_per_session: usize) {
+    let seed = seed();
     let (_guard, data) = data_dir();
     // Plain Python is all the cells need: no base packages, so kernels start fast.
     let server = Server::start_with(&data, "", |_| {}).await;
@@ -550,14 +559,21 @@ async fn soak(kills: bool) {
     let mut sessions = sessions.into_iter();
     let [first, second, third] = [(); SESSIONS].map(|()| sessions.next().unwrap());
     tokio::join!(soak.drive(first), soak.drive(second), soak.drive(third));
+    assert_eq!(soak.counter.into_inner(), SESSIONS * calls_per_session, "calls made");
 }
 
 #[tokio::test]
 async fn random_branching_matches_the_model() {
-    soak(false).await;
+    soak(false, calls_per_session()).await;
 }
 
 #[tokio::test]
 async fn random_branching_matches_the_model_while_kernels_are_killed() {
-    soak(true).await;
+    soak(true, calls_per_session()).await;
+}
+
+#[tokio::test]
+#[ignore = "1,002 calls with kernel kills, about 6 minutes; `.ci/run` runs it when MCP_PYREPL_LONG_SOAK=1"]
+async fn long_soak_of_a_thousand_calls() {
+    soak(true, LONG_SOAK_CALLS_PER_SESSION).await;
 }
