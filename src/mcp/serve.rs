@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use super::tools::PyReplServer;
-use crate::config::Settings;
+use crate::config::{InRange, Settings};
 use crate::session::manager::SessionManager;
 
 /// The port `--transport http` listens on unless told otherwise.
@@ -56,7 +56,12 @@ pub struct ServeArgs {
     pub host: IpAddr,
 
     /// Port `--transport http` listens on (0 picks a free one)
-    #[arg(long, env = "MCP_PYREPL_PORT", default_value_t = DEFAULT_PORT)]
+    #[arg(
+        long,
+        env = "MCP_PYREPL_PORT",
+        default_value_t = DEFAULT_PORT,
+        value_parser = InRange::new(0..=u16::MAX)
+    )]
     pub port: u16,
 
     /// Bearer token every HTTP request must carry (`Authorization: Bearer <token>`); required

@@ -10,5 +10,6 @@ mod long_cells;
 mod mcp;
 mod mcp_client;
 mod pools;
+mod settings;
 mod soak;
 mod venv;
