@@ -2,15 +2,15 @@
 //!
 //! Starts this same binary as an MCP server over stdio (with the caller's settings), drives it
 //! with rmcp's client as an LLM application would, and prints each call and what the model would
-//! see; images are saved to files whose paths are printed.
+//! see; images are saved to files whose paths are printed. [`DemoError`] says what can fail.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use base64::Engine;
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::{ClientInitializeError, ServiceError};
 use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
 
@@ -22,6 +22,82 @@ pub struct DemoArgs {
     /// Where the demo's images are saved [default: a new directory under the system temp directory]
     #[arg(long, value_name = "DIR")]
     pub image_dir: Option<PathBuf>,
+}
+
+/// Result of the demo.
+pub type Result<T, E = DemoError> = std::result::Result<T, E>;
+
+/// Why the demo stopped before its end (a tool result flagged as an error is no error: [`run`]
+/// returns false).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DemoError {
+    /// The path of this program, to start it as the server, is unknown.
+    #[error("cannot find the path of this program, to start it as the MCP server")]
+    CurrentExe {
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server could not be started.
+    #[error("cannot start `{} serve`", program.display())]
+    Spawn {
+        /// This program.
+        program: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server did not complete the MCP handshake.
+    #[error("the MCP handshake with `mcp-pyrepl serve` failed")]
+    Handshake {
+        /// What went wrong.
+        #[source]
+        source: Box<ClientInitializeError>,
+    },
+    /// A tool call failed at the protocol level (the server died, say).
+    #[error("the `{tool}` call failed")]
+    Call {
+        /// The tool.
+        tool: &'static str,
+        /// What went wrong.
+        #[source]
+        source: ServiceError,
+    },
+    /// A reply lacks the id the next steps need.
+    #[error("`{tool}` returned no {id} (no text item in its reply)")]
+    MissingId {
+        /// The tool.
+        tool: &'static str,
+        /// The id expected: `session id`, `cell id`.
+        id: &'static str,
+    },
+    /// An image in a reply is not valid base64.
+    #[error("an image in a reply is not valid base64")]
+    Image {
+        /// The decoding error.
+        #[source]
+        source: base64::DecodeError,
+    },
+    /// The MCP client did not stop cleanly.
+    #[error("the MCP client did not stop cleanly")]
+    Stop {
+        /// The client task's failure.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The image directory or an image could not be written.
+    #[error("cannot write `{}`", path.display())]
+    Write {
+        /// The directory or file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The demo's text could not be printed (a closed pipe, a full disk).
+    #[error("cannot print the demo")]
+    Print(#[from] std::io::Error),
 }
 
 /// The example: (what it shows, code, index of the parent step or none).
@@ -44,27 +120,31 @@ const STEPS: [(&str, &str, Option<usize>); 4] = [
 /// Runs the demo, printing to `out`.
 ///
 /// # Errors
-/// When the server cannot be started or a call fails at the protocol level.
-pub async fn run(settings: &Settings, args: &DemoArgs, out: &mut impl Write) -> anyhow::Result<bool> {
+/// When the server cannot be started, a call fails at the protocol level, or the text or an
+/// image cannot be written.
+pub async fn run(settings: &Settings, args: &DemoArgs, out: &mut impl Write) -> Result<bool> {
     let image_dir = match &args.image_dir {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("mcp-pyrepl-demo-{}", std::process::id())),
     };
-    let mut server =
-        tokio::process::Command::new(std::env::current_exe().context("cannot find this program")?);
+    let program = std::env::current_exe().map_err(|source| DemoError::CurrentExe { source })?;
+    let mut server = tokio::process::Command::new(&program);
     server.args(server_args(settings)).arg("serve");
-    let client = ().serve(TokioChildProcess::new(server)?).await.context("the MCP handshake failed")?;
+    let transport = TokioChildProcess::new(server).map_err(|source| DemoError::Spawn { program, source })?;
+    let client =
+        ().serve(transport).await.map_err(|source| DemoError::Handshake { source: Box::new(source) })?;
     writeln!(out, "Started `mcp-pyrepl serve` and connected to it over stdio as an MCP client.\n")?;
 
-    let call = async |tool: &'static str, arguments: Value| -> anyhow::Result<CallToolResult> {
+    let call = async |tool: &'static str, arguments: Value| -> Result<CallToolResult> {
         let params = CallToolRequestParams::new(tool)
             .with_arguments(arguments.as_object().cloned().unwrap_or_default());
-        Ok(client.call_tool(params).await?)
+        client.call_tool(params).await.map_err(|source| DemoError::Call { tool, source })
     };
 
     writeln!(out, "→ create_repl()  (builds a venv with the base packages; takes a few seconds)")?;
     let created = call("create_repl", json!({})).await?;
-    let session = last_text(&created).context("create_repl returned no session id")?;
+    let session =
+        last_text(&created).ok_or(DemoError::MissingId { tool: "create_repl", id: "session id" })?;
     show(out, &created, &image_dir)?;
 
     let mut cells: Vec<String> = Vec::new();
@@ -85,14 +165,14 @@ pub async fn run(settings: &Settings, args: &DemoArgs, out: &mut impl Write) -> 
         let result = call("run_code", arguments).await?;
         all_ok &= result.is_error != Some(true);
         show(out, &result, &image_dir)?;
-        cells.push(last_text(&result).context("run_code returned no cell id")?);
+        cells.push(last_text(&result).ok_or(DemoError::MissingId { tool: "run_code", id: "cell id" })?);
     }
 
     writeln!(out, "\n→ list_cells()")?;
     let tree = call("list_cells", json!({"session_id": session})).await?;
     show(out, &tree, &image_dir)?;
     writeln!(out, "\nThe session stays on disk: `{session}` (destroy it with destroy_repl).")?;
-    client.cancel().await?;
+    client.cancel().await.map_err(|source| DemoError::Stop { source })?;
     Ok(all_ok)
 }
 
@@ -114,7 +194,7 @@ fn last_text(result: &CallToolResult) -> Option<String> {
 }
 
 /// Prints a tool result as the model would see it, saving images to files.
-fn show(out: &mut impl Write, result: &CallToolResult, image_dir: &Path) -> anyhow::Result<()> {
+fn show(out: &mut impl Write, result: &CallToolResult, image_dir: &Path) -> Result<()> {
     let flag = if result.is_error == Some(true) { "  (flagged as an error)" } else { "" };
     writeln!(out, "← reply{flag}:")?;
     for content in &result.content {
@@ -124,11 +204,13 @@ fn show(out: &mut impl Write, result: &CallToolResult, image_dir: &Path) -> anyh
             }
         } else if let Some(image) = content.as_image() {
             std::fs::create_dir_all(image_dir)
-                .with_context(|| format!("cannot create `{}`", image_dir.display()))?;
+                .map_err(|source| DemoError::Write { path: image_dir.to_owned(), source })?;
             let count = std::fs::read_dir(image_dir).map(|d| d.count()).unwrap_or(0);
             let path = image_dir.join(format!("image-{}.png", count + 1));
-            let bytes = base64::engine::general_purpose::STANDARD.decode(&image.data)?;
-            std::fs::write(&path, bytes).with_context(|| format!("cannot write `{}`", path.display()))?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(&image.data)
+                .map_err(|source| DemoError::Image { source })?;
+            std::fs::write(&path, bytes).map_err(|source| DemoError::Write { path: path.clone(), source })?;
             writeln!(out, "    [{} image saved to {}]", image.mime_type, path.display())?;
         }
     }

@@ -2,17 +2,17 @@
 //!
 //! Owns the hand-driven path to a kernel: a fresh kernel in the shared venv (built on first use
 //! with the base packages) or an attached one, and the rendering of outputs for a
-//! person (text, images saved to files) or for a program (`--json`, one object per output).
+//! person (text, images saved to files) or for a program (`--json`, one object per output),
+//! and what the command can fail with ([`ExecError`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde_json::{Value, json};
 
 use crate::config::Settings;
-use crate::kernel::{Execution, ExecutionStatus, Kernel, LaunchSpec, Output, StreamName};
-use crate::venv::Uv;
+use crate::kernel::{Execution, ExecutionStatus, Kernel, KernelError, LaunchSpec, Output, StreamName};
+use crate::venv::{Uv, VenvError};
 
 /// Flags of `mcp-pyrepl exec`.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,6 +34,33 @@ pub struct ExecArgs {
     pub code: Vec<String>,
 }
 
+/// Result of the `exec` command.
+pub type Result<T, E = ExecError> = std::result::Result<T, E>;
+
+/// Why `exec` could not run its cells (a cell that fails is no error: [`run`] returns false).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecError {
+    /// uv could not be found, or the shared venv could not be built.
+    #[error(transparent)]
+    Venv(#[from] VenvError),
+    /// The kernel could not be started, attached to or reached.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// A kernel directory, the image directory or an image could not be written.
+    #[error("cannot write `{}`", path.display())]
+    Write {
+        /// The directory or file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The outputs could not be printed (a closed pipe, a full disk).
+    #[error("cannot print the outputs")]
+    Print(#[from] std::io::Error),
+}
+
 /// Runs the cells and prints their outputs to `out` (errors and stderr text to `err`). Stops at
 /// the first cell that fails, as a notebook's "run all" does.
 ///
@@ -46,7 +73,7 @@ pub async fn run(
     args: &ExecArgs,
     out: &mut impl Write,
     err: &mut impl Write,
-) -> anyhow::Result<bool> {
+) -> Result<bool> {
     let data_dir = settings.data_dir();
     // Lives as long as the kernel: its connection file, sockets and log are inside.
     let mut kernel_dir = None;
@@ -98,7 +125,7 @@ impl Printer {
         execution: &Execution,
         out: &mut impl Write,
         err: &mut impl Write,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         for output in &execution.outputs {
             let image = self.save_image(output)?;
             if self.json {
@@ -123,14 +150,13 @@ impl Printer {
     }
 
     /// Saves the first image of a display or result to a file; its path.
-    fn save_image(&mut self, output: &Output) -> anyhow::Result<Option<PathBuf>> {
+    fn save_image(&mut self, output: &Output) -> Result<Option<PathBuf>> {
         for (mime, extension) in [("image/png", "png"), ("image/jpeg", "jpg")] {
             if let Some(bytes) = output.image(mime) {
-                std::fs::create_dir_all(&self.image_dir)
-                    .with_context(|| format!("cannot create `{}`", self.image_dir.display()))?;
+                std::fs::create_dir_all(&self.image_dir).map_err(cannot_write(&self.image_dir))?;
                 self.images += 1;
                 let path = self.image_dir.join(format!("image-{}.{extension}", self.images));
-                std::fs::write(&path, bytes).with_context(|| format!("cannot write `{}`", path.display()))?;
+                std::fs::write(&path, bytes).map_err(cannot_write(&path))?;
                 return Ok(Some(path));
             }
         }
@@ -178,10 +204,15 @@ fn output_json(cell: usize, output: &Output, image: Option<&Path>) -> Value {
     }
 }
 
+/// The error for a failure to write `path`.
+fn cannot_write(path: &Path) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
+    move |source| ExecError::Write { path: path.to_owned(), source }
+}
+
 /// A fresh private directory under `parent`, removed when dropped.
-fn tempdir_in(parent: &Path) -> anyhow::Result<TempDir> {
+fn tempdir_in(parent: &Path) -> Result<TempDir> {
     let path = parent.join(uuid::Uuid::new_v4().simple().to_string());
-    std::fs::create_dir_all(&path).with_context(|| format!("cannot create `{}`", path.display()))?;
+    std::fs::create_dir_all(&path).map_err(cannot_write(&path))?;
     Ok(TempDir(path))
 }
 

@@ -18,7 +18,8 @@
 //! - [`error`]: what a session operation can fail with, as the MCP layer sees it.
 //! - [`atomic_file`]: replacing a small file atomically and durably.
 //! - [`private_dir`]: directories only the server's user may enter.
-//! - [`config`]: settings shared by every command (data directory, uv, Python).
+//! - [`config`]: settings shared by every command (data directory, uv, Python, limits), each
+//!   number checked against its range as the command line is read.
 //! - [`exec`]: the `exec` command, to drive a kernel by hand.
 //! - [`demo`]: the `demo` command: the branching example through a real MCP client.
 

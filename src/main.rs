@@ -53,16 +53,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let outcome = match &command {
-        Command::Serve(args) => {
-            serve::run(cli.settings.clone(), args, shutdown_signal()).await.map(|()| true)
-        }
-        Command::Exec(args) => {
-            exec::run(&cli.settings, args, &mut std::io::stdout(), &mut std::io::stderr()).await
-        }
-        Command::Demo(args) => demo::run(&cli.settings, args, &mut std::io::stdout()).await,
-    };
-    match outcome {
+    match run(cli.settings, command).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
@@ -74,6 +65,21 @@ async fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs `command`: whether it succeeded (every cell of `exec`, every reply of `demo`), or why
+/// it could not run.
+async fn run(settings: Settings, command: Command) -> anyhow::Result<bool> {
+    Ok(match command {
+        Command::Serve(args) => {
+            serve::run(settings, &args, shutdown_signal()).await?;
+            true
+        }
+        Command::Exec(args) => {
+            exec::run(&settings, &args, &mut std::io::stdout(), &mut std::io::stderr()).await?
+        }
+        Command::Demo(args) => demo::run(&settings, &args, &mut std::io::stdout()).await?,
+    })
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -4,14 +4,14 @@
 //!
 //! Owns the `serve` command's flags, the rule that only a loopback listener may go without a
 //! bearer token, the token check, and the order of shutdown: the transport first, then every
-//! kernel, each step bounded in time. The tools themselves live in `tools.rs`.
+//! kernel, each step bounded in time, and what serving can fail with ([`ServeError`]). The
+//! tools themselves live in `tools.rs`.
 
 use std::future::{Future, IntoFuture};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, StatusCode};
@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use super::tools::PyReplServer;
-use crate::config::Settings;
+use crate::config::{InRange, Settings};
 use crate::session::manager::SessionManager;
 
 /// The port `--transport http` listens on unless told otherwise.
@@ -56,7 +56,12 @@ pub struct ServeArgs {
     pub host: IpAddr,
 
     /// Port `--transport http` listens on (0 picks a free one)
-    #[arg(long, env = "MCP_PYREPL_PORT", default_value_t = DEFAULT_PORT)]
+    #[arg(
+        long,
+        env = "MCP_PYREPL_PORT",
+        default_value_t = DEFAULT_PORT,
+        value_parser = InRange::new(0..=u16::MAX)
+    )]
     pub port: u16,
 
     /// Bearer token every HTTP request must carry (`Authorization: Bearer <token>`); required
@@ -79,6 +84,51 @@ impl ServeArgs {
         }
         <Defaults as clap::Parser>::try_parse_from(["mcp-pyrepl"]).map(|defaults| defaults.args)
     }
+}
+
+/// Result of serving.
+pub type Result<T, E = ServeError> = std::result::Result<T, E>;
+
+/// Why the server could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A listener other machines can reach was asked for without a token.
+    #[error(
+        "refusing to serve on `{host}` without a bearer token: other machines can reach that \
+         address and run code through it; set `--token` (or `MCP_PYREPL_TOKEN`), or listen on \
+         `127.0.0.1`"
+    )]
+    TokenRequired {
+        /// The address asked for.
+        host: IpAddr,
+    },
+    /// The address could not be bound.
+    #[error("cannot listen on `{address}`")]
+    Listen {
+        /// The address asked for.
+        address: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The client that started us did not complete the MCP handshake over stdio.
+    #[error(
+        "the MCP handshake over stdio failed: an MCP client starts this server and sends \
+         `initialize` on its stdin"
+    )]
+    Handshake {
+        /// What went wrong.
+        #[source]
+        source: Box<rmcp::service::ServerInitializeError>,
+    },
+    /// The HTTP server failed while serving or stopping.
+    #[error("the HTTP server failed")]
+    Http {
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How MCP clients reach the server.
@@ -118,11 +168,7 @@ impl std::fmt::Debug for Token {
 /// # Errors
 /// When a non-loopback address is asked for without a token, the address cannot be bound, or
 /// the stdio handshake fails.
-pub async fn run(
-    settings: Settings,
-    args: &ServeArgs,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+pub async fn run(settings: Settings, args: &ServeArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
     // Bind first: a refused address must not leave spare sessions being built.
     let endpoint = match args.transport {
         Transport::Stdio => None,
@@ -142,12 +188,12 @@ pub async fn run(
 ///
 /// # Errors
 /// When the MCP handshake fails.
-pub async fn serve_stdio(
-    manager: Arc<SessionManager>,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+pub async fn serve_stdio(manager: Arc<SessionManager>, shutdown: impl Future<Output = ()>) -> Result<()> {
     let server = PyReplServer::new(manager.clone());
-    let running = server.serve(rmcp::transport::io::stdio_pipes()).await?;
+    let running = server
+        .serve(rmcp::transport::io::stdio_pipes())
+        .await
+        .map_err(|source| ServeError::Handshake { source: Box::new(source) })?;
     let cancel = running.cancellation_token();
     tokio::select! {
         quit = running.waiting() => tracing::info!(?quit, "client left"),
@@ -164,6 +210,7 @@ pub async fn serve_stdio(
 #[derive(Debug)]
 pub struct HttpEndpoint {
     listener: tokio::net::TcpListener,
+    address: SocketAddr,
     token: Option<Token>,
     loopback: bool,
 }
@@ -175,29 +222,21 @@ impl HttpEndpoint {
     /// # Errors
     /// When `args.host` is not a loopback address and there is no token, or the address cannot
     /// be bound.
-    pub async fn bind(args: &ServeArgs) -> anyhow::Result<Self> {
+    pub async fn bind(args: &ServeArgs) -> Result<Self> {
         let loopback = args.host.to_canonical().is_loopback();
         if !loopback && args.token.is_none() {
-            anyhow::bail!(
-                "refusing to serve on `{}` without a bearer token: other machines can reach that \
-                 address and run code through it; set `--token` (or `MCP_PYREPL_TOKEN`), or \
-                 listen on `127.0.0.1`",
-                args.host
-            );
+            return Err(ServeError::TokenRequired { host: args.host });
         }
         let address = SocketAddr::new(args.host, args.port);
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("cannot listen on `{address}`"))?;
-        Ok(HttpEndpoint { listener, token: args.token.clone(), loopback })
+        let cannot_listen = |source| ServeError::Listen { address, source };
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(cannot_listen)?;
+        let address = listener.local_addr().map_err(cannot_listen)?;
+        Ok(HttpEndpoint { listener, address, token: args.token.clone(), loopback })
     }
 
     /// The address actually bound (port 0 resolved).
-    ///
-    /// # Errors
-    /// When the socket cannot tell.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
     }
 }
 
@@ -217,7 +256,7 @@ pub async fn serve_http(
     manager: Arc<SessionManager>,
     endpoint: HttpEndpoint,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let stop = CancellationToken::new();
     let mut config = StreamableHttpServerConfig::default().with_cancellation_token(stop.child_token());
     if !endpoint.loopback {
@@ -235,19 +274,18 @@ pub async fn serve_http(
             .layer(axum::middleware::from_fn_with_state(Arc::new(RequiredToken::new(token)), require_token));
     }
 
-    let address = endpoint.local_addr().context("cannot read the bound address")?;
-    announce(&format!("http://{address}{HTTP_PATH}"), endpoint.token.is_some());
+    announce(&format!("http://{}{HTTP_PATH}", endpoint.local_addr()), endpoint.token.is_some());
     let serving = axum::serve(endpoint.listener, router)
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .into_future();
     let mut serving = std::pin::pin!(serving);
     let served = tokio::select! {
-        served = &mut serving => served.context("the HTTP server stopped"),
+        served = &mut serving => served,
         () = shutdown => {
             tracing::info!("shutting down");
             stop.cancel();
             match tokio::time::timeout(HTTP_DRAIN_TIMEOUT, serving).await {
-                Ok(served) => served.context("the HTTP server failed while stopping"),
+                Ok(served) => served,
                 Err(_) => {
                     tracing::info!(timeout = ?HTTP_DRAIN_TIMEOUT, "closing HTTP connections still open");
                     Ok(())
@@ -256,7 +294,7 @@ pub async fn serve_http(
         }
     };
     stop_kernels(&manager).await;
-    served
+    served.map_err(|source| ServeError::Http { source })
 }
 
 /// Tells where the server listens: a tracing event at info, and one line on stderr when that

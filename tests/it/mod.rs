@@ -12,5 +12,6 @@ mod manage;
 mod mcp;
 mod mcp_client;
 mod pools;
+mod settings;
 mod soak;
 mod venv;

@@ -1,13 +1,30 @@
 //! Settings shared by every command, from flags and environment variables.
 //!
-//! Owns where things live on disk and which uv and Python are used; each command adds its own
-//! flags next to its code.
+//! Owns where things live on disk, which uv and Python are used, the limits of cells, replies
+//! and kernels, and the range each numeric setting must lie in (checked by [`InRange`] as the
+//! command line is read); each command adds its own flags next to its code.
 
+mod range;
+
+use std::ops::Bound;
 use std::path::PathBuf;
 
 use sha2::Digest;
 
+pub use self::range::{InRange, Number};
 use crate::venv::BASE_PACKAGES;
+
+/// The longest any seconds setting may be: a week.
+const WEEK_SECONDS: f64 = 7.0 * 86400.0;
+
+/// The largest byte budget of a reply: 1 GiB.
+const GIB: usize = 1 << 30;
+
+/// The range of the memory settings, in MiB: 16 MiB (less and Python cannot start) to 16 TiB
+/// (so that the limit in bytes cannot overflow).
+fn memory_mb() -> InRange<u64> {
+    InRange::new(16..=1 << 24)
+}
 
 /// Where data lives and which tools build the venvs.
 #[derive(Debug, Clone, clap::Args)]
@@ -37,13 +54,25 @@ pub struct Settings {
     pub base_packages: Vec<String>,
 
     /// Sessions kept ready in the background (venv built, kernel started, base packages
-    /// imported) so that create_repl answers at once; 0 for none
-    #[arg(long, env = "MCP_PYREPL_SPARE_SESSIONS", global = true, default_value_t = 1)]
+    /// imported) so that create_repl answers at once; 0 for none, at most 16
+    #[arg(
+        long,
+        env = "MCP_PYREPL_SPARE_SESSIONS",
+        global = true,
+        default_value_t = 1,
+        value_parser = InRange::new(0..=16_usize)
+    )]
     pub spare_sessions: usize,
 
     /// Seconds a session's kernel may sit idle before it is stopped (it comes back by replay on
-    /// the next call); 0 keeps kernels running
-    #[arg(long, env = "MCP_PYREPL_KERNEL_IDLE_TIMEOUT", global = true, default_value_t = 1800.0)]
+    /// the next call); 0 keeps kernels running, at most a week (604800)
+    #[arg(
+        long,
+        env = "MCP_PYREPL_KERNEL_IDLE_TIMEOUT",
+        global = true,
+        default_value_t = 1800.0,
+        value_parser = InRange::new(0.0..=WEEK_SECONDS)
+    )]
     pub kernel_idle_timeout: f64,
 
     #[command(flatten)]
@@ -54,44 +83,81 @@ pub struct Settings {
 /// What one cell, one reply and one kernel may use.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Limits {
-    /// Seconds a cell may run before it is interrupted (run_code's `timeout_s` overrides it)
-    #[arg(long, env = "MCP_PYREPL_CELL_TIMEOUT", global = true, default_value_t = 300.0)]
+    /// Seconds a cell may run before it is interrupted (run_code's `timeout_s` overrides it);
+    /// more than 0, at most a day (86400)
+    #[arg(
+        long,
+        env = "MCP_PYREPL_CELL_TIMEOUT",
+        global = true,
+        default_value_t = 300.0,
+        value_parser = InRange::new((Bound::Excluded(0.0), Bound::Included(86400.0)))
+    )]
     pub cell_timeout: f64,
 
     /// Seconds an interrupted cell gets to stop before its kernel is killed (the state is then
-    /// rebuilt by replay on the next call)
-    #[arg(long, env = "MCP_PYREPL_INTERRUPT_GRACE", global = true, default_value_t = 5.0)]
+    /// rebuilt by replay on the next call); 0 to 3600
+    #[arg(
+        long,
+        env = "MCP_PYREPL_INTERRUPT_GRACE",
+        global = true,
+        default_value_t = 5.0,
+        value_parser = InRange::new(0.0..=3600.0)
+    )]
     pub interrupt_grace: f64,
 
     /// Bytes of text output returned per cell: the start and the end are kept, the middle is
-    /// cut with a note saying where the full output was saved
-    #[arg(long, env = "MCP_PYREPL_MAX_OUTPUT_BYTES", global = true, default_value_t = 32 * 1024)]
+    /// cut with a note saying where the full output was saved; 1024 (1 KiB) to 1073741824 (1 GiB)
+    #[arg(
+        long,
+        env = "MCP_PYREPL_MAX_OUTPUT_BYTES",
+        global = true,
+        default_value_t = 32 * 1024,
+        value_parser = InRange::new(1024..=GIB)
+    )]
     pub max_output_bytes: usize,
 
-    /// Images returned per cell
-    #[arg(long, env = "MCP_PYREPL_MAX_IMAGES", global = true, default_value_t = 10)]
+    /// Images returned per cell; 0 to 1000
+    #[arg(
+        long,
+        env = "MCP_PYREPL_MAX_IMAGES",
+        global = true,
+        default_value_t = 10,
+        value_parser = InRange::new(0..=1000_usize)
+    )]
     pub max_images: usize,
 
-    /// Bytes of (base64) image data returned per cell
-    #[arg(long, env = "MCP_PYREPL_MAX_IMAGE_BYTES", global = true, default_value_t = 8 << 20)]
+    /// Bytes of (base64) image data returned per cell; 0 to 1073741824 (1 GiB)
+    #[arg(
+        long,
+        env = "MCP_PYREPL_MAX_IMAGE_BYTES",
+        global = true,
+        default_value_t = 8 << 20,
+        value_parser = InRange::new(0..=GIB)
+    )]
     pub max_image_bytes: usize,
 
-    /// Address-space limit of each kernel, in MiB [default: none]
-    #[arg(long, env = "MCP_PYREPL_KERNEL_MEMORY_MB", global = true)]
+    /// Address-space limit of each kernel, in MiB; 16 to 16777216 (16 TiB) [default: none]
+    #[arg(long, env = "MCP_PYREPL_KERNEL_MEMORY_MB", global = true, value_parser = memory_mb())]
     pub kernel_memory_mb: Option<u64>,
 
     /// Kernels a session keeps, each at its own branch, so that switching back to a recent
-    /// branch replays nothing; 1 for a single kernel that restarts and replays
-    #[arg(long, env = "MCP_PYREPL_KERNELS_PER_SESSION", global = true, default_value_t = 2)]
+    /// branch replays nothing; 1 for a single kernel that restarts and replays, at most 64
+    #[arg(
+        long,
+        env = "MCP_PYREPL_KERNELS_PER_SESSION",
+        global = true,
+        default_value_t = 2,
+        value_parser = InRange::new(1..=64_usize)
+    )]
     pub kernels_per_session: usize,
 
     /// Memory, in MiB, the kernels of one session may use together before the least recently
-    /// used spare kernels are stopped [default: no limit]
-    #[arg(long, env = "MCP_PYREPL_KERNEL_POOL_MEMORY_MB", global = true)]
+    /// used spare kernels are stopped; 16 to 16777216 (16 TiB) [default: no limit]
+    #[arg(long, env = "MCP_PYREPL_KERNEL_POOL_MEMORY_MB", global = true, value_parser = memory_mb())]
     pub kernel_pool_memory_mb: Option<u64>,
 
-    /// CPU-time limit of each kernel, in seconds [default: none]
-    #[arg(long, env = "MCP_PYREPL_KERNEL_CPU_SECONDS", global = true)]
+    /// CPU-time limit of each kernel, in seconds; at least 1 [default: none]
+    #[arg(long, env = "MCP_PYREPL_KERNEL_CPU_SECONDS", global = true, value_parser = InRange::new(1_u64..))]
     pub kernel_cpu_seconds: Option<u64>,
 }
 
@@ -138,4 +204,17 @@ impl Settings {
 
 fn base_packages_default() -> Vec<String> {
     BASE_PACKAGES.iter().map(|p| p.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_default_passes_its_value_parser() {
+        // clap parses the defaults with the same parsers, and panics when a parser's type is
+        // not its field's: parsing nothing at all checks every range and every type.
+        let settings = Settings::with_data_dir("/data");
+        assert_eq!(settings.data_dir(), PathBuf::from("/data"));
+    }
 }
