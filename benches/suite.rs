@@ -59,6 +59,8 @@ const SWITCH_FACTOR: f64 = 2.0;
 const MEMORY_TARGET_KB: u64 = 30 * 1024;
 /// Sign + encode + decode + verify.
 const CODEC_TARGET: Duration = Duration::from_micros(5);
+/// `destroy_repl`, whatever the session holds.
+const DESTROY_TARGET: Duration = Duration::from_millis(100);
 
 /// How many samples each measurement takes.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +83,11 @@ struct Counts {
     /// Codec batches, of `codec_batch` trips each.
     codec_batches: usize,
     codec_batch: usize,
+    /// Sessions destroyed, each after `cells_before_destroy` cells; `list_sessions` calls timed
+    /// while a cell runs and while none does.
+    destroys: usize,
+    cells_before_destroy: usize,
+    lists: usize,
 }
 
 impl Counts {
@@ -95,6 +102,9 @@ impl Counts {
         cells_per_session: 10,
         codec_batches: 200,
         codec_batch: 1000,
+        destroys: 3,
+        cells_before_destroy: 300,
+        lists: 50,
     };
     const QUICK: Counts = Counts {
         round_trips: 40,
@@ -107,6 +117,9 @@ impl Counts {
         cells_per_session: 2,
         codec_batches: 10,
         codec_batch: 100,
+        destroys: 1,
+        cells_before_destroy: 3,
+        lists: 5,
     };
 }
 
@@ -139,8 +152,10 @@ async fn main() {
     let switch_one_kernel = branch_switch(&uv, counts.switches_one_kernel, Some(1)).await;
     step("server memory");
     let memory = memory(&uv, counts).await;
+    step("destroy_repl, and list_sessions while a cell runs");
+    let admin = admin(&uv, counts).await;
 
-    let results = Results { counts, build, codec, latency, create, switch, switch_one_kernel, memory };
+    let results = Results { counts, build, codec, latency, create, switch, switch_one_kernel, memory, admin };
     let report = results.report(full, started.elapsed());
     println!("\n{report}");
     if full && std::env::var(WRITE_ENV).is_ok_and(|v| v == "1") {
@@ -498,6 +513,50 @@ async fn memory(uv: &Uv, counts: Counts) -> Memory {
     Memory { idle, loaded }
 }
 
+struct Admin {
+    destroy: Stats,
+    list_idle: Stats,
+    list_busy: Stats,
+}
+
+/// `destroy_repl` of sessions with `cells_before_destroy` cells and a live kernel; then
+/// `list_sessions` with no cell running, and while another session's cell runs.
+async fn admin(uv: &Uv, counts: Counts) -> Admin {
+    let server = Server::start(uv, "", &["--spare-sessions", "0"]).await;
+    let mut destroys = Vec::new();
+    for _ in 0..counts.destroys {
+        let session = server.create_repl().await;
+        let mut parent = None;
+        for cell in 0..counts.cells_before_destroy {
+            let code = format!("x{cell} = {cell}");
+            parent = Some(server.cell_id(&server.run(&session, &code, parent.as_deref()).await));
+        }
+        let start = Instant::now();
+        server.destroy(&session).await;
+        destroys.push(start.elapsed());
+    }
+    let list = async || server.call("list_sessions", json!({})).await;
+    let idle_session = server.create_repl().await;
+    server.run(&idle_session, "pass", None).await;
+    let list_idle = time_each(counts.lists, async || drop(list().await)).await;
+    let busy = server.create_repl().await;
+    let flag = server.data_dir.path().join("release");
+    let code =
+        format!("import os, time\nwhile not os.path.exists({:?}): time.sleep(0.01)", flag.to_str().unwrap());
+    let params = CallToolRequestParams::new("run_code")
+        .with_arguments(json!({ "session_id": busy, "code": code }).as_object().unwrap().clone());
+    let peer = rmcp::Peer::clone(&server.client);
+    let running = tokio::spawn(async move { peer.call_tool(params).await });
+    // The kernel starts and the cell begins before the first list is timed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let list_busy = time_each(counts.lists, async || drop(list().await)).await;
+    assert!(!running.is_finished(), "the cell ended before the lists were timed");
+    std::fs::write(&flag, "").unwrap();
+    within(60, running).await.unwrap().unwrap();
+    server.stop().await;
+    Admin { destroy: Stats::of(destroys), list_idle: Stats::of(list_idle), list_busy: Stats::of(list_busy) }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The server and its client
 
@@ -723,12 +782,23 @@ struct Results {
     switch: Switch,
     switch_one_kernel: Switch,
     memory: Memory,
+    admin: Admin,
 }
 
 impl Results {
     /// The report: how to reproduce it, the machine, the table, and the causes of the gaps.
     fn report(&self, full: bool, elapsed: Duration) -> String {
-        let Results { counts, build: _, codec: _, latency, create, switch, switch_one_kernel, memory } = self;
+        let Results {
+            counts,
+            build: _,
+            codec: _,
+            latency,
+            create,
+            switch,
+            switch_one_kernel,
+            memory,
+            admin: _,
+        } = self;
         let mut out = String::new();
         let _ = writeln!(out, "# Benchmarks\n");
         if !full {
@@ -845,7 +915,8 @@ impl Results {
 
     /// The table: metric, ours, reference, ratio or target, met.
     fn rows(&self) -> Vec<[String; 5]> {
-        let Results { counts, build: _, codec, latency, create, switch, switch_one_kernel, memory } = self;
+        let Results { counts, build: _, codec, latency, create, switch, switch_one_kernel, memory, admin } =
+            self;
         let ratio = |a: Duration, b: Duration| format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64());
         let target = |d: Duration| format!("≤ {}", duration(d));
         let none = || "–".to_owned();
@@ -948,6 +1019,23 @@ impl Results {
             format!("no sessions: {}", mb(memory.idle.0)),
             format!("≤ {}", mb(MEMORY_TARGET_KB)),
             met(memory.loaded.0 <= MEMORY_TARGET_KB),
+        ]);
+        rows.push([
+            format!(
+                "`destroy_repl` of a session with {} cells and a live kernel (n = {})",
+                counts.cells_before_destroy, admin.destroy.n
+            ),
+            admin.destroy.spread(),
+            none(),
+            target(DESTROY_TARGET),
+            met(admin.destroy.p50 <= DESTROY_TARGET),
+        ]);
+        rows.push([
+            format!("`list_sessions` while another session's cell runs (n = {})", admin.list_busy.n),
+            admin.list_busy.spread(),
+            format!("no cell running: {}", admin.list_idle.spread()),
+            ratio(admin.list_busy.p50, admin.list_idle.p50),
+            none(),
         ]);
         rows
     }

@@ -83,9 +83,7 @@ impl Session {
     /// # Errors
     /// When the kernel does not start.
     pub async fn start_kernel(&mut self) -> Result<()> {
-        let served = self.serve(None).await;
-        self.publish_kernels();
-        served.map(drop)
+        self.serve(None).await.map(drop)
     }
 
     /// Runs `code` on exactly the state after `parent` (a fresh state when `None`), replaying
@@ -174,10 +172,13 @@ impl Session {
         })
     }
 
-    /// A kernel of the pool that reaches `parent` without a restart.
+    /// A kernel of the pool that reaches `parent` without a restart; readers learn of the
+    /// kernels started or stopped for it.
     async fn serve(&mut self, parent: Option<&CellId>) -> Result<Served> {
         let records = self.records.clone();
-        match self.pool.serve(|head| records.graph().reach(head, parent)).await {
+        let served = self.pool.serve(|head| records.graph().reach(head, parent)).await;
+        self.publish_kernels();
+        match served {
             Err(Error::CannotBranch { provider, .. }) => {
                 let held = self.records.held_cells().last().map_or_else(
                     || "the state it had when attached".to_owned(),
