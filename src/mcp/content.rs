@@ -77,7 +77,9 @@ pub fn live_result(live: &LiveCell, outcome: Option<Outcome>, waited: Duration) 
     }
     let mut content: Vec<ContentBlock> = match live.snapshot() {
         Some(outputs) => outputs.iter().filter_map(output_content).collect(),
-        None => vec![ContentBlock::text("[the path to the parent cell is still being replayed]")],
+        None => vec![ContentBlock::text(
+            "[the code has not started yet: the kernel is starting, or replaying the path to the parent cell]",
+        )],
     };
     content.push(ContentBlock::text(format!(
         "Still running after {}s. Call wait_cell with this cell id for more output or the end; other calls on \

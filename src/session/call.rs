@@ -94,8 +94,10 @@ pub fn parse_seconds(name: &str, seconds: f64, zero_allowed: bool) -> Result<Dur
     let lowest_ok = if zero_allowed { seconds >= 0.0 } else { seconds > 0.0 };
     if !(seconds.is_finite() && lowest_ok && seconds <= MAX_TIMEOUT.as_secs_f64()) {
         let kind = if zero_allowed { "non-negative" } else { "positive" };
+        // A huge number is shown in scientific notation, not as hundreds of digits.
+        let given = if seconds.abs() < 1e9 { seconds.to_string() } else { format!("{seconds:e}") };
         return Err(Error::InvalidArgument(format!(
-            "{name} must be a {kind} number of seconds up to {}; got {seconds}",
+            "{name} must be a {kind} number of seconds up to {}; got {given}",
             MAX_TIMEOUT.as_secs()
         )));
     }

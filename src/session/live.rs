@@ -49,7 +49,8 @@ impl LiveCell {
         *self.outputs.lock().expect("live cell lock") = Some(outputs);
     }
 
-    /// The outputs so far; `None` while the path to its parent is still being replayed.
+    /// The outputs so far; `None` until the code starts (while a kernel starts or the path to its
+    /// parent is replayed).
     pub fn snapshot(&self) -> Option<Vec<Output>> {
         self.outputs.lock().expect("live cell lock").as_ref().map(OutputView::snapshot)
     }

@@ -351,6 +351,11 @@ impl SessionManager {
     /// # Errors
     /// A connection file that cannot be read, or a kernel that does not answer.
     pub async fn attach(&self, connection_file: &Path) -> Result<String> {
+        if connection_file.as_os_str().is_empty() {
+            return Err(Error::InvalidArgument(
+                "connection_file is empty; pass the path of the running kernel's connection file".into(),
+            ));
+        }
         let connection_file = std::path::absolute(connection_file)
             .map_err(|source| Error::Io { path: connection_file.to_owned(), source })?;
         // The kernel must answer now: an attach that cannot reach it is refused.

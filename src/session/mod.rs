@@ -269,7 +269,11 @@ impl Session {
             tracing::warn!(%error, "interrupt failed");
         }
         if let Ok(finished) = tokio::time::timeout(grace, &mut execution).await {
-            return Ok((finished?, Some(Stop { reason, kernel_killed: false })));
+            let finished = finished?;
+            // It may have ended by itself as the interrupt was sent: then nothing was stopped.
+            let stopped =
+                (finished.status != ExecutionStatus::Ok).then_some(Stop { reason, kernel_killed: false });
+            return Ok((finished, stopped));
         }
         tracing::warn!(session = %self.id, "the cell ignored the interrupt; killing its kernel");
         provider.kill(kernel).await?;
@@ -291,10 +295,9 @@ impl Session {
         self.ensure_open()?;
         let venv = self.own_venv("install_packages")?.clone();
         if requirements.is_empty() {
-            return Err(Error::InvalidRequirement {
-                requirement: String::new(),
-                reason: "no packages given; pass a list such as [\"requests\", \"polars>=1\"]".into(),
-            });
+            return Err(Error::InvalidArgument(
+                "packages is empty; pass a list of requirements such as [\"requests\", \"polars>=1\"]".into(),
+            ));
         }
         for requirement in requirements {
             validate_requirement(requirement).map_err(|reason| Error::InvalidRequirement {

@@ -235,6 +235,7 @@ async fn bad_arguments_are_tool_errors_naming_the_value_and_the_server_keeps_ans
         (run("1", json!({ "timeout_s": -1 })), &not_positive("-1")),
         (run("1", json!({ "timeout_s": 0 })), &not_positive("0")),
         (run("1", json!({ "timeout_s": 1e6 })), &not_positive("1000000")),
+        (run("1", json!({ "timeout_s": 1e300 })), &not_positive("1e300")),
         (run("1", json!({ "timeout_s": -1, "wait_s": 5 })), &not_positive("-1")),
         (run("1", json!({ "wait_s": -0.5 })), &negative_wait("-0.5")),
     ];
@@ -255,6 +256,10 @@ async fn bad_arguments_are_tool_errors_naming_the_value_and_the_server_keeps_ans
     let result =
         server.call("wait_cell", json!({ "session_id": session, "cell_id": cell, "wait_s": -1 })).await;
     assert_refused(&result, &negative_wait("-1"), "wait_cell");
+    let result = server.call("install_packages", json!({ "session_id": session, "packages": [] })).await;
+    assert_refused(&result, "packages is empty", "install_packages of nothing");
+    let result = server.call("attach_kernel", json!({ "connection_file": "" })).await;
+    assert_refused(&result, "connection_file is empty", "attach_kernel to no file");
 
     // Wrong JSON types and missing arguments: rmcp refuses them before any tool code runs, as a
     // tool error carrying serde's message (not as an `invalid_params` protocol error).
