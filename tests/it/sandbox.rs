@@ -149,6 +149,9 @@ async fn strict_has_no_network_but_answers() {
     );
     let (seen, _) = server.ok(&session, &probe, None).await;
     assert!(seen.contains("no tcp:") && seen.contains("no dns:"), "{seen}");
+    // In its own user namespace the kernel cannot read the server's environment either.
+    let environ = format!("open('/proc/{}/environ').read()", server.pid());
+    assert_refused(&server.run(&session, &environ, None).await);
     let (answer, _) = server.ok(&session, "print(6 * 7)", None).await;
     assert_eq!(answer, "42\n");
 }
