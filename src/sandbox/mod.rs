@@ -275,6 +275,20 @@ mod tests {
     }
 
     #[test]
+    fn the_interpreter_prefix_is_the_parent_of_the_venvs_home() {
+        let venv = tempfile::tempdir().unwrap();
+        let prefix = tempfile::tempdir().unwrap();
+        let home = prefix.path().join("bin");
+        std::fs::write(
+            venv.path().join("pyvenv.cfg"),
+            format!("home = {}\nversion_info = 3.13.0\n", home.display()),
+        )
+        .unwrap();
+        assert_eq!(interpreter_prefix(venv.path()), Some(prefix.path().canonicalize().unwrap()));
+        assert_eq!(interpreter_prefix(prefix.path()), None, "no pyvenv.cfg");
+    }
+
+    #[test]
     fn unenforced_sandboxes_confine_nothing() {
         assert_eq!(Sandbox::default().confinement(Path::new("/s"), Path::new("/v")), None);
     }
