@@ -1,7 +1,7 @@
 //! `mcp-pyrepl exec`: run each argument as a cell in one kernel and print what it produced.
 //!
 //! Owns the hand-driven path to a kernel: a fresh kernel in the shared venv (built on first use
-//! with the base packages) or an attached one, and the rendering of outputs for a
+//! with the base packages, confined like a session's to its own directory) or an attached one, and the rendering of outputs for a
 //! person (text, images saved to files) or for a program (`--json`, one object per output),
 //! and what the command can fail with ([`ExecError`]).
 
@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::config::Settings;
 use crate::kernel::{Execution, ExecutionStatus, Kernel, KernelError, LaunchSpec, Output, StreamName};
+use crate::sandbox::{Sandbox, SandboxError};
 use crate::venv::{Uv, VenvError};
 
 /// Flags of `mcp-pyrepl exec`.
@@ -44,6 +45,9 @@ pub enum ExecError {
     /// uv could not be found, or the shared venv could not be built.
     #[error(transparent)]
     Venv(#[from] VenvError),
+    /// The sandbox asked for cannot be enforced.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
     /// The kernel could not be started, attached to or reached.
     #[error(transparent)]
     Kernel(#[from] KernelError),
@@ -88,8 +92,10 @@ pub async fn run(
                     &settings.base_packages(),
                 )
                 .await?;
+            let sandbox = Sandbox::resolve(&settings.sandbox).await?;
             let dir = kernel_dir.insert(tempdir_in(&data_dir.join("exec"))?);
-            Kernel::launch(LaunchSpec::new(venv.python(), dir.path())).await?
+            let confinement = sandbox.confinement(dir.path(), venv.dir());
+            Kernel::launch(LaunchSpec::new(venv.python(), dir.path()).with_confinement(confinement)).await?
         }
     };
     let image_dir = match &args.image_dir {

@@ -11,6 +11,8 @@
 //!   the last resolution of their versions and the bytecode compiled for them.
 //! - [`provider`]: where a session's kernels come from (a local uv venv, a connection file),
 //!   behind one trait the kernel pool goes through.
+//! - [`sandbox`]: confining the kernels we start (Landlock, a network namespace): levels,
+//!   policies, the start-up probe and the `confine` re-exec.
 //! - [`session`]: a graph, a pool of kernels from one provider, the records readers see;
 //!   running a cell with replay; all sessions.
 //! - [`mcp`]: the MCP tools, outputs as MCP content, the stdio and streamable HTTP transports.
@@ -35,5 +37,6 @@ pub mod mcp;
 pub mod notebook;
 pub mod private_dir;
 pub mod provider;
+pub mod sandbox;
 pub mod session;
 pub mod venv;

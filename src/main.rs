@@ -1,5 +1,8 @@
 //! The `mcp-pyrepl` binary: parses the command line, sets up logging to stderr, runs the command
 //! and turns its outcome into an exit code.
+//!
+//! The hidden `confine` command runs before any tokio runtime exists: it must stay a
+//! single-threaded process to enter namespaces of its own.
 
 use std::process::ExitCode;
 
@@ -8,6 +11,7 @@ use mcp_pyrepl::config::Settings;
 use mcp_pyrepl::demo::{self, DemoArgs};
 use mcp_pyrepl::exec::{self, ExecArgs};
 use mcp_pyrepl::mcp::serve::{self, ServeArgs};
+use mcp_pyrepl::sandbox::{self, ConfineArgs};
 
 /// An MCP server that gives an LLM a stateful, branching Python interpreter.
 #[derive(Debug, Parser)]
@@ -36,12 +40,17 @@ enum Command {
     /// Run the branching sine-wave example through a real MCP client and print what the model
     /// would see (the quickest way to see the product work)
     Demo(DemoArgs),
+    /// Confine ourselves with a sandbox policy, then exec a kernel (what the server runs)
+    #[command(hide = true)]
+    Confine(ConfineArgs),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
+        Some(Command::Confine(args)) => {
+            return exit_code(sandbox::confine(args).map(|()| true).map_err(Into::into));
+        }
         Some(command) => command,
         None => Command::Serve(ServeArgs::from_env().unwrap_or_else(|error| error.exit())),
     };
@@ -53,7 +62,13 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    match run(cli.settings, command).await {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    exit_code(runtime.map_err(Into::into).and_then(|runtime| runtime.block_on(run(cli.settings, command))))
+}
+
+/// Success, failure (a cell or reply that failed), or 2 with the error's chain on stderr.
+fn exit_code(outcome: anyhow::Result<bool>) -> ExitCode {
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
@@ -79,6 +94,7 @@ async fn run(settings: Settings, command: Command) -> anyhow::Result<bool> {
             exec::run(&settings, &args, &mut std::io::stdout(), &mut std::io::stderr()).await?
         }
         Command::Demo(args) => demo::run(&settings, &args, &mut std::io::stdout()).await?,
+        Command::Confine(_) => unreachable!("`confine` runs before the runtime exists"),
     })
 }
 

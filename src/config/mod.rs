@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use sha2::Digest;
 
 pub use self::range::{InRange, Number};
+use crate::sandbox::{Level, Sandbox};
 use crate::venv::BASE_PACKAGES;
 
 /// The longest any seconds setting may be: a week.
@@ -78,6 +79,38 @@ pub struct Settings {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub limits: Limits,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub sandbox: SandboxSettings,
+}
+
+/// How the kernels we start are confined (`src/sandbox/`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SandboxSettings {
+    /// Confinement of every kernel the server starts: `files` (writes only in its session,
+    /// reads only the system, its interpreter, uv's cache, its session, the working directory
+    /// and `--sandbox-read`), `strict` (`files` and no network) or `off`. An explicit level the
+    /// machine cannot enforce stops the server at start-up; the default then only warns
+    /// [default: files]
+    #[arg(long = "sandbox", value_enum, env = "MCP_PYREPL_SANDBOX", global = true)]
+    pub level: Option<Level>,
+
+    /// A directory confined kernels may read (repeatable; `:`-separated in the variable)
+    #[arg(long, env = "MCP_PYREPL_SANDBOX_READ", global = true, value_name = "DIR", value_delimiter = ':')]
+    pub sandbox_read: Vec<PathBuf>,
+
+    /// A directory confined kernels may read and write (repeatable; `:`-separated in the
+    /// variable)
+    #[arg(long, env = "MCP_PYREPL_SANDBOX_WRITE", global = true, value_name = "DIR", value_delimiter = ':')]
+    pub sandbox_write: Vec<PathBuf>,
+}
+
+impl SandboxSettings {
+    /// The level asked for, `files` unless one was named.
+    pub fn level(&self) -> Level {
+        self.level.unwrap_or(Level::Files)
+    }
 }
 
 /// What one cell, one reply and one kernel may use.
@@ -159,6 +192,11 @@ pub struct Limits {
     /// CPU-time limit of each kernel, in seconds; at least 1 [default: none]
     #[arg(long, env = "MCP_PYREPL_KERNEL_CPU_SECONDS", global = true, value_parser = InRange::new(1_u64..))]
     pub kernel_cpu_seconds: Option<u64>,
+
+    /// The sandbox each kernel runs in: resolved from [`Settings::sandbox`] when a server or
+    /// `exec` starts ([`Sandbox::resolve`]), unconfined until then.
+    #[arg(skip)]
+    pub sandbox: Sandbox,
 }
 
 impl Settings {

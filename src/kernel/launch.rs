@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use super::{Death, KernelError};
 use crate::jupyter::connection::{ConnectionInfo, Transport};
 use crate::private_dir;
+use crate::sandbox::Confinement;
 
 /// The kernelspec template: argv and env with `{python}`, `{connection_file}` and `{ipython_dir}`.
 const KERNEL_JSON: &str = include_str!("../../kernelspec/kernel.json");
@@ -73,6 +74,9 @@ pub struct LaunchSpec {
     pub memory_limit: Option<u64>,
     /// CPU-time limit (`RLIMIT_CPU`) of the kernel, in seconds.
     pub cpu_limit: Option<u64>,
+    /// The sandbox the kernel starts in (our binary confines itself, then execs the kernel's
+    /// argv), or none.
+    pub confinement: Option<Confinement>,
 }
 
 impl LaunchSpec {
@@ -85,7 +89,14 @@ impl LaunchSpec {
             startup_timeout: Duration::from_secs(60),
             memory_limit: None,
             cpu_limit: None,
+            confinement: None,
         }
+    }
+
+    /// The same spec with the kernel started under `confinement` (none: unconfined).
+    pub fn with_confinement(mut self, confinement: Option<Confinement>) -> Self {
+        self.confinement = confinement;
+        self
     }
 
     /// The same spec with resource limits on the kernel process (and what it starts).
@@ -154,6 +165,11 @@ impl KernelProcess {
                 .replace("{ipython_dir}", &ipython_dir.to_string_lossy())
         };
         let argv: Vec<String> = kernel_spec.argv.iter().map(|a| substitute(a)).collect();
+        // Confined, our binary runs first and execs the kernel in place: same pid, same group.
+        let argv = match &spec.confinement {
+            Some(confinement) => confinement.wrap(&argv),
+            None => argv,
+        };
         let log_path = spec.log_path();
         // Appended to, so a restart keeps the log of the kernel before it.
         let log = std::fs::OpenOptions::new()

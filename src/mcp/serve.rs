@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::tools::PyReplServer;
 use crate::config::{InRange, Settings};
+use crate::sandbox::{Sandbox, SandboxError};
 use crate::session::manager::SessionManager;
 
 /// The port `--transport http` listens on unless told otherwise.
@@ -112,6 +113,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The sandbox asked for cannot be enforced.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
     /// The client that started us did not complete the MCP handshake over stdio.
     #[error(
         "the MCP handshake over stdio failed: an MCP client starts this server and sends \
@@ -168,7 +172,9 @@ impl std::fmt::Debug for Token {
 /// # Errors
 /// When a non-loopback address is asked for without a token, the address cannot be bound, or
 /// the stdio handshake fails.
-pub async fn run(settings: Settings, args: &ServeArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn run(mut settings: Settings, args: &ServeArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
+    // Decided once, before anything is served: every kernel of this server gets the same.
+    settings.limits.sandbox = Sandbox::resolve(&settings.sandbox).await?;
     // Bind first: a refused address must not leave spare sessions being built.
     let endpoint = match args.transport {
         Transport::Stdio => None,

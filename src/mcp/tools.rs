@@ -152,7 +152,15 @@ impl PyReplServer {
         let outcome =
             with_context(&context, |call| async move { self.manager.create(&call.progress).await }).await;
         Ok(match outcome {
-            Ok(id) => text_result(id.clone(), json!({ "session_id": id })),
+            Ok(id) => {
+                let sandbox = self.manager.sandbox();
+                let structured = json!({
+                    "session_id": id,
+                    "sandbox": sandbox.level().as_str(),
+                    "sandboxed": sandbox.is_enforced(),
+                });
+                text_result(id.clone(), structured)
+            }
             Err(error) => error_result(&error),
         })
     }
@@ -359,7 +367,14 @@ impl PyReplServer {
         Parameters(args): Parameters<AttachArgs>,
     ) -> Result<CallToolResult, ErrorData> {
         Ok(match self.manager.attach(std::path::Path::new(&args.connection_file)).await {
-            Ok(id) => text_result(id.clone(), json!({ "session_id": id })),
+            Ok(id) => text_result(
+                id.clone(),
+                json!({
+                    "session_id": id,
+                    "sandboxed": false,
+                    "sandbox_note": "attached kernels are not confined by mcp-pyrepl: they keep the rights of whoever started them",
+                }),
+            ),
             Err(error) => error_result(&error),
         })
     }

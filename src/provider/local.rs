@@ -1,5 +1,6 @@
 //! Kernels in the session's own uv venv: started by us in their own process group, restarted
-//! by starting a fresh one, stopped for good when the session is done with them.
+//! by starting a fresh one, stopped for good when the session is done with them; each confined
+//! to its session by the server's sandbox.
 
 use super::{KernelProvider, ProviderContext, ProviderRecord};
 use crate::kernel::{Kernel, KernelError, LaunchSpec};
@@ -13,13 +14,15 @@ pub struct LocalProvider {
 }
 
 impl LocalProvider {
-    /// Kernels in the venv of `context`, under its limits, with their files in its kernel
-    /// directory.
+    /// Kernels in the venv of `context`, under its limits and in its sandbox, with their files
+    /// in its kernel directory.
     pub fn new(context: ProviderContext) -> Self {
         let venv = Venv::at(context.venv_dir);
         let memory = context.limits.kernel_memory_mb.map(|mb| mb << 20);
+        let confinement = context.limits.sandbox.confinement(&context.session_dir, venv.dir());
         let spec = LaunchSpec::new(venv.python(), context.kernel_dir)
-            .with_resource_limits(memory, context.limits.kernel_cpu_seconds);
+            .with_resource_limits(memory, context.limits.kernel_cpu_seconds)
+            .with_confinement(confinement);
         LocalProvider { venv, spec }
     }
 }

@@ -99,11 +99,13 @@ pub enum ProviderRecord {
 /// What a provider needs besides its record: where the session keeps its files, and limits.
 #[derive(Debug, Clone)]
 pub struct ProviderContext {
+    /// The session directory: all a confined kernel may write.
+    pub session_dir: PathBuf,
     /// The session's venv directory.
     pub venv_dir: PathBuf,
     /// The directory for the kernels' own files (connection files, sockets, log).
     pub kernel_dir: PathBuf,
-    /// The limits each kernel runs under.
+    /// The limits (and the sandbox) each kernel runs under.
     pub limits: Limits,
 }
 

@@ -23,6 +23,7 @@ use crate::graph::{CellId, Graph, store};
 use crate::kernel::launch::reap_orphans;
 use crate::private_dir;
 use crate::provider::ProviderRecord;
+use crate::sandbox::Sandbox;
 use crate::venv::Uv;
 
 /// Length of a session id: lowercase hex characters.
@@ -74,6 +75,11 @@ pub struct SessionManager {
 }
 
 impl SessionManager {
+    /// The sandbox the kernels of this manager's sessions start in.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.settings.limits.sandbox
+    }
+
     /// A manager keeping its sessions under `settings.data_dir()`. Kernels left running by a
     /// server that crashed are killed and their files removed first; leftover spares and
     /// destroyed sessions are removed.

@@ -57,6 +57,7 @@ impl Session {
         graph: Graph,
     ) -> Self {
         let provider = record.provider.open(ProviderContext {
+            session_dir: paths.dir().to_owned(),
             venv_dir: paths.venv(),
             kernel_dir: paths.kernel(),
             limits: limits.clone(),

@@ -145,7 +145,9 @@ async fn attach_kernel_makes_a_session_that_goes_forward_and_never_stops_the_ker
     let server = Server::start_with(&data, "", |_| {}).await;
     let attached = server.call("attach_kernel", json!({"connection_file": connection_file})).await;
     assert_ne!(attached.is_error, Some(true), "{:?}", texts(&attached));
-    let session = attached.structured_content.unwrap()["session_id"].as_str().unwrap().to_owned();
+    let structured = attached.structured_content.unwrap();
+    assert_eq!(structured["sandboxed"], false, "attached kernels are not ours to confine");
+    let session = structured["session_id"].as_str().unwrap().to_owned();
 
     let (_, a) = server.ok(&session, "x = 1", None).await;
     let (out, b) = server.ok(&session, "x += 1\nprint(x)", Some(&a)).await;

@@ -155,6 +155,7 @@ async fn the_local_provider_restarts_by_discarding_and_starting_fresh() {
     let dir = tempfile::tempdir().unwrap();
     let settings = mcp_pyrepl::config::Settings::with_data_dir(dir.path());
     let provider = LocalProvider::new(ProviderContext {
+        session_dir: dir.path().to_owned(),
         venv_dir: default_venv().await.dir().to_owned(),
         kernel_dir: dir.path().join("kernel"),
         limits: settings.limits,

@@ -12,6 +12,7 @@ mod manage;
 mod mcp;
 mod mcp_client;
 mod pools;
+mod sandbox;
 mod settings;
 mod soak;
 mod venv;

@@ -18,7 +18,8 @@ fn ready_spares(data: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-async fn wait_for_spare(data: &Path, not: Option<&Path>) -> PathBuf {
+/// The first ready spare of `data` other than `not`, waiting for one up to four minutes.
+pub(super) async fn wait_for_spare(data: &Path, not: Option<&Path>) -> PathBuf {
     within(240, async {
         loop {
             if let Some(spare) = ready_spares(data).into_iter().find(|dir| Some(dir.as_path()) != not) {
@@ -30,7 +31,8 @@ async fn wait_for_spare(data: &Path, not: Option<&Path>) -> PathBuf {
     .await
 }
 
-fn name(dir: &Path) -> String {
+/// The session id of a session directory.
+pub(super) fn name(dir: &Path) -> String {
     dir.file_name().unwrap().to_string_lossy().into_owned()
 }
 

@@ -1,0 +1,304 @@
+//! Confining the kernels we start: the sandbox levels, the policy one kernel gets, and the
+//! start-up probe that decides whether this machine can enforce them.
+//!
+//! A confined kernel is started as `mcp-pyrepl confine --policy <json> -- <kernel argv>`: our
+//! own binary confines itself (Landlock, and for `strict` a user and network namespace of its
+//! own) and then execs the kernel, which keeps its pid and process group. `confine.rs` owns
+//! that side; this module owns what goes into a [`Policy`] and when a kernel gets one. The
+//! server itself, uv and `install_packages` are never confined; attached kernels are not ours
+//! to confine.
+
+mod confine;
+
+pub use confine::{ConfineArgs, ConfineError, run as confine};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::config::SandboxSettings;
+
+/// How much a kernel we start is confined (`--sandbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Not at all: the kernel has every right of the server's user.
+    Off,
+    /// Writes only inside its session directory, reads only the system, its interpreter, uv's
+    /// cache, its session and the directories named readable; network as usual.
+    Files,
+    /// `files`, and no network at all (no TCP, UDP or DNS); the kernel's own ipc sockets work.
+    Strict,
+}
+
+impl Level {
+    /// The level as `--sandbox` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Off => "off",
+            Level::Files => "files",
+            Level::Strict => "strict",
+        }
+    }
+}
+
+/// The system directories every confined kernel may read and execute from (those that exist).
+const SYSTEM_DIRS: [&str; 10] =
+    ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/proc", "/sys", "/dev"];
+
+/// Besides the system directories: `/opt`, where some systems keep their interpreters.
+const OPT_DIR: &str = "/opt";
+
+/// Devices a confined kernel may write: `/dev/null`, and pseudo-terminals (IPython runs `%pip`
+/// and `!commands` on one).
+const DEVICES: [&str; 3] = ["/dev/null", "/dev/ptmx", "/dev/pts"];
+
+/// What one confined kernel may touch: handed as JSON to `mcp-pyrepl confine --policy`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Policy {
+    /// Directories (or files) readable and executable, with everything below them.
+    pub read: Vec<PathBuf>,
+    /// Directories (or files) readable and writable, with everything below them.
+    pub write: Vec<PathBuf>,
+    /// Whether the kernel gets a network namespace of its own (no network at all) and may
+    /// neither bind nor connect TCP ports.
+    pub no_network: bool,
+    /// Environment variables naming directories for the kernel's temporary files and caches:
+    /// each is created, then set, before the kernel starts.
+    pub scratch: BTreeMap<String, PathBuf>,
+}
+
+impl Policy {
+    /// The policy `confine --probe` checks: the system readable, nothing writable.
+    pub fn probe(strict: bool) -> Self {
+        Policy { read: system_dirs(), write: Vec::new(), no_network: strict, scratch: BTreeMap::new() }
+    }
+}
+
+/// How to start one kernel confined: our binary and the policy it applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confinement {
+    /// The `mcp-pyrepl` binary that confines itself and execs the kernel.
+    pub program: PathBuf,
+    /// What the kernel may touch.
+    pub policy: Policy,
+}
+
+impl Confinement {
+    /// The command line that runs `argv` under this confinement.
+    pub fn wrap(&self, argv: &[String]) -> Vec<String> {
+        let policy = serde_json::to_string(&self.policy).expect("a policy serialises");
+        let mut wrapped = vec![self.program.to_string_lossy().into_owned(), "confine".to_owned()];
+        wrapped.extend(["--policy".to_owned(), policy, "--".to_owned()]);
+        wrapped.extend(argv.iter().cloned());
+        wrapped
+    }
+}
+
+/// Why the server refuses to start: an explicit level this machine cannot enforce.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`--sandbox {}` cannot be enforced on this machine: {reason}; pass `--sandbox off` to run \
+     kernels unconfined",
+    level.as_str()
+)]
+pub struct SandboxError {
+    /// The level asked for.
+    pub level: Level,
+    /// What the probe said.
+    pub reason: String,
+}
+
+/// The sandbox in force for the kernels a server (or `exec`) starts, resolved once at start-up.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    level: Level,
+    enforced: bool,
+    program: PathBuf,
+    read: Vec<PathBuf>,
+    write: Vec<PathBuf>,
+}
+
+impl Default for Sandbox {
+    /// No confinement: what a session manager built without [`Sandbox::resolve`] runs with.
+    fn default() -> Self {
+        Sandbox {
+            level: Level::Off,
+            enforced: false,
+            program: PathBuf::new(),
+            read: Vec::new(),
+            write: Vec::new(),
+        }
+    }
+}
+
+impl Sandbox {
+    /// The sandbox `settings` ask for, checked by running `<our binary> confine --probe`: a
+    /// default level that cannot be enforced logs one warning and confines nothing.
+    ///
+    /// # Errors
+    /// When a level named explicitly (flag or environment) cannot be enforced.
+    pub async fn resolve(settings: &SandboxSettings) -> Result<Sandbox, SandboxError> {
+        let level = settings.level();
+        if level == Level::Off {
+            return Ok(Sandbox::default());
+        }
+        let sandbox = |enforced, program| Sandbox {
+            level,
+            enforced,
+            program,
+            read: settings.sandbox_read.clone(),
+            write: settings.sandbox_write.clone(),
+        };
+        match probe(level).await {
+            Ok(program) => Ok(sandbox(true, program)),
+            Err(reason) if settings.level.is_none() => {
+                tracing::warn!(
+                    "kernels run unconfined: the default `--sandbox files` cannot be enforced on this \
+                     machine ({reason}); pass `--sandbox off` to silence this"
+                );
+                Ok(sandbox(false, PathBuf::new()))
+            }
+            Err(reason) => Err(SandboxError { level, reason }),
+        }
+    }
+
+    /// The level asked for.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// Whether kernels are confined (false for `off`, and for the default level where the
+    /// machine cannot enforce it).
+    pub fn is_enforced(&self) -> bool {
+        self.enforced
+    }
+
+    /// How to confine a kernel whose session keeps its files in `session_dir` (its working
+    /// directory, kernel files and, for a session's own venv, its venv) and which runs the
+    /// interpreter of `venv_dir`; `None` when kernels are not confined.
+    pub fn confinement(&self, session_dir: &Path, venv_dir: &Path) -> Option<Confinement> {
+        if !self.enforced {
+            return None;
+        }
+        let mut read = system_dirs();
+        read.push(venv_dir.to_owned());
+        read.extend(interpreter_prefix(venv_dir));
+        read.extend(uv_cache_dir());
+        read.extend(
+            std::env::var_os("SSL_CERT_FILE").and_then(|file| Some(Path::new(&file).parent()?.to_owned())),
+        );
+        read.extend(std::env::current_dir().ok());
+        read.extend(self.read.iter().cloned());
+        let mut write = vec![session_dir.to_owned()];
+        write.extend(DEVICES.iter().map(PathBuf::from));
+        write.extend(self.write.iter().cloned());
+        let cache = session_dir.join("cache");
+        let scratch = BTreeMap::from([
+            ("TMPDIR".to_owned(), session_dir.join("tmp")),
+            ("XDG_CACHE_HOME".to_owned(), cache.clone()),
+            ("MPLCONFIGDIR".to_owned(), cache.join("matplotlib")),
+        ]);
+        let policy = Policy { read, write, no_network: self.level == Level::Strict, scratch };
+        Some(Confinement { program: self.program.clone(), policy })
+    }
+}
+
+fn system_dirs() -> Vec<PathBuf> {
+    SYSTEM_DIRS.iter().chain([&OPT_DIR]).map(PathBuf::from).filter(|dir| dir.exists()).collect()
+}
+
+/// The prefix of the interpreter a venv was made from: the parent of `home` in its
+/// `pyvenv.cfg` (`home = /root/.pyenv/versions/3.13.0/bin`), canonicalized.
+fn interpreter_prefix(venv_dir: &Path) -> Option<PathBuf> {
+    let config = std::fs::read_to_string(venv_dir.join("pyvenv.cfg")).ok()?;
+    let home = config.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == "home").then(|| PathBuf::from(value.trim()))
+    })?;
+    home.parent()?.canonicalize().ok()
+}
+
+/// uv's cache: `$UV_CACHE_DIR`, else `$XDG_CACHE_HOME/uv`, else `~/.cache/uv`.
+fn uv_cache_dir() -> Option<PathBuf> {
+    let var = |name| std::env::var_os(name).filter(|value| !value.is_empty()).map(PathBuf::from);
+    var("UV_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|cache| cache.join("uv")))
+        .or_else(|| var("HOME").map(|home| home.join(".cache/uv")))
+}
+
+/// Runs `<our binary> confine --probe` at `level`: our binary when the confinement works, else
+/// why not.
+async fn probe(level: Level) -> Result<PathBuf, String> {
+    let program = std::env::current_exe().map_err(|error| format!("cannot find our own binary: {error}"))?;
+    let mut command = tokio::process::Command::new(&program);
+    command.args(["confine", "--probe"]);
+    if level == Level::Strict {
+        command.arg("--strict");
+    }
+    let output = command
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|error| format!("cannot run `{} confine --probe`: {error}", program.display()))?;
+    if output.status.success() {
+        return Ok(program);
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let said = stderr.trim().trim_start_matches("error: ");
+    Err(if said.is_empty() { format!("the probe {}", output.status) } else { said.replace('\n', " ") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enforced() -> Sandbox {
+        Sandbox {
+            level: Level::Strict,
+            enforced: true,
+            program: "/bin/mcp-pyrepl".into(),
+            read: vec!["/data/in".into()],
+            write: vec!["/data/out".into()],
+        }
+    }
+
+    #[test]
+    fn a_policy_writes_only_the_session_and_the_named_dirs() {
+        let policy = enforced().confinement(Path::new("/s/1"), Path::new("/s/1/venv")).unwrap().policy;
+        assert_eq!(policy.write[0], Path::new("/s/1"));
+        assert_eq!(policy.write.last().unwrap(), Path::new("/data/out"));
+        assert!(policy.read.contains(&PathBuf::from("/usr")));
+        assert!(policy.read.contains(&PathBuf::from("/data/in")));
+        assert!(policy.no_network);
+        assert_eq!(policy.scratch["TMPDIR"], Path::new("/s/1/tmp"));
+        assert!(policy.scratch.values().all(|dir| dir.starts_with("/s/1")));
+    }
+
+    #[test]
+    fn the_interpreter_prefix_is_the_parent_of_the_venvs_home() {
+        let venv = tempfile::tempdir().unwrap();
+        let prefix = tempfile::tempdir().unwrap();
+        let home = prefix.path().join("bin");
+        std::fs::write(
+            venv.path().join("pyvenv.cfg"),
+            format!("home = {}\nversion_info = 3.13.0\n", home.display()),
+        )
+        .unwrap();
+        assert_eq!(interpreter_prefix(venv.path()), Some(prefix.path().canonicalize().unwrap()));
+        assert_eq!(interpreter_prefix(prefix.path()), None, "no pyvenv.cfg");
+    }
+
+    #[test]
+    fn unenforced_sandboxes_confine_nothing() {
+        assert_eq!(Sandbox::default().confinement(Path::new("/s"), Path::new("/v")), None);
+    }
+
+    #[test]
+    fn the_wrapped_command_carries_the_policy_and_the_argv() {
+        let confinement = enforced().confinement(Path::new("/s/1"), Path::new("/s/1/venv")).unwrap();
+        let wrapped = confinement.wrap(&["python".to_owned(), "-m".to_owned()]);
+        assert_eq!(wrapped[..3], ["/bin/mcp-pyrepl", "confine", "--policy"]);
+        assert_eq!(serde_json::from_str::<Policy>(&wrapped[3]).unwrap(), confinement.policy);
+        assert_eq!(wrapped[4..], ["--", "python", "-m"]);
+    }
+}
