@@ -1,10 +1,12 @@
 //! The re-exec'd side of the sandbox: `mcp-pyrepl confine --policy <json> -- <argv…>`.
 //!
 //! Runs in a fresh, single-threaded process (before any runtime exists: `unshare` of a user
-//! namespace fails in a multi-threaded one). For a policy without network it first enters a
-//! user and network namespace of its own, mapping our own ids; then it applies the Landlock
-//! ruleset, checks that every part of it is enforced, and execs the kernel in place, so the
-//! kernel keeps our pid and process group. What goes into a policy is `mod.rs`'s business.
+//! namespace fails in a multi-threaded one). It first enters a user namespace of its own,
+//! mapping our own ids (so a kernel of a server run as root keeps no capability over the rest
+//! of the machine: without it, such a kernel reads every process's `/proc/<pid>/environ`), and
+//! for a policy without network a network namespace too; then it applies the Landlock ruleset,
+//! checks that every part of it is enforced, and execs the kernel in place, so the kernel keeps
+//! our pid and process group. What goes into a policy is `mod.rs`'s business.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -50,9 +52,9 @@ pub enum ConfineError {
     /// `--policy` is not a policy.
     #[error("`--policy` is not a valid policy")]
     Policy(#[source] serde_json::Error),
-    /// The user and network namespaces could not be entered.
+    /// The user (and network) namespaces could not be entered.
     #[error(
-        "cannot enter a network namespace of our own ({step}); unprivileged user namespaces may be disabled"
+        "cannot enter a user namespace of our own ({step}); unprivileged user namespaces may be disabled"
     )]
     Namespace {
         /// The step that failed.
@@ -103,9 +105,7 @@ pub fn run(args: ConfineArgs) -> Result<(), ConfineError> {
         Some(json) => serde_json::from_str(json).map_err(ConfineError::Policy)?,
         None => Policy::probe(args.strict),
     };
-    if policy.no_network {
-        enter_network_namespace()?;
-    }
+    enter_namespaces(policy.no_network)?;
     for dir in policy.scratch.values() {
         std::fs::create_dir_all(dir).map_err(|source| ConfineError::Scratch { path: dir.clone(), source })?;
     }
@@ -115,16 +115,17 @@ pub fn run(args: ConfineArgs) -> Result<(), ConfineError> {
     Err(ConfineError::Exec { program: program.clone(), source })
 }
 
-/// Enters a user namespace (mapping our own uid and gid, so files keep their owners) with a
-/// network namespace of its own: no interface but a loopback that is down.
-fn enter_network_namespace() -> Result<(), ConfineError> {
+/// Enters a user namespace (mapping our own uid and gid, so files keep their owners) and, with
+/// `no_network`, a network namespace of its own: no interface but a loopback that is down.
+fn enter_namespaces(no_network: bool) -> Result<(), ConfineError> {
     let (uid, gid) = (getuid(), getgid());
     let step =
         |step, result: std::io::Result<()>| result.map_err(|source| ConfineError::Namespace { step, source });
-    step(
-        "unshare",
-        unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from),
-    )?;
+    let mut namespaces = CloneFlags::CLONE_NEWUSER;
+    if no_network {
+        namespaces |= CloneFlags::CLONE_NEWNET;
+    }
+    step("unshare", unshare(namespaces).map_err(std::io::Error::from))?;
     step("/proc/self/setgroups", std::fs::write("/proc/self/setgroups", "deny"))?;
     step("/proc/self/uid_map", std::fs::write("/proc/self/uid_map", format!("{uid} {uid} 1")))?;
     step("/proc/self/gid_map", std::fs::write("/proc/self/gid_map", format!("{gid} {gid} 1")))

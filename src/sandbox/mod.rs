@@ -2,8 +2,8 @@
 //! start-up probe that decides whether this machine can enforce them.
 //!
 //! A confined kernel is started as `mcp-pyrepl confine --policy <json> -- <kernel argv>`: our
-//! own binary confines itself (Landlock, and for `strict` a user and network namespace of its
-//! own) and then execs the kernel, which keeps its pid and process group. `confine.rs` owns
+//! own binary confines itself (a user namespace of its own, Landlock, and for `strict` a
+//! network namespace of its own) and then execs the kernel, which keeps its pid and process group. `confine.rs` owns
 //! that side; this module owns what goes into a [`Policy`] and when a kernel gets one. The
 //! server itself, uv and `install_packages` are never confined; attached kernels are not ours
 //! to confine.

@@ -177,7 +177,7 @@ impl SessionManager {
         let packages = self.settings.base_packages();
         progress.report(1.0, Some(3.0), "finding uv");
         let uv = self.uv().await?;
-        let mut installing = vec!["ipykernel".to_owned()];
+        let mut installing: Vec<String> = crate::venv::KERNEL_PACKAGES.map(str::to_owned).into();
         installing.extend(packages.iter().cloned());
         progress.report(2.0, Some(3.0), format!("creating the venv with {}", installing.join(", ")));
         // The local provider runs the session's kernels in this venv.

@@ -25,8 +25,9 @@ use bytecode::BytecodeStore;
 pub const BASE_PACKAGES: &[&str] =
     &["numpy", "pandas", "matplotlib", "scipy", "scikit-learn", "seaborn", "plotly"];
 
-/// What every venv that runs a kernel needs.
-const KERNEL_PACKAGE: &str = "ipykernel";
+/// What every venv that runs a kernel needs: ipykernel, and pip for `%pip install` in a cell
+/// (uv's venvs have none of their own).
+pub const KERNEL_PACKAGES: [&str; 2] = ["ipykernel", "pip"];
 
 /// Where Linux distributions keep the system CA bundle (Debian/Ubuntu, Fedora/RHEL).
 const SYSTEM_CA_BUNDLES: [&str; 2] =
@@ -177,7 +178,7 @@ impl Uv {
         packages: &[String],
     ) -> Result<Venv, VenvError> {
         let venv = self.empty_venv(dir, python).await?;
-        let mut all = vec![KERNEL_PACKAGE.to_owned()];
+        let mut all: Vec<String> = KERNEL_PACKAGES.map(str::to_owned).into();
         all.extend(packages.iter().cloned());
         let Some(pins) = self.pins_path(&venv, &all) else {
             self.install(&venv, &all).await?;

@@ -110,6 +110,15 @@ async fn files_confines_writes_and_reads_to_the_session() {
     assert_ne!(install.is_error, Some(true), "{:?}", texts(&install));
     let (six, _) = server.ok(&session, "import six\nprint(six.__name__)", None).await;
     assert_eq!(six, "six\n");
+    let pip = server
+        .run(&session, "%pip install --quiet iniconfig\nimport iniconfig\nprint(iniconfig.__name__)", None)
+        .await;
+    assert_ne!(pip.is_error, Some(true), "{:?}", texts(&pip));
+    assert!(texts(&pip).join("").contains("iniconfig\n"), "{:?}", texts(&pip));
+
+    // In its own user namespace the kernel cannot read the server's environment.
+    let environ = format!("open('/proc/{}/environ').read()", server.pid());
+    assert_refused(&server.run(&session, &environ, None).await);
 }
 
 #[tokio::test]
@@ -149,9 +158,6 @@ async fn strict_has_no_network_but_answers() {
     );
     let (seen, _) = server.ok(&session, &probe, None).await;
     assert!(seen.contains("no tcp:") && seen.contains("no dns:"), "{seen}");
-    // In its own user namespace the kernel cannot read the server's environment either.
-    let environ = format!("open('/proc/{}/environ').read()", server.pid());
-    assert_refused(&server.run(&session, &environ, None).await);
     let (answer, _) = server.ok(&session, "print(6 * 7)", None).await;
     assert_eq!(answer, "42\n");
 }
