@@ -39,7 +39,10 @@ each figure comes back once as a PNG image. Install more packages with install_p
 import at once. reset_repl clears a session's cells and restarts its kernel.\n\
 Long cells: pass wait_s to run_code to get the output so far after that many seconds; then \
 wait_cell gives more or the end, and interrupt_cell stops the cell. list_cells shows the tree \
-of cells, get_cell one cell's code and outputs; both answer even while a cell runs.";
+of cells, get_cell one cell's code and outputs; both answer even while a cell runs.\n\
+Kernels are sandboxed unless the server says otherwise (create_repl's `sandbox`): code may \
+write only inside its session (its working directory, $TMPDIR) and read the system, its \
+environment and its session; install packages with install_packages or %pip install.";
 
 /// `run_code` arguments.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

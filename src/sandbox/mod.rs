@@ -262,6 +262,21 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_default_level_that_cannot_be_enforced_confines_nothing_and_an_explicit_one_is_refused() {
+        // Our own binary is this test binary here, which has no `confine` command: its probe
+        // fails as on a machine without Landlock or user namespaces.
+        let settings = |level| SandboxSettings { level, sandbox_read: Vec::new(), sandbox_write: Vec::new() };
+        let default = Sandbox::resolve(&settings(None)).await.unwrap();
+        assert_eq!((default.level(), default.is_enforced()), (Level::Files, false));
+        assert_eq!(default.confinement(Path::new("/s/1"), Path::new("/s/1/venv")), None);
+        let refused = Sandbox::resolve(&settings(Some(Level::Strict))).await.unwrap_err();
+        assert_eq!(refused.level, Level::Strict);
+        assert!(refused.to_string().starts_with("`--sandbox strict` cannot be enforced"), "{refused}");
+        let off = Sandbox::resolve(&settings(Some(Level::Off))).await.unwrap();
+        assert_eq!((off.level(), off.is_enforced()), (Level::Off, false));
+    }
+
     #[test]
     fn a_policy_writes_only_the_session_and_the_named_dirs() {
         let policy = enforced().confinement(Path::new("/s/1"), Path::new("/s/1/venv")).unwrap().policy;

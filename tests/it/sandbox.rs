@@ -24,7 +24,7 @@ async fn start(data: &Path, level: &str, flags: &[&str]) -> Option<Server> {
     }
     let flags: Vec<String> = flags.iter().map(|flag| flag.to_string()).collect();
     Some(
-        Server::start_with(data, "numpy,matplotlib", |command| {
+        Server::start_with(data, "numpy,pandas,matplotlib,plotly", |command| {
             command.args(["--sandbox", level]).args(&flags);
         })
         .await,
@@ -104,6 +104,10 @@ async fn files_confines_writes_and_reads_to_the_session() {
     let plotted = server.run(&session, plot, None).await;
     assert_ne!(plotted.is_error, Some(true), "{:?}", texts(&plotted));
     assert!(images(&plotted)[0].starts_with(b"\x89PNG"));
+    let frames = "import pandas as pd, plotly.express as px\ndf = pd.DataFrame({'a': [1, 2, 3]})\n\
+                  fig = px.line(df, y='a')\nprint(df.shape, len(fig.data))";
+    let (shapes, _) = server.ok(&session, frames, None).await;
+    assert_eq!(shapes, "(3, 1) 1\n");
     let (echoed, _) = server.ok(&session, "!echo from-a-shell", None).await;
     assert!(echoed.contains("from-a-shell"), "{echoed}");
     let install = server.call("install_packages", json!({"session_id": session, "packages": ["six"]})).await;
