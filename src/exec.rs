@@ -94,7 +94,7 @@ pub async fn run(
                 .await?;
             let sandbox = Sandbox::resolve(&settings.sandbox).await?;
             let dir = kernel_dir.insert(tempdir_in(&data_dir.join("exec"))?);
-            let confinement = sandbox.confinement(dir.path(), venv.dir());
+            let confinement = sandbox.confinement(dir.path(), &[dir.path().to_owned()], venv.dir());
             Kernel::launch(LaunchSpec::new(venv.python(), dir.path()).with_confinement(confinement)).await?
         }
     };

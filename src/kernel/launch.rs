@@ -391,13 +391,26 @@ pub async fn reap_orphans(dir: &Path) -> usize {
             continue;
         }
         let group = Pid::from_raw(record.kernel);
-        if killpg(group, None).is_ok() {
+        // A kernel can write its own directory, pid records included: kill a group only when
+        // its leader is that kernel (its command line names the connection file), or gone (the
+        // kernel exited and left children of its own).
+        let connection_file = format!("kernel-{instance}.json");
+        let ours = match std::fs::read(format!("/proc/{}/cmdline", record.kernel)) {
+            Ok(cmdline) => String::from_utf8_lossy(&cmdline).contains(&connection_file),
+            Err(error) => error.kind() == std::io::ErrorKind::NotFound,
+        };
+        if !ours {
+            tracing::warn!(
+                pid = record.kernel,
+                "a pid record names a process that is no kernel of ours; not killing it"
+            );
+        } else if killpg(group, None).is_ok() {
             tracing::info!(pid = record.kernel, "killing the process group of an orphaned kernel");
             let _ = killpg(group, Signal::SIGKILL);
             killed.push(group);
         }
         let _ = std::fs::remove_file(entry.path());
-        let _ = std::fs::remove_file(dir.join(format!("kernel-{instance}.json")));
+        let _ = std::fs::remove_file(dir.join(connection_file));
         if let Ok(connection) = ConnectionInfo::ipc(&dir.join(instance)) {
             remove_stale_sockets(&connection);
         }
@@ -487,6 +500,34 @@ fn read_tail(path: &Path, bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Starts `sh -c 'sleep 30' <tag>` in a process group of its own, as a kernel's would be.
+    fn group_leader(tag: &str) -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("sh").args(["-c", "sleep 30", tag]).process_group(0).spawn().unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_groups_whose_leader_is_the_recorded_kernel_are_reaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let dead_server = gone.id() as i32;
+        gone.wait().unwrap();
+        let record = |name: &str, kernel: &std::process::Child| {
+            let record = PidRecord { kernel: kernel.id() as i32, server: dead_server };
+            std::fs::write(dir.path().join(name), serde_json::to_vec(&record).unwrap()).unwrap();
+        };
+        // A record a kernel forged, naming a process that is no kernel of that connection file.
+        let mut bystander = group_leader("something-else");
+        record("kernel-forged.pid", &bystander);
+        let mut orphan = group_leader("kernel-real.json");
+        record("kernel-real.pid", &orphan);
+        assert_eq!(reap_orphans(dir.path()).await, 1);
+        assert!(bystander.try_wait().unwrap().is_none(), "a process named by a forged record was killed");
+        assert!(orphan.wait().unwrap().signal() == Some(9), "the orphaned kernel's group lives on");
+        bystander.kill().unwrap();
+        bystander.wait().unwrap();
+    }
 
     #[test]
     fn the_shipped_kernelspec_parses_and_has_its_placeholders() {

@@ -19,7 +19,8 @@ impl LocalProvider {
     pub fn new(context: ProviderContext) -> Self {
         let venv = Venv::at(context.venv_dir);
         let memory = context.limits.kernel_memory_mb.map(|mb| mb << 20);
-        let confinement = context.limits.sandbox.confinement(&context.session_dir, venv.dir());
+        let writable = [venv.dir().to_owned(), context.kernel_dir.clone()];
+        let confinement = context.limits.sandbox.confinement(&context.session_dir, &writable, venv.dir());
         let spec = LaunchSpec::new(venv.python(), context.kernel_dir)
             .with_resource_limits(memory, context.limits.kernel_cpu_seconds)
             .with_confinement(confinement);

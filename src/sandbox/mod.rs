@@ -173,14 +173,22 @@ impl Sandbox {
         self.enforced
     }
 
-    /// How to confine a kernel whose session keeps its files in `session_dir` (its working
-    /// directory, kernel files and, for a session's own venv, its venv) and which runs the
-    /// interpreter of `venv_dir`; `None` when kernels are not confined.
-    pub fn confinement(&self, session_dir: &Path, venv_dir: &Path) -> Option<Confinement> {
+    /// How to confine a kernel that runs the interpreter of `venv_dir`, whose session keeps its
+    /// files in `session_dir` (readable) and which may write only `writable` (its working and
+    /// kernel directory, a session's own venv) and the scratch directories made in
+    /// `session_dir`; `None` when kernels are not confined. The session's records (graph,
+    /// outputs, `session.json`) stay unwritable: the server trusts what it reads back.
+    pub fn confinement(
+        &self,
+        session_dir: &Path,
+        writable: &[PathBuf],
+        venv_dir: &Path,
+    ) -> Option<Confinement> {
         if !self.enforced {
             return None;
         }
         let mut read = system_dirs();
+        read.push(session_dir.to_owned());
         read.push(venv_dir.to_owned());
         read.extend(interpreter_prefix(venv_dir));
         read.extend(uv_cache_dir());
@@ -189,12 +197,13 @@ impl Sandbox {
         );
         read.extend(std::env::current_dir().ok());
         read.extend(self.read.iter().cloned());
-        let mut write = vec![session_dir.to_owned()];
+        let (tmp, cache) = (session_dir.join("tmp"), session_dir.join("cache"));
+        let mut write = writable.to_vec();
+        write.extend([tmp.clone(), cache.clone()]);
         write.extend(DEVICES.iter().map(PathBuf::from));
         write.extend(self.write.iter().cloned());
-        let cache = session_dir.join("cache");
         let scratch = BTreeMap::from([
-            ("TMPDIR".to_owned(), session_dir.join("tmp")),
+            ("TMPDIR".to_owned(), tmp),
             ("XDG_CACHE_HOME".to_owned(), cache.clone()),
             ("MPLCONFIGDIR".to_owned(), cache.join("matplotlib")),
         ]);
@@ -269,7 +278,7 @@ mod tests {
         let settings = |level| SandboxSettings { level, sandbox_read: Vec::new(), sandbox_write: Vec::new() };
         let default = Sandbox::resolve(&settings(None)).await.unwrap();
         assert_eq!((default.level(), default.is_enforced()), (Level::Files, false));
-        assert_eq!(default.confinement(Path::new("/s/1"), Path::new("/s/1/venv")), None);
+        assert_eq!(default.confinement(Path::new("/s/1"), &[], Path::new("/s/1/venv")), None);
         let refused = Sandbox::resolve(&settings(Some(Level::Strict))).await.unwrap_err();
         assert_eq!(refused.level, Level::Strict);
         assert!(refused.to_string().starts_with("`--sandbox strict` cannot be enforced"), "{refused}");
@@ -278,9 +287,16 @@ mod tests {
     }
 
     #[test]
-    fn a_policy_writes_only_the_session_and_the_named_dirs() {
-        let policy = enforced().confinement(Path::new("/s/1"), Path::new("/s/1/venv")).unwrap().policy;
-        assert_eq!(policy.write[0], Path::new("/s/1"));
+    fn a_policy_writes_only_the_working_dirs_and_the_named_ones_never_the_records() {
+        let writable = ["/s/1/venv".into(), "/s/1/kernel".into()];
+        let policy =
+            enforced().confinement(Path::new("/s/1"), &writable, Path::new("/s/1/venv")).unwrap().policy;
+        assert_eq!(
+            policy.write[..4],
+            ["/s/1/venv", "/s/1/kernel", "/s/1/tmp", "/s/1/cache"].map(PathBuf::from)
+        );
+        assert!(!policy.write.contains(&PathBuf::from("/s/1")), "the session's records are writable");
+        assert!(policy.read.contains(&PathBuf::from("/s/1")));
         assert_eq!(policy.write.last().unwrap(), Path::new("/data/out"));
         assert!(policy.read.contains(&PathBuf::from("/usr")));
         assert!(policy.read.contains(&PathBuf::from("/data/in")));
@@ -305,12 +321,18 @@ mod tests {
 
     #[test]
     fn unenforced_sandboxes_confine_nothing() {
-        assert_eq!(Sandbox::default().confinement(Path::new("/s"), Path::new("/v")), None);
+        assert_eq!(Sandbox::default().confinement(Path::new("/s"), &[], Path::new("/v")), None);
     }
 
     #[test]
     fn the_wrapped_command_carries_the_policy_and_the_argv() {
-        let confinement = enforced().confinement(Path::new("/s/1"), Path::new("/s/1/venv")).unwrap();
+        let confinement = enforced()
+            .confinement(
+                Path::new("/s/1"),
+                &["/s/1/venv".into(), "/s/1/kernel".into()],
+                Path::new("/s/1/venv"),
+            )
+            .unwrap();
         let wrapped = confinement.wrap(&["python".to_owned(), "-m".to_owned()]);
         assert_eq!(wrapped[..3], ["/bin/mcp-pyrepl", "confine", "--policy"]);
         assert_eq!(serde_json::from_str::<Policy>(&wrapped[3]).unwrap(), confinement.policy);

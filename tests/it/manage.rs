@@ -25,14 +25,19 @@ fn structured(result: &rmcp::model::CallToolResult) -> Value {
     result.structured_content.clone().unwrap_or_default()
 }
 
-/// Waits until `path` exists (a running cell has got that far).
-async fn appears(path: &Path) {
-    within(60, async {
-        while !path.exists() {
+/// Waits until `done` holds, failing the test after `seconds`.
+async fn eventually(seconds: u64, done: impl Fn() -> bool) {
+    within(seconds, async {
+        while !done() {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     })
     .await;
+}
+
+/// Waits until `path` exists (a running cell has got that far).
+async fn appears(path: &Path) {
+    eventually(60, || path.exists()).await;
 }
 
 #[tokio::test]
@@ -46,7 +51,7 @@ async fn reads_answer_while_cells_run_in_that_session_and_others() {
 
     let flag = data.join("release");
     // Written by the kernel, so inside its session: the sandbox lets it write nowhere else.
-    let started = data.join("sessions").join(&busy).join("started");
+    let started = data.join("sessions").join(&busy).join("kernel").join("started");
     let code = format!("open({:?}, 'w').close()\n{}", started.to_str().unwrap(), blocked_on(&flag));
     let running =
         server.spawn_call("run_code", json!({"session_id": busy, "code": code, "parent_cell_id": first}));
@@ -86,7 +91,7 @@ async fn interrupt_cell_stops_a_long_cell_as_a_time_limit_would() {
     let (_, base) = server.ok(&session, "x = 1", None).await;
 
     // A cell that takes the interrupt: it is recorded as interrupted, the kernel keeps its state.
-    let working = data.join("sessions").join(&session).join("working");
+    let working = data.join("sessions").join(&session).join("kernel").join("working");
     let long = format!(
         "import time\nx = 2\nprint('working', flush=True)\nopen({:?}, 'w').close()\nwhile True: time.sleep(0.02)",
         working.to_str().unwrap()
@@ -115,7 +120,7 @@ async fn interrupt_cell_stops_a_long_cell_as_a_time_limit_would() {
     assert_eq!(texts(&again).last().unwrap(), &cell);
 
     // A cell that ignores the interrupt loses its kernel after the grace; replay rebuilds it.
-    let started = data.join("sessions").join(&session).join("stubborn-started");
+    let started = data.join("sessions").join(&session).join("kernel").join("stubborn-started");
     let stubborn = format!(
         "import time\nopen({:?}, 'w').close()\nwhile True:\n    try:\n        time.sleep(10)\n    except KeyboardInterrupt:\n        pass",
         started.to_str().unwrap()
@@ -161,7 +166,7 @@ async fn destroy_repl_answers_at_once_even_while_a_cell_runs() {
     let (_, first) = server.ok(&session, "x = 1", None).await;
     let dir = data.join("sessions").join(&session);
     let flag = data.join("never-written");
-    let started = dir.join("started");
+    let started = dir.join("kernel").join("started");
     let code = format!("open({:?}, 'w').close()\n{}", started.to_str().unwrap(), blocked_on(&flag));
     let running =
         server.spawn_call("run_code", json!({"session_id": session, "code": code, "parent_cell_id": first}));
@@ -180,12 +185,9 @@ async fn destroy_repl_answers_at_once_even_while_a_cell_runs() {
     assert_eq!(stopped.is_error, Some(true));
     assert!(texts(&stopped)[0].contains("destroyed"), "{:?}", texts(&stopped));
     // The kernel and the directory follow.
-    within(30, async {
-        while pids.iter().any(|&pid| group_alive(pid))
-            || std::fs::read_dir(data.join("sessions")).unwrap().count() > 0
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+    eventually(30, || {
+        pids.iter().all(|&pid| !group_alive(pid))
+            && std::fs::read_dir(data.join("sessions")).unwrap().count() == 0
     })
     .await;
 }
@@ -200,12 +202,7 @@ async fn what_a_crash_leaves_of_a_destroy_is_no_session_and_is_cleaned_up() {
     let server = Server::start_with(&data, "", |_| {}).await;
     let listed = server.call("list_sessions", json!({})).await;
     assert_eq!(structured(&listed)["sessions"], json!([]));
-    within(30, async {
-        while leftover.exists() {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    eventually(30, || !leftover.exists()).await;
 }
 
 #[tokio::test]

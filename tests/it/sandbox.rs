@@ -82,6 +82,18 @@ async fn files_confines_writes_and_reads_to_the_session() {
         assert_refused(&server.run(&session, &format!("open({target:?}, 'w').write('x')"), None).await);
         assert!(!target.exists(), "{target:?} was written");
     }
+    // Nor the session's own records, which the server trusts when it reads them back.
+    let own = data.join("sessions").join(&session);
+    for record in ["session.json", "graph.json"] {
+        let before = std::fs::read(own.join(record)).unwrap();
+        let tamper = format!("open({:?}, 'w').write('{{}}')", own.join(record));
+        assert_refused(&server.run(&session, &tamper, None).await);
+        assert_eq!(
+            std::fs::read(own.join(record)).unwrap()[..before.len()],
+            before[..],
+            "{record} was changed"
+        );
+    }
 
     // A secret outside the allowed directories cannot be read; `--sandbox-read` can, not written.
     let secret = outside.path().join("secret");

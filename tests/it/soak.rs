@@ -247,7 +247,12 @@ impl Soak<'_> {
     async fn drive(&self, mut session: SessionModel) {
         for call in 0..self.calls_per_session {
             // Touched by the kernel, so inside its session: the sandbox lets it write nowhere else.
-            let marker = self.data.join("sessions").join(&session.id).join(format!("soak-{call}.started"));
+            let marker = self
+                .data
+                .join("sessions")
+                .join(&session.id)
+                .join("kernel")
+                .join(format!("soak-{call}.started"));
             let hold = self.data.join(format!("soak-{}-{call}.hold", session.index));
             // Kills are random, plus one of each kind at a fixed call so that every run has them.
             let kill_midway = self.kills && (call == self.calls_per_session / 2 || session.rng.one_in(25));
