@@ -1,4 +1,5 @@
-"""mcp-pyrepl's kernel startup: defines display_figure(fig) and makes every figure show once.
+"""mcp-pyrepl's kernel startup: defines display_figure(fig), makes every figure show once, and
+lets the server fork the kernel into snapshots.
 
 Runs in the user namespace of a stock ipykernel (IPython profile startup file). Kept small on
 purpose: importing nothing heavy here keeps kernel start-up fast.
@@ -86,3 +87,121 @@ def _mcp_pyrepl_bound_streams():
 
 
 _mcp_pyrepl_bound_streams()
+
+
+def _mcp_pyrepl_snapshot(connection_file, server_pid):
+    """Fork this kernel into a snapshot: a child holding the same state that serves on new
+    sockets, described by `connection_file` (written with a "pid" key once it listens).
+
+    Returns the child's pid in this kernel; never returns in the child. Raises RuntimeError,
+    forking nothing, when a fork would not give a working copy.
+    """
+    import gc
+    import os
+    import sys
+    import threading
+
+    _mcp_pyrepl_check_forkable()
+    gc.freeze()  # the child never collects these objects, so it never touches their pages
+    pid = os.fork()
+    if pid:
+        # Both sides move the child to a group of its own, so that no signal to this kernel's
+        # group (a kill of this kernel) can reach the copy, whichever runs first.
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass  # the child has exec'd or exited, or moved itself already
+        gc.unfreeze()
+        threading.Thread(target=os.waitpid, args=(pid, 0), name="mcp-pyrepl-reaper", daemon=True).start()
+        return pid
+    try:
+        _mcp_pyrepl_serve_fork(connection_file, server_pid)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc(file=sys.__stderr__)
+    finally:
+        os._exit(70)
+
+
+def _mcp_pyrepl_check_forkable():
+    """Raises RuntimeError saying why a fork of this kernel would not be a working copy."""
+    import sys
+    import threading
+
+    import ipykernel
+
+    if ipykernel.version_info[0] != 7:
+        raise RuntimeError(f"snapshots need ipykernel 7, this kernel has {ipykernel.__version__}")
+    ours = ("ipykernel.", "IPython.", "zmq.", "jupyter_client.")
+    foreign = [
+        t.name
+        for t in threading.enumerate()
+        if t is not threading.main_thread()
+        and not t.name.startswith("mcp-pyrepl-")
+        and not type(t).__module__.startswith(ours)
+        and not getattr(getattr(t, "_target", None), "__module__", "").startswith(ours)
+    ]
+    if foreign:
+        raise RuntimeError(f"the kernel runs threads the user started ({', '.join(foreign[:3])})")
+    torch = sys.modules.get("torch")
+    if torch is not None and getattr(torch, "cuda", None) is not None and torch.cuda.is_initialized():
+        raise RuntimeError("the kernel has initialised CUDA, which does not survive a fork")
+
+
+def _mcp_pyrepl_serve_fork(connection_file, server_pid):
+    """In the forked child: new sockets, threads and event loop around the same shell."""
+    import asyncio
+    import gc
+    import json
+    import os
+    import sys
+    import threading
+    import time
+
+    from ipykernel.ipkernel import IPythonKernel
+    from ipykernel.kernelapp import IPKernelApp
+
+    os.setpgid(0, 0)
+    gc.freeze()
+    app = IPKernelApp.instance()
+    shell = app.shell
+    app.session.pid = os.getpid()
+    app.connection_file = connection_file + ".part"
+    for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):
+        setattr(app, name, 0)
+    app.context = None
+    app.poller = None
+    # The parent's event loop (and its epoll set, shared with the parent) is never touched again.
+    asyncio.events._set_running_loop(None)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    app.init_sockets()
+    app.init_heartbeat()
+    app.init_io()
+    sys.displayhook = shell.displayhook  # the cell's display trap is already entered
+    _mcp_pyrepl_bound_streams()
+    IPythonKernel.clear_instance()
+    app.init_kernel()
+    shell.kernel = app.kernel
+    app.write_connection_file()
+    with open(app.connection_file) as f:
+        info = json.load(f)
+    info["pid"] = os.getpid()
+    with open(connection_file + ".tmp", "w") as f:
+        json.dump(info, f)
+    os.replace(connection_file + ".tmp", connection_file)
+    os.unlink(app.connection_file)
+    app.connection_file = connection_file
+
+    def watch_server():
+        while True:
+            time.sleep(1)
+            try:
+                os.kill(server_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch_server, name="mcp-pyrepl-server-watch", daemon=True).start()
+    app.start()

@@ -184,6 +184,18 @@ pub struct Limits {
     )]
     pub kernels_per_session: usize,
 
+    /// Snapshots a session keeps besides its kernels: forked copies of a kernel holding the
+    /// state before its next cell ran, so that going back to it (a retry, a recent cell)
+    /// replays nothing; 0 turns snapshots off, at most 64
+    #[arg(
+        long,
+        env = "MCP_PYREPL_SNAPSHOTS_PER_SESSION",
+        global = true,
+        default_value_t = 6,
+        value_parser = InRange::new(0..=64_usize)
+    )]
+    pub snapshots_per_session: usize,
+
     /// Memory, in MiB, the kernels of one session may use together before the least recently
     /// used spare kernels are stopped; 16 to 16777216 (16 TiB) [default: no limit]
     #[arg(long, env = "MCP_PYREPL_KERNEL_POOL_MEMORY_MB", global = true, value_parser = memory_mb())]

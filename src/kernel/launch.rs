@@ -127,6 +127,9 @@ pub struct KernelProcess {
     pid: Pid,
     connection: ConnectionInfo,
     connection_file: PathBuf,
+    /// The connection file named on the process's command line: its own, or for a fork the
+    /// one of the kernel first launched (a fork keeps its parent's command line).
+    command_file: String,
     pid_file: PathBuf,
     log_path: PathBuf,
     interrupt_mode: InterruptMode,
@@ -199,10 +202,8 @@ impl KernelProcess {
         let mut child =
             command.spawn().map_err(|source| KernelError::Spawn { command: argv.join(" "), source })?;
         let pid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
-        let pid_file = spec.dir.join(format!("kernel-{instance}.pid"));
-        let owner = PidRecord { kernel: pid.as_raw(), server: std::process::id() as i32 };
-        std::fs::write(&pid_file, serde_json::to_vec(&owner).expect("pid record serialises"))
-            .map_err(|source| KernelError::Io { path: pid_file.clone(), source })?;
+        let command_file = format!("kernel-{instance}.json");
+        let pid_file = write_pid_record(&spec.dir, instance, pid, None)?;
 
         let (exit_tx, exit) = watch::channel(None);
         tokio::spawn(async move {
@@ -221,6 +222,7 @@ impl KernelProcess {
             pid,
             connection,
             connection_file,
+            command_file,
             pid_file,
             log_path,
             interrupt_mode: kernel_spec.interrupt_mode,
@@ -228,6 +230,53 @@ impl KernelProcess {
         };
         process.wait_for_sockets(spec.startup_timeout).await?;
         Ok(process)
+    }
+
+    /// Takes charge of `pid`, a copy forked from the kernel `origin` (a snapshot) that listens
+    /// as `connection` says: it is no child of ours, so its exit is seen by watching `/proc`;
+    /// it is in a process group of its own, and shares its origin's log.
+    ///
+    /// # Errors
+    /// When its pid record cannot be written.
+    pub(crate) fn adopt(
+        origin: &Lineage,
+        pid: i32,
+        instance: &str,
+        connection: ConnectionInfo,
+        connection_file: PathBuf,
+    ) -> Result<KernelProcess, KernelError> {
+        let pid = Pid::from_raw(pid);
+        let dir = connection_file.parent().map(Path::to_owned).unwrap_or_default();
+        let pid_file = write_pid_record(&dir, instance, pid, Some(&origin.command_file))?;
+        let (exit_tx, exit) = watch::channel(None);
+        tokio::spawn(async move {
+            while process_lives(pid) {
+                if exit_tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(ADOPTED_EXIT_POLL).await;
+            }
+            exit_tx.send_replace(Some(Death::Vanished));
+        });
+        Ok(KernelProcess {
+            pid,
+            connection,
+            connection_file,
+            command_file: origin.command_file.clone(),
+            pid_file,
+            log_path: origin.log_path.clone(),
+            interrupt_mode: origin.interrupt_mode,
+            exit,
+        })
+    }
+
+    /// What a fork of this kernel inherits.
+    pub(crate) fn lineage(&self) -> Lineage {
+        Lineage {
+            command_file: self.command_file.clone(),
+            log_path: self.log_path.clone(),
+            interrupt_mode: self.interrupt_mode,
+        }
     }
 
     /// Waits until the kernel has bound all five sockets, it exits, or `timeout` passes.
@@ -358,6 +407,14 @@ impl Drop for KernelProcess {
     }
 }
 
+/// What a forked kernel inherits from the kernel it was forked from.
+#[derive(Debug, Clone)]
+pub(crate) struct Lineage {
+    command_file: String,
+    log_path: PathBuf,
+    interrupt_mode: InterruptMode,
+}
+
 /// Who started a kernel: written next to its connection file so that a server started after a
 /// crash can tell orphans from kernels of a server still running.
 #[derive(Debug, serde::Serialize, Deserialize)]
@@ -366,6 +423,43 @@ struct PidRecord {
     kernel: i32,
     /// The pid of the server that started it.
     server: i32,
+    /// For a fork, the connection file its command line names (its origin's); a launched
+    /// kernel's command line names `kernel-<instance>.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    command_file: Option<String>,
+}
+
+/// Writes `kernel-<instance>.pid` in `dir` for the kernel `pid` of this server.
+fn write_pid_record(
+    dir: &Path,
+    instance: &str,
+    pid: Pid,
+    command_file: Option<&str>,
+) -> Result<PathBuf, KernelError> {
+    let pid_file = dir.join(format!("kernel-{instance}.pid"));
+    let record = PidRecord {
+        kernel: pid.as_raw(),
+        server: std::process::id() as i32,
+        command_file: command_file.map(str::to_owned),
+    };
+    std::fs::write(&pid_file, serde_json::to_vec(&record).expect("pid record serialises"))
+        .map_err(|source| KernelError::Io { path: pid_file.clone(), source })?;
+    Ok(pid_file)
+}
+
+/// How often the exit of a kernel that is no child of ours (a fork) is looked for.
+const ADOPTED_EXIT_POLL: Duration = Duration::from_millis(50);
+
+/// Whether `pid` runs: it exists and is no zombie (a fork's exit status is its origin's to
+/// collect, so it may linger as one).
+fn process_lives(pid: Pid) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold any byte.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !matches!(rest.trim_start().chars().next(), Some('Z' | 'X'))),
+        Err(_) => false,
+    }
 }
 
 /// Cleans a kernel directory after a server crash: kills the process groups of kernels whose
@@ -395,8 +489,17 @@ pub async fn reap_orphans(dir: &Path) -> usize {
         // its leader is that kernel (its command line names the connection file), or gone (the
         // kernel exited and left children of its own).
         let connection_file = format!("kernel-{instance}.json");
+        // A fork's command line is its origin's; the name must still be a kernel file's.
+        let command_file = record
+            .command_file
+            .filter(|name| {
+                name.strip_prefix("kernel-")
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .is_some_and(|n| n.chars().all(|c| c.is_ascii_alphanumeric()))
+            })
+            .unwrap_or_else(|| connection_file.clone());
         let ours = match std::fs::read(format!("/proc/{}/cmdline", record.kernel)) {
-            Ok(cmdline) => String::from_utf8_lossy(&cmdline).contains(&connection_file),
+            Ok(cmdline) => String::from_utf8_lossy(&cmdline).contains(&command_file),
             Err(error) => error.kind() == std::io::ErrorKind::NotFound,
         };
         if !ours {

@@ -7,6 +7,7 @@
 //! outputs are built in `output.rs`. Knows nothing of venvs, cells or MCP.
 
 mod actor;
+mod fork;
 pub mod launch;
 pub mod output;
 
@@ -20,6 +21,7 @@ use crate::jupyter::message::{Content, ExecuteRequest, KernelInfoReply, Shutdown
 use crate::jupyter::socket::{ClientSockets, SocketError};
 use actor::{Client, Liveness, RequestChannel};
 pub use actor::{OutputView, RunningExecution};
+pub use fork::PendingFork;
 pub use launch::{InterruptMode, KernelProcess, LaunchSpec};
 pub use output::{MimeBundle, Output, OutputLimits, StreamName};
 
@@ -55,6 +57,9 @@ pub enum Death {
     },
     /// We stopped watching it (its owner is shutting down).
     Stopped,
+    /// A process that is no child of ours (a snapshot, forked from a kernel) is gone; how it
+    /// ended is for its parent to know.
+    Vanished,
 }
 
 impl std::fmt::Display for Death {
@@ -70,6 +75,7 @@ impl std::fmt::Display for Death {
             }
             Death::WaitFailed { error } => write!(f, "could not be waited on: {error}"),
             Death::Stopped => write!(f, "was stopped"),
+            Death::Vanished => write!(f, "exited"),
         }
     }
 }
@@ -130,6 +136,12 @@ pub enum KernelError {
         action: &'static str,
         /// Its connection file.
         connection_file: PathBuf,
+    },
+    /// The kernel would not fork into a snapshot, or its copy did not come up.
+    #[error("no snapshot: {reason}")]
+    ForkRefused {
+        /// Why, as the kernel said it.
+        reason: String,
     },
     /// The socket task stopped (only when the runtime is shutting down).
     #[error("the kernel client task has stopped")]
@@ -242,6 +254,15 @@ impl Kernel {
     /// As [`Kernel::execute`].
     pub async fn execute_silently(&self, code: &str) -> Result<Execution, KernelError> {
         self.client.execute(ExecuteRequest::silent(code), OutputLimits::default())?.finish().await
+    }
+
+    /// Queues `code` to run as [`Kernel::execute_silently`] does, without waiting for it:
+    /// whatever is sent afterwards runs after it.
+    ///
+    /// # Errors
+    /// When the kernel is already gone.
+    pub fn execute_silently_queued(&self, code: &str) -> Result<(), KernelError> {
+        self.client.execute(ExecuteRequest::silent(code), OutputLimits::default()).map(drop)
     }
 
     /// Kills a kernel we started, at once (SIGKILL to its process group): for code that

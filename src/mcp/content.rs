@@ -18,6 +18,7 @@ use crate::kernel::{ExecutionStatus, Output, StreamName};
 use std::time::Duration;
 
 use crate::session::live::{LiveCell, Outcome};
+use crate::session::pool::Snapshots;
 use crate::session::{CellRun, Stop, StopReason, shorten};
 
 /// Image types passed to the client as images, in order of preference.
@@ -56,6 +57,7 @@ pub fn cell_result(run: &CellRun) -> CallToolResult {
             },
             "kernel_killed": stop.kernel_killed,
         })),
+        "snapshot": snapshot_report(run),
     });
     let mut result = if run.cell.status == CellStatus::Ok {
         CallToolResult::success(content)
@@ -64,6 +66,19 @@ pub fn cell_result(run: &CellRun) -> CallToolResult {
     };
     result.structured_content = Some(structured);
     result
+}
+
+/// Whether a snapshot served the cell, and whether snapshots work for the session: when they
+/// do not (a kernel that is not ours to fork, threads the user started), why, so a model knows
+/// going back will replay.
+fn snapshot_report(run: &CellRun) -> Value {
+    match &run.snapshots {
+        Snapshots::Unavailable(reason) if !run.from_snapshot => {
+            json!({ "used": false, "available": false, "reason": reason })
+        }
+        Snapshots::Untried if !run.from_snapshot => json!({ "used": false, "available": null }),
+        _ => json!({ "used": run.from_snapshot, "available": true }),
+    }
 }
 
 /// The reply about a cell running in the background: its result when `outcome` is there,

@@ -3,7 +3,7 @@
 //! to its session by the server's sandbox.
 
 use super::{KernelProvider, ProviderContext, ProviderRecord};
-use crate::kernel::{Kernel, KernelError, LaunchSpec};
+use crate::kernel::{Kernel, KernelError, LaunchSpec, PendingFork};
 use crate::venv::Venv;
 
 /// Starts kernels from `<venv>/bin/python` with their files in the session's kernel directory.
@@ -48,5 +48,9 @@ impl KernelProvider for LocalProvider {
 
     async fn start(&self) -> Result<Kernel, KernelError> {
         Kernel::launch(self.spec.clone()).await
+    }
+
+    fn fork(&self, kernel: &Kernel) -> Result<PendingFork, KernelError> {
+        kernel.fork()
     }
 }

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Limits;
-use crate::kernel::{Kernel, KernelError};
+use crate::kernel::{Kernel, KernelError, PendingFork};
 use crate::venv::Venv;
 
 /// Starts, interrupts, kills and stops the kernels of one session.
@@ -53,6 +53,17 @@ pub trait KernelProvider: Send + Sync {
     /// # Errors
     /// When the kernel does not start or answer; the error carries what the kernel said.
     async fn start(&self) -> Result<Kernel, KernelError>;
+
+    /// Asks `kernel` to fork into a snapshot of the state it will hold once what was sent to
+    /// it has run (the request is queued before anything sent later).
+    ///
+    /// # Errors
+    /// [`KernelError::ForkRefused`] where the kernels cannot be forked (the default: a kernel
+    /// somebody else started, or one on another machine).
+    fn fork(&self, kernel: &Kernel) -> Result<PendingFork, KernelError> {
+        let _ = kernel;
+        Err(KernelError::ForkRefused { reason: format!("{} cannot be forked", self.describe()) })
+    }
 
     /// Interrupts the code `kernel` runs (a `KeyboardInterrupt`; the state is kept).
     ///

@@ -184,7 +184,14 @@ impl SessionManager {
         uv.create_venv(&paths.venv(), self.settings.python.as_deref(), &packages).await?;
         progress.report(3.0, Some(3.0), "the kernel is starting");
         let record = SessionRecord::new(ProviderRecord::Local);
-        Ok(Session::open(id, self.settings.limits.clone(), paths, &record, Graph::new()))
+        Ok(Session::open(
+            id,
+            self.settings.limits.clone(),
+            paths,
+            &record,
+            Graph::new(),
+            &self.settings.base_packages(),
+        ))
     }
 
     /// A ready spare whose kernel still runs; spares whose kernel died meanwhile are thrown away.
@@ -332,7 +339,14 @@ impl SessionManager {
         // Written by an older server, or its mode changed since: only we may enter it.
         create_session_dir(paths.dir())?;
         tracing::info!(session = id, cells = graph.len(), "session brought back from disk");
-        let session = Session::open(id.to_owned(), self.settings.limits.clone(), paths, &record, graph);
+        let session = Session::open(
+            id.to_owned(),
+            self.settings.limits.clone(),
+            paths,
+            &record,
+            graph,
+            &self.settings.base_packages(),
+        );
         // Another call may have brought it back meanwhile: keep the first.
         let mut sessions = self.sessions.lock().expect("sessions lock");
         Ok(sessions.entry(id.to_owned()).or_insert_with(|| Entry::new(session)).clone())
@@ -367,7 +381,14 @@ impl SessionManager {
         // The kernel must answer now: an attach that cannot reach it is refused.
         self.add_session(KernelStart::Now, async |paths: SessionPaths, id: String| {
             let record = SessionRecord::new(ProviderRecord::Attached { connection_file });
-            Ok(Session::open(id, self.settings.limits.clone(), paths, &record, Graph::new()))
+            Ok(Session::open(
+                id,
+                self.settings.limits.clone(),
+                paths,
+                &record,
+                Graph::new(),
+                &self.settings.base_packages(),
+            ))
         })
         .await
     }

@@ -49,12 +49,14 @@ pub struct Session {
 impl Session {
     /// A session whose kernels come from the provider `record` names, holding `graph`, its files
     /// in `paths`, within `limits`; kernels start on first use.
+    /// A fresh kernel's snapshot imports `base_packages` silently, as a spare does.
     pub fn open(
         id: String,
         limits: Limits,
         paths: SessionPaths,
         record: &SessionRecord,
         graph: Graph,
+        base_packages: &[String],
     ) -> Self {
         let provider = record.provider.open(ProviderContext {
             session_dir: paths.dir().to_owned(),
@@ -65,7 +67,8 @@ impl Session {
         let records = Arc::new(Records::new(paths.clone(), graph, provider.venv().cloned()));
         let budget = limits.kernel_pool_memory_mb.map(|mb| mb << 20);
         let pool = KernelPool::new(provider, limits.kernels_per_session, budget)
-            .with_next_head(record.kernel_head.map_or(KernelHead::Fresh, KernelHead::At));
+            .with_next_head(record.kernel_head.map_or(KernelHead::Fresh, KernelHead::At))
+            .with_snapshots(limits.snapshots_per_session, warm_up_code(base_packages));
         Session { id, limits, paths, records, pool }
     }
 
@@ -124,16 +127,21 @@ impl Session {
         live: Option<&LiveCell>,
     ) -> Result<CellRun> {
         let replay_started = Instant::now();
-        let Served { index, started } = self.serve(parent).await?;
+        let Served { index, started, snapshot } = self.serve(parent).await?;
         let plan = self.records.graph().plan(self.pool.get(index).head, parent)?;
         debug_assert!(!plan.restart, "the pool serves kernels that reach the parent without a restart");
         let total = plan.replay.len() as f64 + 1.0;
+        self.pool.keep_copy(index);
         for (step, id) in plan.replay.iter().enumerate() {
             let message = format!("replaying cell {id} ({} of {})", step + 1, plan.replay.len());
             context.progress.report(step as f64, Some(total), message);
             self.replay(index, id, timeout, context).await?;
         }
+        if !plan.replay.is_empty() {
+            self.pool.keep_copy(index);
+        }
         let replay_time = replay_started.elapsed();
+        let parent_head = self.pool.get(index).head;
 
         // Withdrawn while the kernel started or replayed: the new code never runs.
         if context.cancel.is_cancelled() || context.interrupt.is_cancelled() {
@@ -155,6 +163,7 @@ impl Session {
             _ => KernelHead::At(cell.chain_hash),
         };
         self.pool.set_head(index, head);
+        self.pool.note_cost(parent_head, cell.chain_hash, run_time);
         self.records.keep_outputs(&cell.id, &execution.outputs);
         self.records.save_new_cell()?;
         if !self.pool.provider().can_restart() {
@@ -162,6 +171,7 @@ impl Session {
             self.save_record()?;
         }
         self.pool.fit_memory_budget(index).await;
+        self.pool.settle().await;
         Ok(CellRun {
             cell,
             execution,
@@ -170,6 +180,8 @@ impl Session {
             replay_time,
             run_time,
             stopped,
+            from_snapshot: snapshot,
+            snapshots: self.pool.snapshots().clone(),
         })
     }
 
@@ -201,7 +213,10 @@ impl Session {
         context: &CallContext,
     ) -> Result<()> {
         let cell = self.records.graph().cell(id)?.clone();
+        let before = self.pool.get(index).head;
+        let started = Instant::now();
         let (execution, stopped) = self.execute_bounded(index, &cell.code, timeout, context, None).await?;
+        self.pool.note_cost(before, cell.chain_hash, started.elapsed());
         if stopped.is_some_and(|stop| matches!(stop.reason, StopReason::Cancelled | StopReason::Interrupted))
         {
             return Err(Error::Cancelled);

@@ -8,14 +8,29 @@
 //! memory. Every lifecycle step goes through the session's [`KernelProvider`]; a provider that
 //! cannot restart gets a pool of one kernel that refuses to. Which cells to replay is the
 //! graph's (`Graph::plan`); running them is the session's.
+//!
+//! Snapshots are kernels too: before a kernel runs code that changes the state it holds, the
+//! pool asks the provider to fork it ([`KernelPool::keep_copy`]) when nothing else holds that
+//! state and rebuilding it would cost more than [`SNAPSHOT_WORTH`]. The copy is parked at the
+//! same head and serves like any kernel when it is the cheapest way to a parent; the copy of a
+//! fresh kernel (with the base packages imported) is kept always, so a restart is a fork, not
+//! a kernel start. Snapshots are capped by count (least recently made go first) and, with the
+//! kernels, by memory (PSS, which counts the pages a copy still shares with its origin once).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::task::JoinHandle;
+
 use crate::error::{Error, Result};
-use crate::graph::{GraphError, KernelHead, Reach};
-use crate::kernel::Kernel;
+use crate::graph::{ChainHash, GraphError, KernelHead, Reach};
+use crate::kernel::{Kernel, KernelError};
 use crate::provider::KernelProvider;
+
+/// Rebuilding a state by replay must be expected to cost at least this much for a snapshot of
+/// it to be made: a fork costs the kernel a few milliseconds, and a cheap path replays as fast.
+pub const SNAPSHOT_WORTH: Duration = Duration::from_millis(100);
 
 /// A kernel of the pool and the state it holds.
 pub struct HeldKernel {
@@ -23,8 +38,32 @@ pub struct HeldKernel {
     pub kernel: Kernel,
     /// What it holds.
     pub head: KernelHead,
-    /// When a call last used it.
+    /// When a call last used it (for a snapshot: when it was made).
     pub last_used: Instant,
+    /// Whether it is a snapshot no code has run on since it was forked.
+    pub snapshot: bool,
+}
+
+/// A snapshot being made: the kernel has been asked to fork; the copy comes up in the
+/// background.
+struct PendingSnapshot {
+    head: KernelHead,
+    /// Its place in the order forks were asked for: what the latest one found is what
+    /// [`KernelPool::snapshots`] says.
+    asked: u64,
+    copy: JoinHandle<std::result::Result<Kernel, KernelError>>,
+}
+
+/// Whether the pool's kernels can be snapshotted, as last found out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Snapshots {
+    /// Not tried yet (or turned off).
+    #[default]
+    Untried,
+    /// The last fork worked.
+    Available,
+    /// The last fork was refused or failed, and why.
+    Unavailable(String),
 }
 
 /// How the pool serves a parent.
@@ -45,6 +84,8 @@ pub struct Served {
     pub index: usize,
     /// Whether it was started (or restarted) for this call.
     pub started: bool,
+    /// Whether it was a snapshot until now.
+    pub snapshot: bool,
 }
 
 /// The kernels of one session.
@@ -53,6 +94,17 @@ pub struct KernelPool {
     kernels: Vec<HeldKernel>,
     capacity: usize,
     memory_budget: Option<u64>,
+    /// How many snapshots (besides the fresh one) may be kept; 0 for none.
+    snapshot_limit: usize,
+    pending: Vec<PendingSnapshot>,
+    snapshots: Snapshots,
+    /// How many forks were asked for, and which of them last set `snapshots`.
+    forks_asked: u64,
+    snapshots_from: u64,
+    /// Code that imports the base packages without a trace, run in a fresh snapshot.
+    warm_up: Option<String>,
+    /// What rebuilding each state by replay cost, as measured when its cells last ran.
+    rebuild_cost: HashMap<ChainHash, Duration>,
     /// What the next kernel started holds. Fresh, except for a provider that cannot restart:
     /// its kernel outlives us and our connection, so it holds what it held when last seen (the
     /// session record says, after a server restart), or something unknown once it was seen dead.
@@ -64,7 +116,47 @@ impl KernelPool {
     /// provider cannot restart), using at most `memory_budget` bytes together when set.
     pub fn new(provider: Arc<dyn KernelProvider>, capacity: usize, memory_budget: Option<u64>) -> Self {
         let capacity = if provider.can_restart() { capacity.max(1) } else { 1 };
-        KernelPool { provider, kernels: Vec::new(), capacity, memory_budget, next_head: KernelHead::Fresh }
+        KernelPool {
+            provider,
+            kernels: Vec::new(),
+            capacity,
+            memory_budget,
+            snapshot_limit: 0,
+            pending: Vec::new(),
+            snapshots: Snapshots::Untried,
+            forks_asked: 0,
+            snapshots_from: 0,
+            warm_up: None,
+            rebuild_cost: HashMap::new(),
+            next_head: KernelHead::Fresh,
+        }
+    }
+
+    /// The same pool, keeping up to `limit` snapshots; a fresh snapshot is warmed up with
+    /// `warm_up` (silent code importing the base packages).
+    pub fn with_snapshots(mut self, limit: usize, warm_up: String) -> Self {
+        self.snapshot_limit = limit;
+        self.warm_up = Some(warm_up);
+        self
+    }
+
+    /// Whether snapshots work for these kernels, as last found out.
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
+    }
+
+    /// Records that reaching the state `head` by replay costs its parent state's cost plus
+    /// `run_time` (the time its own cell just took).
+    pub fn note_cost(&mut self, parent: KernelHead, head: ChainHash, run_time: Duration) {
+        let before = match parent {
+            KernelHead::Fresh => Some(Duration::ZERO),
+            KernelHead::At(hash) => self.rebuild_cost.get(&hash).copied(),
+            KernelHead::Unknown => None,
+        };
+        // A state whose path cost is unknown (cells run before a server restart) counts as
+        // expensive: it is snapshotted.
+        self.rebuild_cost
+            .insert(head, before.map_or(Duration::MAX, |before| before.saturating_add(run_time)));
     }
 
     /// The same pool, its next kernel known to hold `head` already (a kernel that outlived the
@@ -89,6 +181,7 @@ impl KernelPool {
         let held = &mut self.kernels[index];
         held.head = head;
         held.last_used = Instant::now();
+        held.snapshot = false;
     }
 
     /// The kernels and what they hold.
@@ -105,14 +198,41 @@ impl KernelPool {
     /// would need a restart; a kernel that does not start; `reach`'s own errors.
     pub async fn serve(&mut self, reach: impl Fn(KernelHead) -> Result<Reach, GraphError>) -> Result<Served> {
         self.drop_dead().await?;
-        let held = self.kernels.iter().map(|held| (held.head, held.last_used));
-        let choice = choose(held, self.capacity, reach)?;
+        let choice = loop {
+            self.collect_snapshots(false).await;
+            let held = self.kernels.iter().map(|held| (held.head, held.last_used, held.snapshot));
+            let choice = choose(held, self.capacity, &reach)?;
+            let chosen = match choice {
+                Choice::Use(index) => reach(self.kernels[index].head)?,
+                Choice::Start | Choice::Restart(_) => Reach { restart: true, replay: usize::MAX },
+            };
+            // A snapshot still coming up that beats the choice is worth its last milliseconds.
+            let mut better = None;
+            for (position, pending) in self.pending.iter().enumerate() {
+                if reach(pending.head)? < chosen {
+                    better = Some(position);
+                    break;
+                }
+            }
+            match better {
+                Some(position) => {
+                    let pending = self.pending.swap_remove(position);
+                    self.adopt_snapshot(pending).await;
+                }
+                None => break choice,
+            }
+        };
         let index = match choice {
-            Choice::Use(index) => return Ok(Served { index, started: false }),
+            Choice::Use(index) => {
+                let held = &mut self.kernels[index];
+                let snapshot = std::mem::replace(&mut held.snapshot, false);
+                held.last_used = Instant::now();
+                return Ok(Served { index, started: false, snapshot });
+            }
             Choice::Start => {
                 let kernel = self.provider.start().await?;
                 let head = std::mem::replace(&mut self.next_head, KernelHead::Fresh);
-                self.kernels.push(HeldKernel { kernel, head, last_used: Instant::now() });
+                self.kernels.push(HeldKernel { kernel, head, last_used: Instant::now(), snapshot: false });
                 self.kernels.len() - 1
             }
             Choice::Restart(_) if !self.provider.can_restart() => {
@@ -122,12 +242,118 @@ impl KernelPool {
                 let old = self.kernels.remove(index);
                 self.provider.discard(old.kernel).await;
                 let kernel = self.provider.start().await?;
-                self.kernels
-                    .insert(index, HeldKernel { kernel, head: KernelHead::Fresh, last_used: Instant::now() });
+                let fresh = HeldKernel {
+                    kernel,
+                    head: KernelHead::Fresh,
+                    last_used: Instant::now(),
+                    snapshot: false,
+                };
+                self.kernels.insert(index, fresh);
                 index
             }
         };
-        Ok(Served { index, started: true })
+        Ok(Served { index, started: true, snapshot: false })
+    }
+
+    /// Keeps a copy of the state the kernel at `index` holds before code changes it: forks it
+    /// when snapshots are on, no other kernel of the pool holds or is being made to hold that
+    /// state, and rebuilding it would cost at least [`SNAPSHOT_WORTH`] (a fresh state always
+    /// does: it is a kernel start). The fork request is queued ahead of whatever is sent to
+    /// the kernel next; the copy comes up in the background.
+    pub fn keep_copy(&mut self, index: usize) {
+        let head = self.kernels[index].head;
+        if self.snapshot_limit == 0 || !self.provider.can_restart() {
+            return;
+        }
+        let worth = match head {
+            KernelHead::Fresh => true,
+            KernelHead::At(hash) => self.rebuild_cost.get(&hash).is_none_or(|cost| *cost >= SNAPSHOT_WORTH),
+            KernelHead::Unknown => false,
+        };
+        let held_elsewhere = self.kernels.iter().enumerate().any(|(i, held)| i != index && held.head == head)
+            || self.pending.iter().any(|pending| pending.head == head);
+        if !worth || held_elsewhere {
+            return;
+        }
+        self.forks_asked += 1;
+        let asked = self.forks_asked;
+        match self.provider.fork(&self.kernels[index].kernel) {
+            Ok(fork) => self.pending.push(PendingSnapshot { head, asked, copy: tokio::spawn(fork.finish()) }),
+            Err(error) => self.found(asked, Snapshots::Unavailable(error.to_string())),
+        }
+    }
+
+    /// Records what fork number `asked` found, unless a later one has said already.
+    fn found(&mut self, asked: u64, snapshots: Snapshots) {
+        if asked > self.snapshots_from {
+            self.snapshots_from = asked;
+            self.snapshots = snapshots;
+        }
+    }
+
+    /// Takes in the snapshots that have come up or failed by now (a refused fork fails at
+    /// once, so the reply of the cell it preceded can say so).
+    pub async fn settle(&mut self) {
+        self.collect_snapshots(false).await;
+    }
+
+    /// Moves the snapshots that have come up into the pool (all of them, waiting for each,
+    /// when `wait`), then drops the oldest beyond the count limit.
+    async fn collect_snapshots(&mut self, wait: bool) {
+        let mut index = 0;
+        while index < self.pending.len() {
+            if wait || self.pending[index].copy.is_finished() {
+                let pending = self.pending.swap_remove(index);
+                self.adopt_snapshot(pending).await;
+            } else {
+                index += 1;
+            }
+        }
+        loop {
+            let kept = self.kernels.iter().filter(|held| held.snapshot && held.head != KernelHead::Fresh);
+            if kept.count() <= self.snapshot_limit {
+                break;
+            }
+            let oldest = self
+                .kernels
+                .iter()
+                .enumerate()
+                .filter(|(_, held)| held.snapshot && held.head != KernelHead::Fresh)
+                .min_by_key(|(_, held)| held.last_used)
+                .map(|(index, _)| index)
+                .expect("a snapshot is over the limit");
+            let evicted = self.kernels.remove(oldest);
+            self.provider.discard(evicted.kernel).await;
+        }
+    }
+
+    /// Parks a snapshot that has come up (a fresh one first imports the base packages, queued
+    /// ahead of any cell); one that failed is logged and said.
+    async fn adopt_snapshot(&mut self, pending: PendingSnapshot) {
+        let copy = match pending.copy.await {
+            Ok(copy) => copy,
+            Err(join) => {
+                Err(KernelError::ForkRefused { reason: format!("the snapshot task failed: {join}") })
+            }
+        };
+        match copy {
+            Ok(kernel) => {
+                if pending.head == KernelHead::Fresh
+                    && let Some(code) = &self.warm_up
+                    && let Err(error) = kernel.execute_silently_queued(code)
+                {
+                    tracing::debug!(%error, "a fresh snapshot could not be warmed up");
+                }
+                self.found(pending.asked, Snapshots::Available);
+                let held =
+                    HeldKernel { kernel, head: pending.head, last_used: Instant::now(), snapshot: true };
+                self.kernels.push(held);
+            }
+            Err(error) => {
+                tracing::info!(%error, "no snapshot");
+                self.found(pending.asked, Snapshots::Unavailable(error.to_string()));
+            }
+        }
     }
 
     /// Drops the kernels that have died. For a provider that cannot restart that is the end of
@@ -153,8 +379,9 @@ impl KernelPool {
     /// Stops the least recently used kernels other than the one at `keep` while the pool uses
     /// more memory than its budget.
     pub async fn fit_memory_budget(&mut self, keep: usize) {
+        let keep = self.fit_capacity(keep).await;
         let Some(budget) = self.memory_budget else { return };
-        let resident = |held: &HeldKernel| held.kernel.pid().and_then(resident_bytes).unwrap_or(0);
+        let resident = |held: &HeldKernel| held.kernel.pid().and_then(proportional_bytes).unwrap_or(0);
         let mut total: u64 = self.kernels.iter().map(resident).sum();
         let mut keep = keep;
         while total > budget {
@@ -167,6 +394,28 @@ impl KernelPool {
             tracing::info!("memory budget: stopping the least recently used kernel");
             self.provider.stop(evicted.kernel).await;
         }
+    }
+
+    /// Stops the least recently used serving kernels other than the one at `keep` while more
+    /// serve than the pool's capacity (a snapshot taken into service adds one); where `keep`
+    /// is then.
+    async fn fit_capacity(&mut self, mut keep: usize) -> usize {
+        while self.kernels.iter().filter(|held| !held.snapshot).count() > self.capacity {
+            let oldest = self
+                .kernels
+                .iter()
+                .enumerate()
+                .filter(|&(index, held)| !held.snapshot && index != keep)
+                .min_by_key(|(_, held)| held.last_used)
+                .map(|(index, _)| index)
+                .expect("more kernels serve than the one kept");
+            let evicted = self.kernels.remove(oldest);
+            if oldest < keep {
+                keep -= 1;
+            }
+            self.provider.discard(evicted.kernel).await;
+        }
+        keep
     }
 
     fn least_recently_used(&self, except: Option<usize>) -> Option<usize> {
@@ -184,6 +433,7 @@ impl KernelPool {
 
     /// Stops every kernel gracefully.
     pub async fn stop_all(&mut self) {
+        self.collect_snapshots(true).await;
         for held in std::mem::take(&mut self.kernels) {
             self.provider.stop(held.kernel).await;
         }
@@ -191,32 +441,39 @@ impl KernelPool {
 
     /// Gets rid of every kernel at once, their states being thrown away.
     pub async fn discard_all(&mut self) {
+        self.collect_snapshots(true).await;
         for held in std::mem::take(&mut self.kernels) {
             self.provider.discard(held.kernel).await;
         }
     }
 }
 
-/// How to serve a parent with kernels holding `held` (head, last use): the cheapest reach
-/// without a restart; else a new kernel while there are fewer than `capacity`; else the least
-/// recently used kernel, restarted.
+/// How to serve a parent with kernels holding `held` (head, last use, whether a snapshot): the
+/// cheapest reach without a restart (a kernel before a snapshot at equal cost, so the copy is
+/// kept); else a new kernel while fewer than `capacity` serve; else the least recently used
+/// serving kernel, restarted.
 fn choose(
-    held: impl Iterator<Item = (KernelHead, Instant)> + Clone,
+    held: impl Iterator<Item = (KernelHead, Instant, bool)> + Clone,
     capacity: usize,
     reach: impl Fn(KernelHead) -> Result<Reach, GraphError>,
 ) -> Result<Choice, GraphError> {
-    let mut best: Option<(usize, Reach)> = None;
-    for (index, (head, _)) in held.clone().enumerate() {
-        let cost = reach(head)?;
+    let mut best: Option<(usize, (Reach, bool))> = None;
+    for (index, (head, _, snapshot)) in held.clone().enumerate() {
+        let cost = (reach(head)?, snapshot);
         if best.is_none_or(|(_, cheapest)| cost < cheapest) {
             best = Some((index, cost));
         }
     }
-    let count = held.clone().count();
+    let serving = held.clone().filter(|&(_, _, snapshot)| !snapshot);
+    let count = serving.clone().count();
+    let serving_indices = held.clone().enumerate().filter(|(_, (_, _, snapshot))| !snapshot).map(|(i, _)| i);
     Ok(match best {
-        Some((index, cost)) if !cost.restart => Choice::Use(index),
+        Some((index, (cost, _))) if !cost.restart => Choice::Use(index),
         _ if count < capacity => Choice::Start,
-        _ => Choice::Restart(least_recently_used(held.map(|(_, used)| used), None).unwrap_or(0)),
+        _ => {
+            let oldest = least_recently_used(serving.map(|(_, used, _)| used), None).unwrap_or(0);
+            Choice::Restart(serving_indices.clone().nth(oldest).unwrap_or(0))
+        }
     })
 }
 
@@ -224,12 +481,13 @@ fn least_recently_used(used: impl Iterator<Item = Instant>, except: Option<usize
     used.enumerate().filter(|&(i, _)| Some(i) != except).min_by_key(|&(_, used)| used).map(|(i, _)| i)
 }
 
-/// Resident memory of process `pid`, from `/proc/<pid>/status`.
-fn resident_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+/// Proportional memory of process `pid` (its private pages, and its share of the pages it
+/// shares with a fork), from `/proc/<pid>/smaps_rollup`.
+pub fn proportional_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
     let kb: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix("Pss:"))?
         .trim()
         .trim_end_matches("kB")
         .trim()
@@ -274,8 +532,10 @@ mod tests {
     fn the_cheapest_kernel_serves_and_a_full_pool_restarts_its_least_recently_used() {
         let now = Instant::now();
         let old = now - Duration::from_secs(60);
-        fn held(heads: &[(KernelHead, Instant)]) -> impl Iterator<Item = (KernelHead, Instant)> + Clone + '_ {
-            heads.iter().copied()
+        fn held(
+            heads: &[(KernelHead, Instant)],
+        ) -> impl Iterator<Item = (KernelHead, Instant, bool)> + Clone + '_ {
+            heads.iter().map(|&(head, used)| (head, used, false))
         }
         // The kernel nearest the parent wins, whatever its age.
         let pool = [(at(1), now), (at(3), old)];
@@ -288,6 +548,23 @@ mod tests {
         assert_eq!(choose(held(&[]), 1, reach_to(4)).unwrap(), Choice::Start);
         let with_fresh = [(at(9), now), (KernelHead::Fresh, old)];
         assert_eq!(choose(held(&with_fresh), 2, reach_to(4)).unwrap(), Choice::Use(1));
+    }
+
+    #[test]
+    fn a_snapshot_serves_when_it_is_nearest_and_is_never_restarted() {
+        let now = Instant::now();
+        let old = now - Duration::from_secs(60);
+        // A snapshot at the parent beats a kernel that would replay; at an equal reach the
+        // kernel serves and the copy is kept.
+        let pool = [(at(2), now, false), (at(4), old, true)];
+        assert_eq!(choose(pool.iter().copied(), 2, reach_to(4)).unwrap(), Choice::Use(1));
+        let tie = [(at(4), old, true), (at(4), now, false)];
+        assert_eq!(choose(tie.iter().copied(), 2, reach_to(4)).unwrap(), Choice::Use(1));
+        // Snapshots do not count against the capacity, and a full pool restarts a serving
+        // kernel, never a snapshot, however old.
+        let off_path = [(at(9), old, true), (at(8), now, false)];
+        assert_eq!(choose(off_path.iter().copied(), 2, reach_to(4)).unwrap(), Choice::Start);
+        assert_eq!(choose(off_path.iter().copied(), 1, reach_to(4)).unwrap(), Choice::Restart(1));
     }
 
     #[test]

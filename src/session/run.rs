@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::Stop;
+use super::pool::Snapshots;
 use crate::error::{Error, Result};
 use crate::graph::{Cell, CellId, CellStatus};
 use crate::kernel::{Execution, ExecutionStatus, Output};
@@ -31,6 +32,10 @@ pub struct CellRun {
     pub run_time: Duration,
     /// Set when the cell was stopped (time limit or cancellation).
     pub stopped: Option<Stop>,
+    /// Whether a snapshot served it (its parent's state was a forked copy, not a replay).
+    pub from_snapshot: bool,
+    /// Whether the session's kernels can be snapshotted, as last found out.
+    pub snapshots: Snapshots,
 }
 
 /// Refuses code that is empty or too large to be a cell.

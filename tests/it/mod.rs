@@ -14,5 +14,6 @@ mod mcp_client;
 mod pools;
 mod sandbox;
 mod settings;
+mod snapshots;
 mod soak;
 mod venv;

@@ -1,0 +1,130 @@
+//! Snapshots: forked copies of a kernel that let a session go back to a recent state without
+//! replaying its path, and fall back to replay, saying why, where a fork would not work.
+
+use serde_json::{Value, json};
+
+use super::mcp_client::{Server, data_dir, texts};
+
+/// A first cell worth a snapshot: rebuilding its state takes well over the threshold.
+const EXPENSIVE: &str = "import time\ntime.sleep(0.3)\nxs = [1, 2, 3]\nn = 0";
+
+fn structured(result: &rmcp::model::CallToolResult) -> Value {
+    result.structured_content.clone().expect("run_code has structured content")
+}
+
+/// (stdout, cell id, structured content) of a cell that must succeed.
+async fn ok(server: &Server, session: &str, code: &str, parent: Option<&str>) -> (String, String, Value) {
+    let result = server.run(session, code, parent).await;
+    let all = texts(&result);
+    assert_ne!(result.is_error, Some(true), "{code:?} failed: {}", all.join("\n"));
+    (all[..all.len() - 1].join(""), all.last().unwrap().clone(), structured(&result))
+}
+
+fn served_by_snapshot(reply: &Value) -> bool {
+    reply["snapshot"]["used"] == json!(true)
+        && reply["replayed_cell_ids"] == json!([])
+        && reply["kernel_restarted"] == json!(false)
+}
+
+#[tokio::test]
+async fn a_retry_under_the_same_parent_gets_exactly_the_parents_state_from_a_snapshot() {
+    let (_guard, data) = data_dir();
+    // Room for the kernel of the failed attempt beside the two snapshots taken into service.
+    let server = Server::start_with(&data, "", |command| {
+        command.args(["--kernels-per-session", "3"]);
+    })
+    .await;
+    let session = server.create_repl().await;
+    let (_, first, _) = ok(&server, &session, EXPENSIVE, None).await;
+
+    // The failing attempt changes the state before it fails.
+    let failed = server
+        .run(&session, "xs.append(4)\nn += 1\nimport os\nfailed_pid = os.getpid()\n1/0", Some(&first))
+        .await;
+    assert_eq!(failed.is_error, Some(true));
+    let failed_id = texts(&failed).last().unwrap().clone();
+
+    // The fix sees the parent's state, not the failed attempt's, and nothing was replayed.
+    let (seen, _, reply) = ok(&server, &session, "print(xs, n, 'failed_pid' in dir())", Some(&first)).await;
+    assert_eq!(seen, "[1, 2, 3] 0 False\n");
+    assert!(served_by_snapshot(&reply), "the retry was not served by a snapshot: {reply}");
+
+    // A second retry: the snapshot was copied again before it served, so it is still there.
+    let (seen, _, reply) = ok(&server, &session, "xs.append(5)\nprint(xs)", Some(&first)).await;
+    assert_eq!(seen, "[1, 2, 3, 5]\n");
+    assert!(served_by_snapshot(&reply), "the second retry was not served by a snapshot: {reply}");
+
+    // The kernel that ran the failed attempt still holds its own state.
+    let (seen, _, reply) = ok(&server, &session, "print(xs, n)", Some(&failed_id)).await;
+    assert_eq!(seen, "[1, 2, 3, 4] 1\n");
+    assert_eq!(reply["replayed_cell_ids"], json!([]));
+}
+
+#[tokio::test]
+async fn a_kernel_that_dies_mid_cell_leaves_its_parent_in_a_snapshot() {
+    let (_guard, data) = data_dir();
+    let server = Server::start_with(&data, "", |_| {}).await;
+    let session = server.create_repl().await;
+    let (_, first, _) = ok(&server, &session, EXPENSIVE, None).await;
+    let died = server.run(&session, "import os\nos._exit(3)", Some(&first)).await;
+    assert_eq!(structured(&died)["status"], "kernel_died", "{:?}", texts(&died));
+
+    let (seen, _, reply) = ok(&server, &session, "print(sum(xs))", Some(&first)).await;
+    assert_eq!(seen, "6\n");
+    assert!(served_by_snapshot(&reply), "the state after the parent was replayed: {reply}");
+}
+
+#[tokio::test]
+async fn a_new_root_is_a_fork_of_the_fresh_kernel_not_a_kernel_start() {
+    let (_guard, data) = data_dir();
+    let server = Server::start_with(&data, "six", |_| {}).await;
+    let session = server.create_repl().await;
+    let names = "sorted(k for k in dir() if not k.startswith('_'))";
+    let first = format!("import os, sys\nprint(os.getpid(), 'six' in sys.modules, {names})\nmarker = 1");
+    let (first_seen, _, _) = ok(&server, &session, &first, None).await;
+    let (first_pid, first_names) = first_seen.split_once(' ').unwrap();
+    // Another root while the first kernel holds a branch of its own: the fresh copy (forked
+    // from the first kernel before its first cell) serves, with the base packages imported
+    // in it and nothing of the first cell.
+    let look = format!("import os, sys\nprint(os.getppid(), 'six' in sys.modules, {names})");
+    let (seen, _, reply) = ok(&server, &session, &look, None).await;
+    assert_eq!(reply["kernel_restarted"], json!(false), "a kernel was started: {reply}");
+    assert_eq!(reply["snapshot"]["used"], json!(true), "{reply}");
+    assert_eq!(seen, format!("{first_pid} {}", first_names.replacen("False", "True", 1)));
+    assert_eq!(reply["execution_count"], json!(1), "the fresh copy's counter moved: {reply}");
+}
+
+#[tokio::test]
+async fn threads_the_user_started_turn_snapshots_off_and_the_reply_says_why() {
+    let (_guard, data) = data_dir();
+    let server = Server::start_with(&data, "", |_| {}).await;
+    let session = server.create_repl().await;
+    let threaded = "import threading, time\nthreading.Thread(target=time.sleep, args=(600,), name='worker', daemon=True).start()\ntime.sleep(0.3)\nn = 1";
+    let (_, first, _) = ok(&server, &session, threaded, None).await;
+    let (_, _, reply) = ok(&server, &session, "n += 1", Some(&first)).await;
+    assert_eq!(reply["snapshot"]["available"], json!(false), "{reply}");
+    let reason = reply["snapshot"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("threads the user started (worker)"), "{reply}");
+
+    // Going back still gives the parent's state: by replay.
+    let (seen, _, reply) = ok(&server, &session, "print(n)", Some(&first)).await;
+    assert_eq!(seen, "1\n");
+    assert_eq!(reply["replayed_cell_ids"], json!([first]), "{reply}");
+}
+
+#[tokio::test]
+async fn snapshots_off_means_replay() {
+    let (_guard, data) = data_dir();
+    let server = Server::start_with(&data, "", |command| {
+        command.args(["--snapshots-per-session", "0"]);
+    })
+    .await;
+    let session = server.create_repl().await;
+    let (_, first, _) = ok(&server, &session, EXPENSIVE, None).await;
+    ok(&server, &session, "n = 5", Some(&first)).await;
+    ok(&server, &session, "n = 6", None).await;
+    let (seen, _, reply) = ok(&server, &session, "print(n)", Some(&first)).await;
+    assert_eq!(seen, "0\n");
+    assert_eq!(reply["snapshot"]["used"], json!(false), "{reply}");
+    assert_eq!(reply["replayed_cell_ids"], json!([first]), "{reply}");
+}
