@@ -12,7 +12,10 @@
 //! - switching between two sibling branches under an expensive prefix (pandas, a million-row
 //!   DataFrame) against continuing a branch, with the kernel pool and with one kernel per
 //!   session (restart and replay);
-//! - the server process's own memory (kernels excluded) with 20 sessions.
+//! - the server process's own memory (kernels excluded) with 20 sessions;
+//! - going back (`suite/going_back.rs`): a 20-call analysis conversation against its cells' own
+//!   run times, fresh and warm; a retry and a return to the last five cells against a
+//!   continue; `1+1` with background work due; a snapshot's memory.
 //!
 //! `cargo bench --bench suite` runs it in full (a few minutes on two cores); run without
 //! `--bench` (as `cargo test --benches` does) it takes a few samples of each, as a smoke test.
@@ -22,6 +25,9 @@
 //! directory, like `benches/round_trip.rs`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+#[path = "suite/going_back.rs"]
+mod going_back;
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -88,6 +94,9 @@ struct Counts {
     destroys: usize,
     cells_before_destroy: usize,
     lists: usize,
+    /// Retries (and continues) timed after a failed cell; ten times as many `1+1` round trips
+    /// idle and with background work due.
+    going_back: usize,
 }
 
 impl Counts {
@@ -105,6 +114,7 @@ impl Counts {
         destroys: 3,
         cells_before_destroy: 300,
         lists: 50,
+        going_back: 5,
     };
     const QUICK: Counts = Counts {
         round_trips: 40,
@@ -120,6 +130,7 @@ impl Counts {
         destroys: 1,
         cells_before_destroy: 3,
         lists: 5,
+        going_back: 1,
     };
 }
 
@@ -154,9 +165,11 @@ async fn main() {
     let memory = memory(&uv, counts).await;
     step("destroy_repl, and list_sessions while a cell runs");
     let admin = admin(&uv, counts).await;
+    step("going back: the conversation, retries, background work, snapshot memory");
+    let going_back = going_back::going_back(&uv, counts.going_back).await;
 
     let results = Results { counts, build, codec, latency, create, switch, switch_one_kernel, memory, admin };
-    let report = results.report(full, started.elapsed());
+    let report = results.report(full, started.elapsed()) + &going_back.report();
     println!("\n{report}");
     if full && std::env::var(WRITE_ENV).is_ok_and(|v| v == "1") {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
@@ -619,10 +632,15 @@ impl Server {
 
     /// Calls `tool`, which must succeed.
     async fn call(&self, tool: &'static str, arguments: Value) -> CallToolResult {
-        let params = CallToolRequestParams::new(tool).with_arguments(arguments.as_object().unwrap().clone());
-        let result = within(600, self.client.call_tool(params)).await.unwrap();
+        let result = self.call_any(tool, arguments).await;
         assert_ne!(result.is_error, Some(true), "{tool} failed: {:?}", result.content);
         result
+    }
+
+    /// Calls `tool`, which may fail as a tool.
+    async fn call_any(&self, tool: &'static str, arguments: Value) -> CallToolResult {
+        let params = CallToolRequestParams::new(tool).with_arguments(arguments.as_object().unwrap().clone());
+        within(600, self.client.call_tool(params)).await.unwrap()
     }
 
     async fn create_repl(&self) -> String {
@@ -631,11 +649,12 @@ impl Server {
     }
 
     async fn run(&self, session: &str, code: &str, parent: Option<&str>) -> CallToolResult {
-        let mut arguments = json!({ "session_id": session, "code": code });
-        if let Some(parent) = parent {
-            arguments["parent_cell_id"] = json!(parent);
-        }
-        self.call("run_code", arguments).await
+        self.call("run_code", run_arguments(session, code, parent)).await
+    }
+
+    /// Runs `code`, which may fail.
+    async fn run_any(&self, session: &str, code: &str, parent: Option<&str>) -> CallToolResult {
+        self.call_any("run_code", run_arguments(session, code, parent)).await
     }
 
     async fn destroy(&self, session: &str) {
@@ -684,6 +703,14 @@ impl Server {
     async fn stop(self) {
         within(60, self.client.cancel()).await.unwrap();
     }
+}
+
+fn run_arguments(session: &str, code: &str, parent: Option<&str>) -> Value {
+    let mut arguments = json!({ "session_id": session, "code": code });
+    if let Some(parent) = parent {
+        arguments["parent_cell_id"] = json!(parent);
+    }
+    arguments
 }
 
 // ---------------------------------------------------------------------------------------------

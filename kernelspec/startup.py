@@ -93,8 +93,8 @@ def _mcp_pyrepl_snapshot(connection_file, server_pid):
     """Fork this kernel into a snapshot: a child holding the same state that serves on new
     sockets, described by `connection_file` (written with a "pid" key once it listens).
 
-    Returns the child's pid in this kernel; never returns in the child. Raises RuntimeError,
-    forking nothing, when a fork would not give a working copy.
+    Returns at once in this kernel; never returns in the copy. Raises RuntimeError, forking
+    nothing, when a fork would not give a working copy.
     """
     import gc
     import os
@@ -102,24 +102,36 @@ def _mcp_pyrepl_snapshot(connection_file, server_pid):
     import threading
 
     _mcp_pyrepl_check_forkable()
-    gc.freeze()  # the child never collects these objects, so it never touches their pages
-    pid = os.fork()
-    if pid:
-        # Both sides move the child to a group of its own, so that no signal to this kernel's
-        # group (a kill of this kernel) can reach the copy, whichever runs first.
-        try:
-            os.setpgid(pid, pid)
-        except OSError:
-            pass  # the child has exec'd or exited, or moved itself already
+    gc.freeze()  # the copy never collects these objects, so it never touches their pages
+    middle = os.fork()
+    if middle:
         gc.unfreeze()
-        threading.Thread(target=os.waitpid, args=(pid, 0), name="mcp-pyrepl-reaper", daemon=True).start()
-        return pid
+        threading.Thread(target=os.waitpid, args=(middle, 0), name="mcp-pyrepl-reaper", daemon=True).start()
+        return
+    # The middle process forks the copy and exits, so the copy is an orphan from the start and
+    # the server (a child subreaper) adopts it and sees how it ends.
     try:
+        pid = os.fork()
+        if pid:
+            try:
+                # Both sides move the copy to a group of its own, so that no signal to this
+                # kernel's group can reach it, whichever runs first.
+                os.setpgid(pid, pid)
+            except OSError:
+                pass
+            # The server watches this pid until the copy listens.
+            _mcp_pyrepl_write_private(connection_file + ".pid", str(pid))
+            os._exit(0)
         _mcp_pyrepl_serve_fork(connection_file, server_pid)
-    except BaseException:
+    except BaseException as error:
         import traceback
 
         traceback.print_exc(file=sys.__stderr__)
+        try:
+            # Tells the server at once that no copy is coming, and why.
+            _mcp_pyrepl_write_private(connection_file + ".failed", f"{type(error).__name__}: {error}")
+        except OSError:
+            pass
     finally:
         os._exit(70)
 
@@ -149,6 +161,15 @@ def _mcp_pyrepl_check_forkable():
         raise RuntimeError("the kernel has initialised CUDA, which does not survive a fork")
 
 
+def _mcp_pyrepl_write_private(path, text):
+    """Writes `text` to a new file at `path` that only its owner can read (it may hold a key)."""
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def _mcp_pyrepl_serve_fork(connection_file, server_pid):
     """In the forked child: new sockets, threads and event loop around the same shell."""
     import asyncio
@@ -165,6 +186,12 @@ def _mcp_pyrepl_serve_fork(connection_file, server_pid):
     os.setpgid(0, 0)
     gc.freeze()
     app = IPKernelApp.instance()
+
+    def collect_again(*_):
+        # Taken into service: the objects frozen at the fork may be collected again.
+        gc.unfreeze()
+        shell.events.unregister("pre_execute", collect_again)
+
     shell = app.shell
     app.session.pid = os.getpid()
     app.connection_file = connection_file + ".part"
@@ -183,12 +210,12 @@ def _mcp_pyrepl_serve_fork(connection_file, server_pid):
     IPythonKernel.clear_instance()
     app.init_kernel()
     shell.kernel = app.kernel
+    shell.events.register("pre_execute", collect_again)
     app.write_connection_file()
     with open(app.connection_file) as f:
         info = json.load(f)
     info["pid"] = os.getpid()
-    with open(connection_file + ".tmp", "w") as f:
-        json.dump(info, f)
+    _mcp_pyrepl_write_private(connection_file + ".tmp", json.dumps(info))
     os.replace(connection_file + ".tmp", connection_file)
     os.unlink(app.connection_file)
     app.connection_file = connection_file

@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //! - [`jupyter`]: the protocol: messages, the signed wire codec, connection files, sockets.
-//! - [`kernel`]: one kernel: launch or attach, execute, interrupt, kill, shutdown, death.
+//! - [`kernel`]: one kernel: launch or attach, execute, interrupt, kill, shutdown, death, and
+//!   forking a kernel into a snapshot.
 //! - [`graph`]: the DAG of cells: ids, chain hashes, the replay plan; persisted atomically.
 //! - [`venv`]: uv: found or bootstrapped; venvs with ipykernel and the base packages, reusing
 //!   the last resolution of their versions and the bytecode compiled for them.
@@ -18,6 +19,8 @@
 //! - [`mcp`]: the MCP tools, outputs as MCP content, the stdio and streamable HTTP transports.
 //! - [`notebook`]: outputs and cell paths in nbformat 4.5 (kept outputs, exports).
 //! - [`error`]: what a session operation can fail with, as the MCP layer sees it.
+//! - [`background`]: background work (spares, the bytecode store) waits while cells run and
+//!   runs its processes at idle priority.
 //! - [`atomic_file`]: replacing a small file atomically and durably.
 //! - [`private_dir`]: directories only the server's user may enter.
 //! - [`config`]: settings shared by every command (data directory, uv, Python, limits), each
@@ -26,6 +29,7 @@
 //! - [`demo`]: the `demo` command: the branching example through a real MCP client.
 
 pub mod atomic_file;
+pub mod background;
 pub mod config;
 pub mod demo;
 pub mod error;

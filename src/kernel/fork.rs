@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::actor::{Client, Liveness};
 use super::launch::{KernelProcess, Lineage};
+use super::reaper::process_lives;
 use super::{
     Execution, ExecutionStatus, Kernel, KernelError, Output, OutputLimits, RunningExecution, handshake,
 };
@@ -21,7 +22,7 @@ use crate::jupyter::message::ExecuteRequest;
 use crate::jupyter::socket::ClientSockets;
 
 /// How long a copy may take to listen and answer once the kernel has forked.
-const FORK_TIMEOUT: Duration = Duration::from_secs(20);
+const FORK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long to look for the copy of a kernel that died as it forked.
 const DEAD_ORIGIN_WAIT: Duration = Duration::from_secs(2);
@@ -67,6 +68,18 @@ impl PendingFork {
         let (connection, pid) = loop {
             if let Some(found) = read_fork_file(&self.connection_file)? {
                 break found;
+            }
+            let failed = self.connection_file.with_extension("json.failed");
+            if let Ok(reason) = std::fs::read_to_string(&failed) {
+                let _ = std::fs::remove_file(&failed);
+                return Err(KernelError::ForkRefused { reason: format!("the copy failed to start: {reason}") });
+            }
+            let early_pid = self.connection_file.with_extension("json.pid");
+            if let Some(pid) = std::fs::read_to_string(&early_pid).ok().and_then(|pid| pid.trim().parse().ok())
+                && !process_lives(nix::unistd::Pid::from_raw(pid))
+            {
+                let _ = std::fs::remove_file(&early_pid);
+                return Err(KernelError::ForkRefused { reason: "the copy died before it listened".into() });
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(KernelError::Timeout {

@@ -233,8 +233,8 @@ impl KernelProcess {
     }
 
     /// Takes charge of `pid`, a copy forked from the kernel `origin` (a snapshot) that listens
-    /// as `connection` says: it is no child of ours, so its exit is seen by watching `/proc`;
-    /// it is in a process group of its own, and shares its origin's log.
+    /// as `connection` says: an orphan the server adopts (`reaper.rs`), in a process group of
+    /// its own, sharing its origin's log.
     ///
     /// # Errors
     /// When its pid record cannot be written.
@@ -249,15 +249,7 @@ impl KernelProcess {
         let dir = connection_file.parent().map(Path::to_owned).unwrap_or_default();
         let pid_file = write_pid_record(&dir, instance, pid, Some(&origin.command_file))?;
         let (exit_tx, exit) = watch::channel(None);
-        tokio::spawn(async move {
-            while process_lives(pid) {
-                if exit_tx.is_closed() {
-                    return;
-                }
-                tokio::time::sleep(ADOPTED_EXIT_POLL).await;
-            }
-            exit_tx.send_replace(Some(Death::Vanished));
-        });
+        super::reaper::watch_exit(pid, exit_tx);
         Ok(KernelProcess {
             pid,
             connection,
@@ -447,20 +439,6 @@ fn write_pid_record(
     Ok(pid_file)
 }
 
-/// How often the exit of a kernel that is no child of ours (a fork) is looked for.
-const ADOPTED_EXIT_POLL: Duration = Duration::from_millis(50);
-
-/// Whether `pid` runs: it exists and is no zombie (a fork's exit status is its origin's to
-/// collect, so it may linger as one).
-fn process_lives(pid: Pid) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses and may hold any byte.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !matches!(rest.trim_start().chars().next(), Some('Z' | 'X'))),
-        Err(_) => false,
-    }
-}
 
 /// Cleans a kernel directory after a server crash: kills the process groups of kernels whose
 /// server is gone (user code may have started children that outlived the kernel), and removes
@@ -513,8 +491,13 @@ pub async fn reap_orphans(dir: &Path) -> usize {
             killed.push(group);
         }
         let _ = std::fs::remove_file(entry.path());
+        // The sockets the connection file names (a fork's carry its origin's prefix), as long
+        // as they are in this directory: the kernel could have written anything there.
+        let written = ConnectionInfo::read(&dir.join(&connection_file))
+            .ok()
+            .filter(|connection| Path::new(&connection.ip).parent() == Some(dir));
         let _ = std::fs::remove_file(dir.join(connection_file));
-        if let Ok(connection) = ConnectionInfo::ipc(&dir.join(instance)) {
+        if let Some(connection) = written.or_else(|| ConnectionInfo::ipc(&dir.join(instance)).ok()) {
             remove_stale_sockets(&connection);
         }
     }
@@ -617,7 +600,7 @@ mod tests {
         let dead_server = gone.id() as i32;
         gone.wait().unwrap();
         let record = |name: &str, kernel: &std::process::Child| {
-            let record = PidRecord { kernel: kernel.id() as i32, server: dead_server };
+            let record = PidRecord { kernel: kernel.id() as i32, server: dead_server, command_file: None };
             std::fs::write(dir.path().join(name), serde_json::to_vec(&record).unwrap()).unwrap();
         };
         // A record a kernel forged, naming a process that is no kernel of that connection file.

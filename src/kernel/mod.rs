@@ -9,6 +9,7 @@
 mod actor;
 mod fork;
 pub mod launch;
+mod reaper;
 pub mod output;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use crate::jupyter::socket::{ClientSockets, SocketError};
 use actor::{Client, Liveness, RequestChannel};
 pub use actor::{OutputView, RunningExecution};
 pub use fork::PendingFork;
+pub use reaper::adopt_orphans;
 pub use launch::{InterruptMode, KernelProcess, LaunchSpec};
 pub use output::{MimeBundle, Output, OutputLimits, StreamName};
 
@@ -57,8 +59,8 @@ pub enum Death {
     },
     /// We stopped watching it (its owner is shutting down).
     Stopped,
-    /// A process that is no child of ours (a snapshot, forked from a kernel) is gone; how it
-    /// ended is for its parent to know.
+    /// A process that was no child of ours (a snapshot the server could not adopt) is gone;
+    /// how it ended was for its parent to know.
     Vanished,
 }
 

@@ -92,6 +92,8 @@ impl SessionManager {
             spares: Mutex::new(Vec::new()),
             filling: tokio::sync::Mutex::new(()),
         };
+        // Snapshots are orphans from birth: adopted, the server sees how each one ends.
+        crate::kernel::adopt_orphans();
         if let Err(error) = private_dir::create(&manager.sessions_dir()) {
             tracing::warn!(dir = %manager.sessions_dir().display(), %error, "cannot make the sessions directory private");
         }
@@ -218,6 +220,7 @@ impl SessionManager {
             let Ok(_filling) = manager.filling.try_lock() else { return };
             let mut failures = 0u32;
             while manager.spares.lock().expect("spares lock").len() < manager.settings.spare_sessions {
+                crate::background::idle().await;
                 match manager.build_spare().await {
                     Ok(spare) => manager.spares.lock().expect("spares lock").push(spare),
                     Err(error) => {

@@ -259,6 +259,7 @@ impl Session {
             spill_to: Some(self.paths.outputs().join(format!("{stamp}.txt"))),
         };
         let grace = Duration::from_secs_f64(self.limits.interrupt_grace);
+        let _busy = crate::background::busy();
         self.pool.set_head(index, KernelHead::Unknown);
         let provider = self.pool.provider();
         let kernel = &self.pool.get(index).kernel;

@@ -57,7 +57,7 @@ struct PendingSnapshot {
 /// Whether the pool's kernels can be snapshotted, as last found out.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Snapshots {
-    /// Not tried yet (or turned off).
+    /// Not tried yet.
     #[default]
     Untried,
     /// The last fork worked.
@@ -136,6 +136,9 @@ impl KernelPool {
     /// `warm_up` (silent code importing the base packages).
     pub fn with_snapshots(mut self, limit: usize, warm_up: String) -> Self {
         self.snapshot_limit = limit;
+        if limit == 0 {
+            self.snapshots = Snapshots::Unavailable("snapshots are off (`--snapshots-per-session 0`)".into());
+        }
         self.warm_up = Some(warm_up);
         self
     }
@@ -197,9 +200,10 @@ impl KernelPool {
     /// [`Error::CannotBranch`] (with `held` empty, for the caller to fill) when that kernel
     /// would need a restart; a kernel that does not start; `reach`'s own errors.
     pub async fn serve(&mut self, reach: impl Fn(KernelHead) -> Result<Reach, GraphError>) -> Result<Served> {
-        self.drop_dead().await?;
         let choice = loop {
             self.collect_snapshots(false).await;
+            // After the snapshots come in: one may have died since it came up.
+            self.drop_dead().await?;
             let held = self.kernels.iter().map(|held| (held.head, held.last_used, held.snapshot));
             let choice = choose(held, self.capacity, &reach)?;
             let chosen = match choice {
@@ -262,7 +266,7 @@ impl KernelPool {
     /// the kernel next; the copy comes up in the background.
     pub fn keep_copy(&mut self, index: usize) {
         let head = self.kernels[index].head;
-        if self.snapshot_limit == 0 || !self.provider.can_restart() {
+        if self.snapshot_limit == 0 {
             return;
         }
         let worth = match head {

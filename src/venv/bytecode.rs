@@ -69,6 +69,7 @@ impl BytecodeStore {
             return Ok(());
         }
         self.remove_leftovers();
+        crate::background::idle().await;
         let build = self.scratch("build");
         let filled = self.fill_from_new_venv(uv, &build, pins, python, packages).await;
         let _ = fs::remove_dir_all(&build);
@@ -90,6 +91,7 @@ impl BytecodeStore {
         modules.extend(packages.iter().cloned());
         let mut import = tokio::process::Command::new(venv.python());
         import.arg("-c").arg(warm_up_code(&modules)).env_remove("PYTHONDONTWRITEBYTECODE");
+        crate::background::at_idle_priority(&mut import);
         run(import).await?;
 
         let site_packages =

@@ -182,8 +182,9 @@ async fn switching_between_recent_branches_replays_nothing_and_matches_a_replay(
 #[tokio::test]
 async fn the_least_recently_used_kernel_is_evicted_and_the_memory_budget_holds() {
     let (_guard, data) = data_dir();
+    // Kernels only: snapshots would serve the branches the evicted kernels held.
     let server = Server::start_with(&data, "", |command| {
-        command.args(["--kernels-per-session", "2"]);
+        command.args(["--kernels-per-session", "2", "--snapshots-per-session", "0"]);
     })
     .await;
     let session = server.create_repl().await;
@@ -200,7 +201,7 @@ async fn the_least_recently_used_kernel_is_evicted_and_the_memory_budget_holds()
     // A budget below one kernel's memory keeps no parked kernel: every switch replays.
     let (_guard2, data2) = data_dir();
     let tight = Server::start_with(&data2, "", |command| {
-        command.args(["--kernels-per-session", "3", "--kernel-pool-memory-mb", "16"]);
+        command.args(["--kernels-per-session", "3", "--kernel-pool-memory-mb", "16", "--snapshots-per-session", "0"]);
     })
     .await;
     let session = tight.create_repl().await;

@@ -83,14 +83,18 @@ async fn a_new_root_is_a_fork_of_the_fresh_kernel_not_a_kernel_start() {
     let first = format!("import os, sys\nprint(os.getpid(), 'six' in sys.modules, {names})\nmarker = 1");
     let (first_seen, _, _) = ok(&server, &session, &first, None).await;
     let (first_pid, first_names) = first_seen.split_once(' ').unwrap();
+    let server_pid = server.pid().to_string();
     // Another root while the first kernel holds a branch of its own: the fresh copy (forked
     // from the first kernel before its first cell) serves, with the base packages imported
     // in it and nothing of the first cell.
-    let look = format!("import os, sys\nprint(os.getppid(), 'six' in sys.modules, {names})");
+    // It is a copy, adopted by the server once forked (so the server sees how it ends).
+    let look = format!("import os, sys\nprint(os.getpid(), os.getppid(), 'six' in sys.modules, {names})");
     let (seen, _, reply) = ok(&server, &session, &look, None).await;
     assert_eq!(reply["kernel_restarted"], json!(false), "a kernel was started: {reply}");
     assert_eq!(reply["snapshot"]["used"], json!(true), "{reply}");
-    assert_eq!(seen, format!("{first_pid} {}", first_names.replacen("False", "True", 1)));
+    let (copy_pid, seen) = seen.split_once(' ').unwrap();
+    assert_ne!(copy_pid, first_pid);
+    assert_eq!(seen, format!("{server_pid} {}", first_names.replacen("False", "True", 1)));
     assert_eq!(reply["execution_count"], json!(1), "the fresh copy's counter moved: {reply}");
 }
 

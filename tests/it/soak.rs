@@ -289,7 +289,7 @@ impl Soak<'_> {
             self.call(&mut session, parent, generated, &marker, &hold).await;
             session.rerun_of = rerun;
             if kill_after {
-                let killed = kill_kernels(self.server.pid(), &session.id).await;
+                let killed = kill_kernels(&session.id).await;
                 if !killed.is_empty() {
                     session.kernel_killed = true;
                 }
@@ -323,7 +323,7 @@ impl Soak<'_> {
                     ),
                     () = appears(marker) => {}
                 }
-                let killed = kill_kernels(self.server.pid(), &session.id).await;
+                let killed = kill_kernels(&session.id).await;
                 if killed.is_empty() {
                     context.fail("no kernel process to kill while the call ran", None);
                 }
@@ -478,18 +478,19 @@ async fn appears(path: &Path) {
     }
 }
 
-/// SIGKILLs the kernel processes of session `session_id` (descendants of the server `server_pid`
-/// whose command line names the session's kernel directory), then waits until the server has
-/// reaped them, so that it knows they are dead before the next call. Returns their pids.
-async fn kill_kernels(server_pid: u32, session_id: &str) -> Vec<i32> {
+/// SIGKILLs the kernel processes of session `session_id` (those whose command line names the
+/// session's kernel directory: its kernels and their snapshots), then waits until they have
+/// been reaped, so that the server knows they are dead before the next call. Returns their pids.
+async fn kill_kernels(session_id: &str) -> Vec<i32> {
     let needle = format!("/sessions/{session_id}/kernel/");
     let pids: Vec<i32> = std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            // A snapshot is a fork of a kernel, and an orphan once that kernel is gone: the
+            // session's directory (in this test's own data directory) is what tells them apart.
             cmdline.split(|&b| b == 0).any(|arg| String::from_utf8_lossy(arg).contains(&needle))
-                && descends_from(pid, server_pid)
         })
         .collect();
     for &pid in &pids {
@@ -504,24 +505,6 @@ async fn kill_kernels(server_pid: u32, session_id: &str) -> Vec<i32> {
     })
     .await;
     pids
-}
-
-/// Whether `ancestor` is `pid`'s parent, grandparent, ...
-fn descends_from(pid: i32, ancestor: u32) -> bool {
-    let mut pid = pid;
-    while pid > 1 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-        let Some(ppid) = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)) else {
-            return false;
-        };
-        let Ok(ppid) = ppid.parse::<i32>() else { return false };
-        if ppid as u32 == ancestor {
-            return true;
-        }
-        pid = ppid;
-    }
-    false
 }
 
 /// The seed from `MCP_PYREPL_SOAK_SEED`, else a new one from the clock.

@@ -1,0 +1,316 @@
+//! Going back: what a model's analysis conversation costs against the cells' own run times, a
+//! retry under the same parent and a return to each of the last five cells against a continue,
+//! a round trip while background work is due against an idle one, and the memory a snapshot
+//! costs.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{Server, Stats, duration, met, time_each};
+use mcp_pyrepl::session::pool::proportional_bytes;
+use mcp_pyrepl::venv::Uv;
+
+/// The conversation's total against create_repl plus the cells' own run times.
+const CONVERSATION_FACTOR: f64 = 1.3;
+/// The conversation in a fresh data directory against the same one warm.
+const FRESH_FACTOR: f64 = 1.15;
+/// A retry, or a return to one of the last five cells, against a continue.
+const GOING_BACK_FACTOR: f64 = 3.0;
+/// `1+1` while background work is due against idle.
+const BACKGROUND_FACTOR: f64 = 1.2;
+/// A snapshot's own memory against its kernel's PSS.
+const SNAPSHOT_SHARE: f64 = 0.2;
+
+/// One call of the scripted conversation: what it runs, and under which earlier call.
+struct Step {
+    label: &'static str,
+    code: &'static str,
+    /// The index of the call whose cell is the parent (`None`: a root).
+    parent: Option<usize>,
+    /// Instead of `parent`: the tip of the branch started by this call (for the alternation).
+    tip_of: Option<usize>,
+}
+
+const fn step(label: &'static str, code: &'static str, parent: Option<usize>) -> Step {
+    Step { label, code, parent, tip_of: None }
+}
+
+/// The 20 calls: imports, a 1M-row frame, derived columns, a groupby, two branches off the
+/// derived cell (a histogram and a statistic, a scatter and a correlation), ten calls
+/// alternating between the two branch tips, a cell under the groupby and one under the frame.
+fn script() -> Vec<Step> {
+    let mut steps = vec![
+        step("imports", "import numpy as np\nimport pandas as pd\nimport matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt", None),
+        step("1M-row frame", "rng = np.random.default_rng(0)\ndf = pd.DataFrame({'a': rng.normal(size=1_000_000), 'b': rng.integers(0, 50, 1_000_000), 'c': rng.random(1_000_000)})\nlen(df)", Some(0)),
+        step("derive + describe", "df['d'] = df['a'] * df['c']\ndf['e'] = np.log1p(df['c'])\ndf.describe()", Some(1)),
+        step("groupby", "g = df.groupby('b')[['a', 'd']].mean()\ng.head()", Some(2)),
+        step("histogram", "fig, ax = plt.subplots()\nax.hist(df['d'], bins=50)\nfig.savefig('/dev/null', format='png')\nplt.close(fig)", Some(2)),
+        step("statistic", "float(df['d'].std())", Some(4)),
+        step("scatter", "s = df.sample(5000, random_state=0)\nfig, ax = plt.subplots()\nax.scatter(s['a'], s['e'], s=2)\nfig.savefig('/dev/null', format='png')\nplt.close(fig)", Some(2)),
+        step("correlation", "float(s['a'].corr(s['e']))", Some(6)),
+    ];
+    for i in 0..10 {
+        let (label, code, tip) = if i % 2 == 0 {
+            ("histogram tip", "float(df['d'].quantile(0.9))", 5)
+        } else {
+            ("scatter tip", "float(s['e'].mean())", 7)
+        };
+        steps.push(Step { label, code, parent: None, tip_of: Some(tip) });
+    }
+    steps.push(step("under the groupby", "float(g['a'].max())", Some(3)));
+    steps.push(step("under the frame", "float(df['a'].abs().mean())", Some(1)));
+    steps
+}
+
+/// One run of the conversation.
+pub(super) struct Conversation {
+    total: Duration,
+    create: Duration,
+    /// Per call: label, wall time, the cell's own run time, cells replayed, served by a snapshot.
+    calls: Vec<(&'static str, Duration, Duration, usize, bool)>,
+}
+
+impl Conversation {
+    fn own_run_times(&self) -> Duration {
+        self.calls.iter().map(|call| call.2).sum()
+    }
+}
+
+async fn conversation(server: &Server) -> Conversation {
+    let started = Instant::now();
+    let session = server.create_repl().await;
+    let create = started.elapsed();
+    let mut ids: Vec<String> = Vec::new();
+    let mut tips: Vec<Option<String>> = Vec::new();
+    let mut calls = Vec::new();
+    for step in script() {
+        let parent = match (step.parent, step.tip_of) {
+            (_, Some(tip)) => tips[tip].clone(),
+            (Some(parent), None) => Some(ids[parent].clone()),
+            (None, None) => None,
+        };
+        let start = Instant::now();
+        let result = server.run(&session, step.code, parent.as_deref()).await;
+        let wall = start.elapsed();
+        let structured = result.structured_content.clone().unwrap();
+        let id = server.cell_id(&result);
+        if let Some(tip) = step.tip_of {
+            tips[tip] = Some(id.clone());
+        }
+        tips.push(Some(id.clone()));
+        ids.push(id);
+        calls.push((
+            step.label,
+            wall,
+            millis(&structured["run_ms"]),
+            structured["replayed_cell_ids"].as_array().map_or(0, Vec::len),
+            structured["snapshot"]["used"] == Value::Bool(true),
+        ));
+    }
+    Conversation { total: started.elapsed(), create, calls }
+}
+
+fn millis(value: &Value) -> Duration {
+    Duration::from_secs_f64(value.as_f64().unwrap_or(0.0) / 1e3)
+}
+
+/// What a snapshot costs in memory.
+pub(super) struct SnapshotMemory {
+    kernel_pss: u64,
+    /// Private (not shared) memory of each snapshot of the session.
+    snapshot_private: Vec<u64>,
+}
+
+pub(super) struct GoingBack {
+    fresh: Conversation,
+    warm: Conversation,
+    retry: Stats,
+    continue_cell: Stats,
+    last_five: Vec<Duration>,
+    idle: Stats,
+    background: Stats,
+    memory: SnapshotMemory,
+}
+
+/// Runs every measurement of this section.
+pub(super) async fn going_back(uv: &Uv, repeats: usize) -> GoingBack {
+    // A fresh data directory (the uv cache is warm): the conversation runs while the shared
+    // venv's bytecode store and the spare session are due in the background.
+    let server = Server::start(uv, "numpy,pandas,matplotlib", &["--spare-sessions", "1"]).await;
+    let fresh = conversation(&server).await;
+    server.wait_for_spare().await;
+    let warm = conversation(&server).await;
+
+    // A retry under the parent of a failed cell, after a path holding a 1M-row frame, and a
+    // return to each of the last five cells of a path, against a continue.
+    let session = server.create_repl().await;
+    let steps = script();
+    let mut parent = None;
+    for step in &steps[..3] {
+        parent = Some(server.cell_id(&server.run(&session, step.code, parent.as_deref()).await));
+    }
+    let base = parent.clone().unwrap();
+    let (mut retries, mut continues) = (Vec::new(), Vec::new());
+    let mut tip = base.clone();
+    for _ in 0..repeats {
+        let failed = server.run_any(&session, "df['f'] = df['a'] * 2\nundefined_name", Some(&base)).await;
+        assert_eq!(failed.is_error, Some(true));
+        let start = Instant::now();
+        server.run(&session, "df['f'] = df['a'] * 2", Some(&base)).await;
+        retries.push(start.elapsed());
+        let start = Instant::now();
+        tip = server.cell_id(&server.run(&session, "df['f'] = df['a'] * 2", Some(&tip)).await);
+        continues.push(start.elapsed());
+    }
+    let mut path = vec![tip];
+    for i in 0..5 {
+        let code = format!("x{i} = df['a'].iloc[{i}]");
+        path.push(server.cell_id(&server.run(&session, &code, path.last().map(String::as_str)).await));
+    }
+    let mut last_five = Vec::new();
+    for cell in path.iter().rev().skip(1).take(5) {
+        let start = Instant::now();
+        server.run(&session, "float(df['a'].iloc[0])", Some(cell)).await;
+        last_five.push(start.elapsed());
+    }
+    let memory = snapshot_memory(&server, &session);
+
+    // `1+1` with nothing due in the background, then in a new server whose spare and bytecode
+    // store are due.
+    let mut tip = server.cell_id(&server.run(&session, "1+1", None).await);
+    let idle = time_each(repeats * 10, async || {
+        tip = server.cell_id(&server.run(&session, "1+1", Some(&tip)).await);
+    })
+    .await;
+    server.stop().await;
+    let busy_server = Server::start(uv, "numpy,pandas,matplotlib", &["--spare-sessions", "1"]).await;
+    let session = busy_server.create_repl().await;
+    let mut tip = busy_server.cell_id(&busy_server.run(&session, "1+1", None).await);
+    let background = time_each(repeats * 10, async || {
+        tip = busy_server.cell_id(&busy_server.run(&session, "1+1", Some(&tip)).await);
+    })
+    .await;
+    busy_server.stop().await;
+
+    GoingBack {
+        fresh,
+        warm,
+        retry: Stats::of(retries),
+        continue_cell: Stats::of(continues),
+        last_five,
+        idle: Stats::of(idle),
+        background: Stats::of(background),
+        memory,
+    }
+}
+
+/// The PSS of the session's serving kernel and the private memory of each of its snapshots,
+/// from the pid records in its kernel directory.
+fn snapshot_memory(server: &Server, session: &str) -> SnapshotMemory {
+    let dir = server.session_dir(session).join("kernel");
+    let mut kernels: Vec<(u32, u64, u64)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".pid"))
+        .filter_map(|entry| {
+            let record: Value = serde_json::from_slice(&std::fs::read(entry.path()).ok()?).ok()?;
+            let pid = record["kernel"].as_u64()? as u32;
+            Some((pid, proportional_bytes(pid)?, private_bytes(pid)?))
+        })
+        .collect();
+    // The serving kernel is the one with the most private memory: the snapshots share theirs.
+    kernels.sort_by_key(|&(_, _, private)| std::cmp::Reverse(private));
+    let kernel_pss = kernels.first().map_or(0, |k| k.1);
+    SnapshotMemory { kernel_pss, snapshot_private: kernels.iter().skip(1).map(|k| k.2).collect() }
+}
+
+/// Private memory (clean and dirty) of `pid`, from `/proc/<pid>/smaps_rollup`.
+fn private_bytes(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        rollup.lines().find_map(|l| l.strip_prefix(name))?.trim().trim_end_matches("kB").trim().parse().ok()
+    };
+    Some((field("Private_Clean:")? + field("Private_Dirty:")?) << 10)
+}
+
+impl GoingBack {
+    /// The section of the report: the targets, then the conversation call by call.
+    pub(super) fn report(&self) -> String {
+        let mut out = String::new();
+        let floor = self.warm.create + self.warm.own_run_times();
+        let conversation = self.warm.total.as_secs_f64() / floor.as_secs_f64();
+        let fresh = self.fresh.total.as_secs_f64() / self.warm.total.as_secs_f64();
+        let retry = ratio(self.retry.p50, self.continue_cell.p50);
+        let worst_back = self.last_five.iter().max().copied().unwrap_or_default();
+        let back = ratio(worst_back, self.continue_cell.p50);
+        let background = ratio(self.background.p50, self.idle.p50);
+        let worst_share = self
+            .memory
+            .snapshot_private
+            .iter()
+            .map(|&private| private as f64 / self.memory.kernel_pss.max(1) as f64)
+            .fold(0.0, f64::max);
+        let _ = writeln!(out, "\n## Going back (snapshots, warm restarts, quiet background work)\n");
+        let _ = writeln!(out, "| target | this run | met |\n|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| conversation (warm) ≤ {CONVERSATION_FACTOR} × (create_repl + cells' own run times) | {} vs {} + {} = {conversation:.2}× | {} |",
+            duration(self.warm.total),
+            duration(self.warm.create),
+            duration(self.warm.own_run_times()),
+            met(conversation <= CONVERSATION_FACTOR)
+        );
+        let _ = writeln!(
+            out,
+            "| conversation in a fresh data directory ≤ {FRESH_FACTOR} × warm | {} = {fresh:.2}× | {} |",
+            duration(self.fresh.total),
+            met(fresh <= FRESH_FACTOR)
+        );
+        let _ = writeln!(
+            out,
+            "| retry under the same parent (1M-row frame path) ≤ {GOING_BACK_FACTOR} × a continue | {} vs {} = {retry:.2}× | {} |",
+            duration(self.retry.p50),
+            duration(self.continue_cell.p50),
+            met(retry <= GOING_BACK_FACTOR)
+        );
+        let _ = writeln!(
+            out,
+            "| any of the last 5 cells of the path ≤ {GOING_BACK_FACTOR} × a continue | worst {} = {back:.2}× ({}) | {} |",
+            duration(worst_back),
+            self.last_five.iter().map(|d| duration(*d)).collect::<Vec<_>>().join(", "),
+            met(back <= GOING_BACK_FACTOR)
+        );
+        let _ = writeln!(
+            out,
+            "| `1+1` while a spare and the bytecode store are due ≤ {BACKGROUND_FACTOR} × idle | {} vs {} = {background:.2}× | {} |",
+            duration(self.background.p50),
+            duration(self.idle.p50),
+            met(background <= BACKGROUND_FACTOR)
+        );
+        let _ = writeln!(
+            out,
+            "| a snapshot's own memory ≤ {:.0} % of its kernel's PSS | {} snapshots, worst {:.1} % of {} MiB | {} |",
+            SNAPSHOT_SHARE * 100.0,
+            self.memory.snapshot_private.len(),
+            worst_share * 100.0,
+            self.memory.kernel_pss >> 20,
+            met(worst_share <= SNAPSHOT_SHARE && !self.memory.snapshot_private.is_empty())
+        );
+        let _ = writeln!(out, "\nThe conversation, call by call (fresh data directory | warm):\n");
+        let _ = writeln!(out, "| call | fresh: wall / own / replayed / snapshot | warm: wall / own / replayed / snapshot |\n|---|---|---|");
+        let _ = writeln!(out, "| create_repl | {} | {} |", duration(self.fresh.create), duration(self.warm.create));
+        for (fresh, warm) in self.fresh.calls.iter().zip(&self.warm.calls) {
+            let cell = |c: &(&str, Duration, Duration, usize, bool)| {
+                format!("{} / {} / {} / {}", duration(c.1), duration(c.2), c.3, if c.4 { "yes" } else { "no" })
+            };
+            let _ = writeln!(out, "| {} | {} | {} |", fresh.0, cell(fresh), cell(warm));
+        }
+        out
+    }
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+}
