@@ -7,6 +7,7 @@
 //! outputs are built in `output.rs`. Knows nothing of venvs, cells or MCP.
 
 mod actor;
+pub mod browser;
 pub mod launch;
 pub mod output;
 
@@ -158,6 +159,9 @@ pub struct Execution {
     pub status: ExecutionStatus,
     /// The kernel's execution counter for it, when the kernel reported one.
     pub execution_count: Option<u64>,
+    /// The values of the request's `user_expressions` as the kernel formatted them, by name
+    /// (each `{status, data, metadata}`); empty when none were asked or the code failed.
+    pub user_expressions: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A connected kernel.
@@ -232,7 +236,19 @@ impl Kernel {
     /// # Errors
     /// When the kernel client has stopped.
     pub fn start(&self, code: &str, limits: OutputLimits) -> Result<RunningExecution, KernelError> {
-        self.client.execute(ExecuteRequest::new(code), limits)
+        self.start_request(ExecuteRequest::new(code), limits)
+    }
+
+    /// [`Kernel::start`] for a request of the caller's making (one with `user_expressions`).
+    ///
+    /// # Errors
+    /// When the kernel client has stopped.
+    pub fn start_request(
+        &self,
+        request: ExecuteRequest,
+        limits: OutputLimits,
+    ) -> Result<RunningExecution, KernelError> {
+        self.client.execute(request, limits)
     }
 
     /// Runs `code` leaving no trace a user could see: nothing broadcast, no history, no change
@@ -242,6 +258,20 @@ impl Kernel {
     /// As [`Kernel::execute`].
     pub async fn execute_silently(&self, code: &str) -> Result<Execution, KernelError> {
         self.client.execute(ExecuteRequest::silent(code), OutputLimits::default())?.finish().await
+    }
+
+    /// Evaluates `expressions` (name to Python expression) in the user namespace as
+    /// [`Kernel::execute_silently`] runs code: no cell, no history, no counter, no hooks of a
+    /// cell. Returns their values as the kernel formatted them, by name.
+    ///
+    /// # Errors
+    /// As [`Kernel::execute`].
+    pub async fn evaluate(
+        &self,
+        expressions: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, KernelError> {
+        let request = ExecuteRequest::silent("").with_expressions(expressions);
+        Ok(self.client.execute(request, OutputLimits::default())?.finish().await?.user_expressions)
     }
 
     /// Kills a kernel we started, at once (SIGKILL to its process group): for code that

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::Stop;
+use super::names::Names;
 use crate::error::{Error, Result};
 use crate::graph::{Cell, CellId, CellStatus};
 use crate::kernel::{Execution, ExecutionStatus, Output};
@@ -21,6 +22,8 @@ pub struct CellRun {
     pub cell: Cell,
     /// The new code's outputs and status.
     pub execution: Execution,
+    /// The names the code bound or rebound (none when it failed).
+    pub names: Names,
     /// The cells replayed first, in order.
     pub replayed: Vec<CellId>,
     /// Whether the kernel was (re)started first.

@@ -1,0 +1,76 @@
+//! The Chromium or Chrome a kernel renders plotly figures with (kaleido drives it): named by
+//! the server's `--chromium`, else the first of the usual names on `PATH`.
+//!
+//! Owns only the finding; the kernel learns the result from `MCP_PYREPL_CHROMIUM` (empty:
+//! none, and figures come back as text summaries), which the startup file reads.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The variable that tells a kernel's startup file which browser to use (empty: none).
+pub const BROWSER_ENV: &str = "MCP_PYREPL_CHROMIUM";
+
+/// Executable names tried on `PATH`, in order: Debian's headless shell (made for this, and
+/// the lightest), then the full browsers.
+const NAMES: [&str; 6] = [
+    "chromium-headless-shell",
+    "chromium",
+    "chromium-browser",
+    "google-chrome",
+    "google-chrome-stable",
+    "chrome",
+];
+
+/// The browser to use: `explicit` when given (an empty path means none; a path that is not an
+/// executable file means none, with a warning), else the first of [`NAMES`] on `PATH`.
+pub fn find(explicit: Option<&Path>) -> Option<PathBuf> {
+    match explicit {
+        Some(path) if path.as_os_str().is_empty() => None,
+        Some(path) if is_executable(path) => Some(path.to_owned()),
+        Some(path) => {
+            tracing::warn!(
+                path = %path.display(),
+                "`--chromium` is not an executable file: plotly figures come back as text summaries"
+            );
+            None
+        }
+        None => {
+            let path = std::env::var_os("PATH")?;
+            NAMES.iter().find_map(|name| {
+                std::env::split_paths(&path)
+                    .map(|dir| dir.join(name))
+                    .find(|candidate| is_executable(candidate))
+            })
+        }
+    }
+}
+
+/// The directory a confined kernel must be able to read for `browser` to run: that of the
+/// file it resolves to (Chrome keeps its resources beside its binary).
+pub fn install_dir(browser: &Path) -> Option<PathBuf> {
+    Some(browser.canonicalize().ok()?.parent()?.to_owned())
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_explicit_path_wins_and_a_bad_or_empty_one_means_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let browser = dir.path().join("chrome");
+        std::fs::write(&browser, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find(Some(&browser)), Some(browser.clone()));
+        assert_eq!(install_dir(&browser), Some(dir.path().canonicalize().unwrap()));
+        assert_eq!(find(Some(Path::new(""))), None);
+        assert_eq!(find(Some(&dir.path().join("missing"))), None);
+        let not_executable = dir.path().join("data");
+        std::fs::write(&not_executable, "").unwrap();
+        assert_eq!(find(Some(&not_executable)), None);
+    }
+}
