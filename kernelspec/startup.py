@@ -163,6 +163,11 @@ class _McpPyreplNames:
                 columns = ", ".join(f"{column} {kind}" for column, kind in list(dtypes.items())[:12])
                 return f"shape {dims}; {columns}"
             return f"shape {dims}"
+        traces = getattr(value, "data", None)
+        if type(value).__module__.startswith("plotly.") and isinstance(traces, tuple):
+            kinds = ", ".join(dict.fromkeys(getattr(trace, "type", "?") for trace in traces))
+            title = getattr(getattr(getattr(value, "layout", None), "title", None), "text", None)
+            return f"{len(traces)} trace(s) ({kinds})" + (f", title {title!r}" if title else "")
         if inspect.isfunction(value) or inspect.isbuiltin(value):
             try:
                 return f"{value.__name__}{inspect.signature(value)}"

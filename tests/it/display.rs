@@ -21,11 +21,19 @@ const FIGURE: &str = "import plotly.express as px\n\
                       fig = px.scatter(x=[1, 2, 3], y=[4, 1, 2.5], title='Hello')\n\
                       fig.update_layout(width=640, height=480, xaxis_title='time')";
 
+/// Whether this machine is declared unable to confine kernels (as in `sandbox.rs`).
+fn no_sandbox() -> bool {
+    std::env::var_os("MCP_PYREPL_TEST_NO_SANDBOX").is_some_and(|value| value == "1")
+}
+
 /// A server with `flags`, its kernels confined at `--sandbox files` unless the machine is
-/// declared unable to confine (`MCP_PYREPL_TEST_NO_SANDBOX=1`, as in `sandbox.rs`).
+/// declared unable to confine (`MCP_PYREPL_TEST_NO_SANDBOX=1`).
 async fn start(data: &Path, flags: &[&str]) -> Server {
-    let no_sandbox = std::env::var_os("MCP_PYREPL_TEST_NO_SANDBOX").is_some_and(|value| value == "1");
-    let level = if no_sandbox { "off" } else { "files" };
+    start_at(data, if no_sandbox() { "off" } else { "files" }, flags).await
+}
+
+/// A server whose kernels are confined at `level`, with `flags`.
+async fn start_at(data: &Path, level: &str, flags: &[&str]) -> Server {
     let flags: Vec<String> = flags.iter().map(|flag| flag.to_string()).collect();
     Server::start_with(data, PACKAGES, |command| {
         command.args(["--sandbox", level]).args(&flags);
@@ -62,7 +70,9 @@ fn bare_names(names: &[(String, String, String)]) -> Vec<&str> {
 async fn a_plotly_figure_is_one_png_of_its_size_whether_shown_displayed_or_returned() {
     let (_guard, data) = data_dir();
     let server = start(&data, &[]).await;
-    let session = server.create_repl().await;
+    let created = server.call("create_repl", json!({})).await.structured_content.unwrap();
+    assert_eq!(created["sandboxed"], !no_sandbox(), "the kernel renders confined: {created}");
+    let session = created["session_id"].as_str().unwrap().to_owned();
     let (_, figure) = server.ok(&session, FIGURE, None).await;
     for code in ["fig.show()", "fig", "display(fig)", "fig.show(); print('after')"] {
         let result = server.run(&session, code, Some(&figure)).await;
@@ -83,6 +93,20 @@ async fn a_plotly_figure_is_one_png_of_its_size_whether_shown_displayed_or_retur
         .ok(&session, "png = fig.to_image(format='png')\nprint(png[:4] == b'\\x89PNG')", Some(&figure))
         .await;
     assert_eq!(length, "True\n");
+}
+
+#[tokio::test]
+async fn a_kernel_without_network_renders_plotly_too() {
+    if no_sandbox() {
+        return;
+    }
+    let (_guard, data) = data_dir();
+    let server = start_at(&data, "strict", &[]).await;
+    let session = server.create_repl().await;
+    let (_, figure) = server.ok(&session, FIGURE, None).await;
+    let shown = server.run(&session, "fig", Some(&figure)).await;
+    assert_ne!(shown.is_error, Some(true), "{:?}", texts(&shown));
+    assert_eq!(images(&shown).iter().map(|png| png_size(png)).collect::<Vec<_>>(), [(640, 480)]);
 }
 
 #[tokio::test]
