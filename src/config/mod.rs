@@ -9,6 +9,7 @@ mod range;
 use std::ops::Bound;
 use std::path::PathBuf;
 
+use clap::builder::{OsStringValueParser, TypedValueParser};
 use sha2::Digest;
 
 pub use self::range::{InRange, Number};
@@ -202,7 +203,7 @@ pub struct Limits {
         env = "MCP_PYREPL_CHROMIUM",
         global = true,
         value_name = "PATH",
-        value_parser = clap::builder::TypedValueParser::map(clap::builder::OsStringValueParser::new(), PathBuf::from)
+        value_parser = OsStringValueParser::new().map(PathBuf::from)
     )]
     pub chromium: Option<PathBuf>,
 

@@ -175,8 +175,9 @@ impl PyReplServer {
     #[tool(
         description = "Run Python code in a session and return its outputs in order: stdout, stderr (labelled), \
         the value of the last expression, images (display_figure(fig), plt.show(), or a figure as the last \
-        value), and tracebacks. The last text item is always the new cell's id. Pass parent_cell_id to run on \
-        exactly the state after that cell (continue a line of work, or branch from an older cell); omit it to \
+        value; plotly figures too), HTML and Markdown as text, and tracebacks. The last text item is always \
+        the new cell's id; structuredContent.names lists the names the cell bound, with type and summary. \
+        Pass parent_cell_id to run on exactly the state after that cell (continue a line of work, or branch from an older cell); omit it to \
         start from a fresh interpreter. Cells that raised are recorded and can be parents too. For long cells \
         pass wait_s: if the cell still runs after that, the reply comes at once with the output so far, and \
         wait_cell gives the rest (interrupt_cell stops it).",
