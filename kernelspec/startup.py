@@ -311,19 +311,30 @@ class _McpPyreplPlotly:
             )
         if self.failure is not None:
             return None, self.failure
-        try:
-            if self.kaleido is None:
+        if self.kaleido is None:
+            try:
                 self.kaleido = self.start()
-            loop, kaleido = self.kaleido
-            import asyncio
+            except Exception as error:
+                # The browser does not start here: say so for every figure of this kernel.
+                self.failure = f"[no image: `{self.browser}` did not start for kaleido: {self.first_line(error)}]"
+                return None, self.failure
+        import asyncio
 
-            opts = {"format": "png", "width": width, "height": height, "scale": scale}
-            render = asyncio.run_coroutine_threadsafe(kaleido.calc_fig(fig_dict, opts=opts), loop)
+        loop, kaleido = self.kaleido
+        opts = {"format": "png", "width": width, "height": height, "scale": scale}
+        render = asyncio.run_coroutine_threadsafe(kaleido.calc_fig(fig_dict, opts=opts), loop)
+        try:
             return render.result(self.RENDER_TIMEOUT), None
         except Exception as error:
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            self.failure = f"[no image: kaleido with `{self.browser}` failed: {first_line[:200]}]"
-            return None, self.failure
+            # This figure failed (or the browser is stuck): the next one gets a new browser.
+            render.cancel()
+            asyncio.run_coroutine_threadsafe(kaleido.close(), loop)
+            self.kaleido = None
+            return None, f"[no image: kaleido failed on this figure: {self.first_line(error)}]"
+
+    @staticmethod
+    def first_line(error):
+        return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
     def start(self):
         """A thread with an event loop holding one open Kaleido (one browser)."""

@@ -148,8 +148,21 @@ impl Session {
         let request = ExecuteRequest::new(code).with_expressions(names::bound_by_cell());
         let (execution, stopped) = self.execute_bounded(index, request, timeout, context, live).await?;
         let run_time = run_started.elapsed();
-        let names = names::parse(&execution.user_expressions);
         let status = cell_status(&execution);
+        let names = match status {
+            CellStatus::Ok => names::parse(&execution.user_expressions),
+            // The kernel evaluates no user expression after an error: ask again, silently (the
+            // namespace noted before the cell is still the one to compare with).
+            CellStatus::Error | CellStatus::Interrupted => {
+                let kernel = &self.pool.get(index).kernel;
+                kernel
+                    .evaluate(names::bound_by_cell())
+                    .await
+                    .map(|values| names::parse(&values))
+                    .unwrap_or_default()
+            }
+            CellStatus::KernelDied => Names::default(),
+        };
         let summary = summarize(&execution.outputs);
         let id = live.map_or_else(CellId::new, |live| live.id().clone());
         let cell = self

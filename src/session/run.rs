@@ -22,7 +22,7 @@ pub struct CellRun {
     pub cell: Cell,
     /// The new code's outputs and status.
     pub execution: Execution,
-    /// The names the code bound or rebound (none when it failed).
+    /// The names the code bound or rebound (before it raised, when it did).
     pub names: Names,
     /// The cells replayed first, in order.
     pub replayed: Vec<CellId>,

@@ -80,6 +80,8 @@ async fn a_plotly_figure_is_one_png_of_its_size_whether_shown_displayed_or_retur
         assert_ne!(result.is_error, Some(true), "{code}: {text}");
         let pngs = images(&result);
         assert_eq!(pngs.len(), 1, "{code}: one image, got {} and {text}", pngs.len());
+        let printed = if code.contains("print") { 2 } else { 1 };
+        assert_eq!(texts(&result).len(), printed, "{code}: nothing but the image and the cell id: {text}");
         assert_eq!(png_size(&pngs[0]), (640, 480), "{code}");
         assert!(
             !text.contains("Figure({") && !text.contains("<html") && !text.contains("Traceback"),
@@ -201,10 +203,10 @@ async fn each_cell_reports_the_names_it_bound_and_list_variables_shows_any_cells
     // A branch from `a` reports its own names, not those of the cells replayed for it.
     let branch = server.run(&session, "k = n + 1", Some(&a)).await;
     assert_eq!(bare_names(&names_of(&branch)), ["k"]);
-    assert_eq!(
-        server.run(&session, "k = 1\nraise ValueError", Some(&a)).await.structured_content.unwrap()["names"],
-        json!([])
-    );
+    // A cell that raised reports what it bound before the error.
+    let failed = server.run(&session, "k = 1\nraise ValueError('no')\nlate = 2", Some(&a)).await;
+    assert_eq!(failed.is_error, Some(true));
+    assert_eq!(bare_names(&names_of(&failed)), ["k"]);
 
     // list_variables: the namespace at each cell, without a new cell.
     let listed = |cell: String| {
