@@ -265,13 +265,19 @@ impl Kernel {
     /// cell. Returns their values as the kernel formatted them, by name.
     ///
     /// # Errors
-    /// As [`Kernel::execute`].
+    /// As [`Kernel::execute`], and [`KernelError::Timeout`] when the values take longer than
+    /// `timeout` (the kernel is left to finish them).
     pub async fn evaluate(
         &self,
         expressions: serde_json::Map<String, serde_json::Value>,
+        timeout: Duration,
     ) -> Result<serde_json::Map<String, serde_json::Value>, KernelError> {
         let request = ExecuteRequest::silent("").with_expressions(expressions);
-        Ok(self.client.execute(request, OutputLimits::default())?.finish().await?.user_expressions)
+        let mut running = self.client.execute(request, OutputLimits::default())?;
+        match tokio::time::timeout(timeout, running.finish()).await {
+            Ok(finished) => Ok(finished?.user_expressions),
+            Err(_) => Err(KernelError::Timeout { what: "user_expressions", timeout }),
+        }
     }
 
     /// Kills a kernel we started, at once (SIGKILL to its process group): for code that

@@ -40,6 +40,9 @@ use pool::{KernelPool, Served};
 use records::{Records, SessionRecord};
 use run::{cell_status, check_code, summarize};
 
+/// How long the names of a cell that raised may take (they come in a second request).
+const NAMES_AFTER_ERROR_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A kernel of the pool brought to a parent's state.
 struct Reached {
     /// Its place in the pool.
@@ -156,7 +159,7 @@ impl Session {
             CellStatus::Error | CellStatus::Interrupted => {
                 let kernel = &self.pool.get(index).kernel;
                 kernel
-                    .evaluate(names::bound_by_cell())
+                    .evaluate(names::bound_by_cell(), NAMES_AFTER_ERROR_TIMEOUT)
                     .await
                     .map(|values| names::parse(&values))
                     .unwrap_or_default()
@@ -187,8 +190,8 @@ impl Session {
 
     /// Lists the user namespace at exactly the state after `cell`, reached as
     /// [`Session::run_cell`] reaches a parent (a kernel of the pool, the cells it lacks
-    /// replayed, each within the session's cell timeout); no cell is created, and the kernel
-    /// still holds that state after.
+    /// replayed, each within the session's cell timeout, as is the listing); no cell is
+    /// created, and the kernel still holds that state after.
     ///
     /// # Errors
     /// An unknown cell; a kernel that cannot start or reach it (a replayed cell that no longer
@@ -200,7 +203,7 @@ impl Session {
         let reached = self.reach(Some(cell), timeout, context).await;
         self.publish_kernels();
         let Reached { index, .. } = reached?;
-        let values = self.pool.get(index).kernel.evaluate(names::whole_namespace()).await?;
+        let values = self.pool.get(index).kernel.evaluate(names::whole_namespace(), timeout).await?;
         Ok(names::parse(&values))
     }
 
