@@ -21,28 +21,32 @@ const NAMES: [&str; 6] = [
     "chrome",
 ];
 
-/// The browser to use: `explicit` when given (an empty path means none; a path that is not an
-/// executable file means none, with a warning), else the first of [`NAMES`] on `PATH`.
+/// The browser to use: `explicit` when given (a path, or a bare name looked up on `PATH`; an
+/// empty one means none, and so does one that is not an executable file, with a warning), else
+/// the first of [`NAMES`] on `PATH`. The path is absolute: kernels run in another directory.
 pub fn find(explicit: Option<&Path>) -> Option<PathBuf> {
-    match explicit {
-        Some(path) if path.as_os_str().is_empty() => None,
-        Some(path) if is_executable(path) => Some(path.to_owned()),
-        Some(path) => {
-            tracing::warn!(
-                path = %path.display(),
-                "`--chromium` is not an executable file: plotly figures come back as text summaries"
-            );
-            None
-        }
-        None => {
-            let path = std::env::var_os("PATH")?;
-            NAMES.iter().find_map(|name| {
-                std::env::split_paths(&path)
-                    .map(|dir| dir.join(name))
-                    .find(|candidate| is_executable(candidate))
-            })
-        }
+    let Some(explicit) = explicit else { return NAMES.iter().find_map(|name| on_path(Path::new(name))) };
+    if explicit.as_os_str().is_empty() {
+        return None;
     }
+    let found = if explicit.components().count() == 1 && !explicit.has_root() {
+        on_path(explicit)
+    } else {
+        std::path::absolute(explicit).ok().filter(|path| is_executable(path))
+    };
+    if found.is_none() {
+        tracing::warn!(
+            chromium = %explicit.display(),
+            "`--chromium` names no executable file: plotly figures come back as text summaries"
+        );
+    }
+    found
+}
+
+/// The first executable `name` in the directories of `PATH`.
+fn on_path(name: &Path) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| is_executable(candidate))
 }
 
 /// The directory a confined kernel must be able to read for `browser` to run: that of the
@@ -72,5 +76,9 @@ mod tests {
         let not_executable = dir.path().join("data");
         std::fs::write(&not_executable, "").unwrap();
         assert_eq!(find(Some(&not_executable)), None);
+        // A bare name is looked up on PATH (`sh` is on every PATH a test runs with).
+        let sh = find(Some(Path::new("sh"))).expect("sh on PATH");
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
+        assert_eq!(find(Some(Path::new("no-such-browser-here"))), None);
     }
 }
