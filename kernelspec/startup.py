@@ -154,7 +154,7 @@ class _McpPyreplNames:
 
         shape = getattr(value, "shape", None)
         if isinstance(shape, tuple) and shape and not isinstance(value, type):
-            dims = "×".join(str(n) for n in shape) or "scalar"
+            dims = "×".join(str(n) for n in shape)
             dtype = getattr(value, "dtype", None)
             if dtype is not None:
                 return f"shape {dims}, dtype {dtype}"
@@ -224,10 +224,10 @@ class _McpPyreplPlotly:
 
     # The import hook: a meta path finder that only answers for plotly.io._renderers.
     def find_spec(self, fullname, path=None, target=None):
-        import sys
-
         if fullname != "plotly.io._renderers":
             return None
+        import sys
+
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
                 continue
