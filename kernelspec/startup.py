@@ -1,8 +1,11 @@
-"""mcp-pyrepl's kernel startup: defines display_figure(fig), makes every figure show once, and
-lets the server fork the kernel into snapshots.
+"""mcp-pyrepl's kernel startup: defines display_figure(fig), makes every figure show once,
+renders plotly figures as one PNG each, names what each cell bound, and lets the server fork
+the kernel into snapshots.
 
 Runs in the user namespace of a stock ipykernel (IPython profile startup file). Kept small on
-purpose: importing nothing heavy here keeps kernel start-up fast.
+purpose: importing nothing heavy here keeps kernel start-up fast (plotly is hooked as it is
+imported, never imported here). Everything but display_figure is private (`_mcp_pyrepl…`) and
+hidden from the variable listings.
 """
 
 
@@ -232,3 +235,361 @@ def _mcp_pyrepl_serve_fork(connection_file, server_pid):
 
     threading.Thread(target=watch_server, name="mcp-pyrepl-server-watch", daemon=True).start()
     app.start()
+class _McpPyreplNames:
+    """What the server reads through an execute request's user_expressions: the names a cell
+    bound or rebound (`names()`, against the namespace noted before the cell ran) and the whole
+    user namespace (`variables()`), each `{name, type, summary}`, modules and private names
+    left out. The value's repr is the JSON the server parses."""
+
+    SUMMARY_CHARS = 120
+    MAX_NAMES = 200
+    MAX_VARIABLES = 1000
+
+    def __init__(self, shell):
+        self.shell = shell
+        self.before = {}
+
+    def note(self, info=None):
+        """pre_run_cell hook: remember which object each name holds."""
+        self.before = {name: id(value) for name, value in self.shell.user_ns.items()}
+
+    def names(self):
+        before = self.before
+        changed = [
+            (name, value)
+            for name, value in self.shell.user_ns.items()
+            if before.get(name, _McpPyreplNames) != id(value)
+        ]
+        return self._listing(changed, self.MAX_NAMES)
+
+    def variables(self):
+        return self._listing(list(self.shell.user_ns.items()), self.MAX_VARIABLES)
+
+    def _listing(self, items, limit):
+        import types
+
+        hidden = self.shell.user_ns_hidden
+        shown = [
+            (name, value)
+            for name, value in items
+            if not name.startswith("_")
+            and not isinstance(value, types.ModuleType)
+            and not (name in hidden and hidden[name] is value)
+        ]
+        listed = [self.describe(name, value) for name, value in shown[:limit]]
+        return _McpPyreplJson({"names": listed, "omitted": max(0, len(shown) - limit)})
+
+    def describe(self, name, value):
+        kind = type(value)
+        module = getattr(kind, "__module__", "") or ""
+        type_name = kind.__qualname__ if module == "builtins" else f"{module.split('.')[0]}.{kind.__qualname__}"
+        try:
+            summary = self.summary(value)
+        except Exception as error:  # a broken __repr__ or property must not hide the others
+            summary = f"<no summary: {type(error).__name__}>"
+        summary = " ".join(summary.split())
+        if len(summary) > self.SUMMARY_CHARS:
+            summary = summary[: self.SUMMARY_CHARS - 1] + "…"
+        return {"name": name, "type": type_name, "summary": summary}
+
+    def summary(self, value):
+        import inspect
+        import reprlib
+
+        shape = getattr(value, "shape", None)
+        if isinstance(shape, tuple) and shape and not isinstance(value, type):
+            dims = "×".join(str(n) for n in shape)
+            dtype = getattr(value, "dtype", None)
+            if dtype is not None:
+                return f"shape {dims}, dtype {dtype}"
+            dtypes = getattr(value, "dtypes", None)
+            if dtypes is not None and hasattr(dtypes, "items"):
+                columns = ", ".join(f"{column} {kind}" for column, kind in list(dtypes.items())[:12])
+                return f"shape {dims}; {columns}"
+            return f"shape {dims}"
+        traces = getattr(value, "data", None)
+        if type(value).__module__.startswith("plotly.") and isinstance(traces, tuple):
+            kinds = ", ".join(dict.fromkeys(getattr(trace, "type", "?") for trace in traces))
+            title = getattr(getattr(getattr(value, "layout", None), "title", None), "text", None)
+            return f"{len(traces)} trace(s) ({kinds})" + (f", title {title!r}" if title else "")
+        if inspect.isfunction(value) or inspect.isbuiltin(value):
+            try:
+                return f"{value.__name__}{inspect.signature(value)}"
+            except (TypeError, ValueError):
+                return f"{value.__name__}(…)"
+        if isinstance(value, type):
+            return f"class {value.__qualname__}"
+        bounded = reprlib.Repr()
+        bounded.maxstring = bounded.maxother = self.SUMMARY_CHARS
+        if isinstance(value, (list, tuple, dict, set, frozenset, str, bytes, bytearray)):
+            return f"len {len(value)}: {bounded.repr(value)}"
+        if hasattr(type(value), "__len__") and hasattr(type(value), "__iter__"):
+            try:
+                return f"len {len(value)}: {repr(value)[: self.SUMMARY_CHARS]}"
+            except TypeError:
+                pass
+        return repr(value)[: self.SUMMARY_CHARS + 1]
+
+
+class _McpPyreplJson:
+    """A value whose text/plain form (its repr) is JSON, for user_expressions."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __repr__(self):
+        import json
+
+        return json.dumps(self.data, default=str)
+
+
+class _McpPyreplPlotly:
+    """plotly figures as one PNG image each: kaleido with the browser the server found
+    (`MCP_PYREPL_CHROMIUM`, empty when none), one browser kept for the kernel's life; without
+    one, or when it fails, a short text summary of the figure instead.
+
+    Installed as plotly.io._renderers is imported (a meta path hook), so `fig.show()`,
+    `display(fig)` and a figure as the cell's value all come here, through the renderer
+    `mcp_pyrepl` made the default."""
+
+    RENDERER = "mcp_pyrepl"
+    START_TIMEOUT = 60
+    RENDER_TIMEOUT = 90
+
+    def __init__(self):
+        import os
+
+        self.browser = os.environ.get("MCP_PYREPL_CHROMIUM", "")
+        if self.browser:
+            # plotly's own to_image and write_image find it too.
+            os.environ.setdefault("BROWSER_PATH", self.browser)
+        self.kaleido = None
+        self.failure = None
+
+    # The import hook: a meta path finder that only answers for plotly.io._renderers.
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "plotly.io._renderers":
+            return None
+        import sys
+
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_module = loader.exec_module
+
+        def exec_then_install(module):
+            exec_module(module)
+            try:
+                self.install(module)
+            except Exception as error:  # plotly changed: leave it as it is
+                print(f"mcp-pyrepl: plotly figures are not rendered as images: {error!r}", file=sys.stderr)
+
+        loader.exec_module = exec_then_install
+        return spec
+
+    def install(self, renderers_module):
+        import os
+
+        from plotly.io._base_renderers import MimetypeRenderer
+        from plotly.io._utils import validate_coerce_fig_to_dict
+
+        plotly = self
+
+        class McpPyreplRenderer(MimetypeRenderer):
+            """One PNG per figure (or a text summary): mcp-pyrepl's plotly renderer."""
+
+            def __init__(self):
+                self.width = self.height = self.scale = None
+
+            def to_mimebundle(self, fig_dict):
+                return plotly.bundle(fig_dict, self.width, self.height, self.scale)
+
+        renderers = renderers_module.renderers
+        renderers[self.RENDERER] = McpPyreplRenderer()
+        if not os.environ.get("PLOTLY_RENDERER"):
+            renderers.default = self.RENDERER
+        original_show = renderers_module.show
+
+        def show(fig, renderer=None, validate=True, **kwargs):
+            """plotly.io.show: ours when our renderer is the one asked for (it needs neither
+            nbformat nor a notebook front end), plotly's otherwise."""
+            if (renderer or renderers.default) != self.RENDERER:
+                return original_show(fig, renderer, validate, **kwargs)
+            from IPython.display import display
+
+            fig_dict = validate_coerce_fig_to_dict(fig, validate)
+            size = {key: kwargs.get(key) for key in ("width", "height", "scale")}
+            display(self.bundle(fig_dict, **size), raw=True)
+
+        show.__doc__ = original_show.__doc__
+        renderers_module.show = show
+
+    def bundle(self, fig_dict, width=None, height=None, scale=None):
+        import base64
+
+        layout = fig_dict.get("layout") or {}
+        template_layout = (layout.get("template") or {}).get("layout") or {}
+        width = int(width or layout.get("width") or template_layout.get("width") or 700)
+        height = int(height or layout.get("height") or template_layout.get("height") or 500)
+        scale = scale or 1
+        png, why_not = self.png(fig_dict, width, height, scale)
+        summary = self.summary(fig_dict, width, height)
+        if png is None:
+            return {"text/plain": f"{summary}\n{why_not}"}
+        return {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": summary}
+
+    def png(self, fig_dict, width, height, scale):
+        """The PNG bytes and None, or None and one line saying why there is no image."""
+        if not self.browser:
+            return None, (
+                "[no image: no Chromium or Chrome was found for kaleido; install one (Debian: "
+                "`apt-get install chromium-headless-shell`) or start the server with `--chromium PATH`]"
+            )
+        if self.failure is not None:
+            return None, self.failure
+        if self.kaleido is None:
+            try:
+                self.kaleido = self.start()
+            except Exception as error:
+                # The browser does not start here: say so for every figure of this kernel.
+                self.failure = f"[no image: `{self.browser}` did not start for kaleido: {self.first_line(error)}]"
+                return None, self.failure
+        import asyncio
+
+        loop, kaleido = self.kaleido
+        opts = {"format": "png", "width": width, "height": height, "scale": scale}
+        render = asyncio.run_coroutine_threadsafe(kaleido.calc_fig(fig_dict, opts=opts), loop)
+        try:
+            return render.result(self.RENDER_TIMEOUT), None
+        except Exception as error:
+            # This figure failed (or the browser is stuck): the next one gets a new browser.
+            render.cancel()
+            asyncio.run_coroutine_threadsafe(kaleido.close(), loop)
+            self.kaleido = None
+            return None, f"[no image: kaleido failed on this figure: {self.first_line(error)}]"
+
+    @staticmethod
+    def first_line(error):
+        return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+    def start(self):
+        """A thread with an event loop holding one open Kaleido (one browser)."""
+        import asyncio
+        import threading
+
+        import kaleido
+
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, name="mcp-pyrepl-kaleido", daemon=True).start()
+
+        async def open_kaleido():
+            # mathjax False: no fetch from a CDN (kernels may have no network).
+            opened = kaleido.Kaleido(n=1, path=self.browser, mathjax=False)
+            await opened.open()
+            return opened
+
+        opening = asyncio.run_coroutine_threadsafe(open_kaleido(), loop)
+        return loop, opening.result(self.START_TIMEOUT)
+
+    @staticmethod
+    def summary(fig_dict, width, height):
+        """Title, traces (type, name, sizes), axes (title, range): a few short lines."""
+        layout = fig_dict.get("layout") or {}
+
+        def text_of(title):
+            if isinstance(title, dict):
+                title = title.get("text")
+            return f" {str(title)[:80]!r}" if title else ""
+
+        def decoded(values):
+            """plotly's typed arrays (`{dtype, bdata, shape}`) as numpy arrays."""
+            if not (isinstance(values, dict) and "bdata" in values):
+                return values
+            try:
+                import base64
+
+                import numpy
+
+                array = numpy.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"])
+                shape = values.get("shape")
+                if shape:
+                    array = array.reshape([int(n) for n in str(shape).split(",")])
+                return array
+            except Exception:
+                return None
+
+        def size_of(values):
+            shape = getattr(values, "shape", None)
+            if isinstance(shape, tuple):
+                return "×".join(map(str, shape))
+            if isinstance(values, (list, tuple)):
+                inner = values[0] if values else None
+                if isinstance(inner, (list, tuple)):
+                    return f"{len(values)}×{len(inner)}"
+                return str(len(values))
+            return None
+
+        def bounds(arrays):
+            try:
+                if any(getattr(values, "ndim", 1) != 1 for values in arrays):
+                    return None
+                flat = [v for values in arrays for v in values if v is not None]
+                if not flat:
+                    return None
+                low, high = min(flat), max(flat)
+                show = lambda v: f"{v:.6g}" if isinstance(v, float) else str(v)[:30]
+                return f"{show(low)} to {show(high)}"
+            except Exception:
+                return None
+
+        lines = [f"plotly figure{text_of(layout.get('title'))}, {width}×{height} px"]
+        traces = fig_dict.get("data") or []
+        data_by_axis = {}
+        for number, trace in enumerate(traces[:20], 1):
+            sizes = [
+                f"{key}[{size}]"
+                for key in ("x", "y", "z", "values", "labels", "lat", "lon", "r", "theta")
+                if key in trace and (size := size_of(decoded(trace[key]))) is not None
+            ]
+            name = f" {str(trace['name'])[:40]!r}" if trace.get("name") else ""
+            lines.append(f"  trace {number}: {trace.get('type', 'scatter')}{name} {' '.join(sizes)}".rstrip())
+            for letter in ("x", "y"):
+                if letter in trace:
+                    axis = f"{letter}axis{str(trace.get(letter + 'axis', letter))[1:]}"
+                    data_by_axis.setdefault(axis, []).append(decoded(trace[letter]))
+        if len(traces) > 20:
+            lines.append(f"  … {len(traces) - 20} more traces")
+        axes = sorted(set(data_by_axis) | {key for key in layout if key[1:5] == "axis"})
+        for axis in axes:
+            spec = layout.get(axis) or {}
+            if "range" in spec and spec["range"]:
+                span = " to ".join(str(v) for v in spec["range"])
+            else:
+                span = bounds([values for values in data_by_axis.get(axis, []) if values is not None])
+            title = text_of(spec.get("title"))
+            if title or span:
+                lines.append(f"  {axis}{title}{': ' + span if span else ''}")
+        return "\n".join(lines)
+
+
+def _mcp_pyrepl_install():
+    import sys
+
+    shell = get_ipython()  # noqa: F821 (defined in the kernel)
+    names = _McpPyreplNames(shell)
+    shell.events.register("pre_run_cell", names.note)
+    shell.user_ns["_mcp_pyrepl_names"] = names
+    sys.meta_path.insert(0, _McpPyreplPlotly())
+    # Listed like In and Out: not the user's variables.
+    shell.user_ns_hidden["display_figure"] = display_figure
+
+
+_mcp_pyrepl_install()

@@ -20,7 +20,8 @@ struct Cells {
     ended: Notify,
 }
 
-static CELLS: LazyLock<Cells> = LazyLock::new(|| Cells { running: AtomicUsize::new(0), ended: Notify::new() });
+static CELLS: LazyLock<Cells> =
+    LazyLock::new(|| Cells { running: AtomicUsize::new(0), ended: Notify::new() });
 
 /// Held while a cell runs: background work waits until none is held.
 #[must_use = "the cell counts as running only while the guard lives"]

@@ -95,7 +95,10 @@ pub async fn run(
             let sandbox = Sandbox::resolve(&settings.sandbox).await?;
             let dir = kernel_dir.insert(tempdir_in(&data_dir.join("exec"))?);
             let confinement = sandbox.confinement(dir.path(), &[dir.path().to_owned()], venv.dir());
-            Kernel::launch(LaunchSpec::new(venv.python(), dir.path()).with_confinement(confinement)).await?
+            let spec = LaunchSpec::new(venv.python(), dir.path())
+                .with_confinement(confinement)
+                .with_browser(settings.limits.browser());
+            Kernel::launch(spec).await?
         }
     };
     let image_dir = match &args.image_dir {

@@ -5,8 +5,8 @@
 //!
 //! # Layout
 //! - [`jupyter`]: the protocol: messages, the signed wire codec, connection files, sockets.
-//! - [`kernel`]: one kernel: launch or attach, execute, interrupt, kill, shutdown, death, and
-//!   forking a kernel into a snapshot.
+//! - [`kernel`]: one kernel: launch or attach, execute, interrupt, kill, shutdown, death,
+//!   forking it into a snapshot; the browser its plotly figures are drawn with.
 //! - [`graph`]: the DAG of cells: ids, chain hashes, the replay plan; persisted atomically.
 //! - [`venv`]: uv: found or bootstrapped; venvs with ipykernel and the base packages, reusing
 //!   the last resolution of their versions and the bytecode compiled for them.

@@ -42,13 +42,33 @@ const fn step(label: &'static str, code: &'static str, parent: Option<usize>) ->
 /// alternating between the two branch tips, a cell under the groupby and one under the frame.
 fn script() -> Vec<Step> {
     let mut steps = vec![
-        step("imports", "import numpy as np\nimport pandas as pd\nimport matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt", None),
-        step("1M-row frame", "rng = np.random.default_rng(0)\ndf = pd.DataFrame({'a': rng.normal(size=1_000_000), 'b': rng.integers(0, 50, 1_000_000), 'c': rng.random(1_000_000)})\nlen(df)", Some(0)),
-        step("derive + describe", "df['d'] = df['a'] * df['c']\ndf['e'] = np.log1p(df['c'])\ndf.describe()", Some(1)),
+        step(
+            "imports",
+            "import numpy as np\nimport pandas as pd\nimport matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt",
+            None,
+        ),
+        step(
+            "1M-row frame",
+            "rng = np.random.default_rng(0)\ndf = pd.DataFrame({'a': rng.normal(size=1_000_000), 'b': rng.integers(0, 50, 1_000_000), 'c': rng.random(1_000_000)})\nlen(df)",
+            Some(0),
+        ),
+        step(
+            "derive + describe",
+            "df['d'] = df['a'] * df['c']\ndf['e'] = np.log1p(df['c'])\ndf.describe()",
+            Some(1),
+        ),
         step("groupby", "g = df.groupby('b')[['a', 'd']].mean()\ng.head()", Some(2)),
-        step("histogram", "fig, ax = plt.subplots()\nax.hist(df['d'], bins=50)\nfig.savefig('/dev/null', format='png')\nplt.close(fig)", Some(2)),
+        step(
+            "histogram",
+            "fig, ax = plt.subplots()\nax.hist(df['d'], bins=50)\nfig.savefig('/dev/null', format='png')\nplt.close(fig)",
+            Some(2),
+        ),
         step("statistic", "float(df['d'].std())", Some(4)),
-        step("scatter", "s = df.sample(5000, random_state=0)\nfig, ax = plt.subplots()\nax.scatter(s['a'], s['e'], s=2)\nfig.savefig('/dev/null', format='png')\nplt.close(fig)", Some(2)),
+        step(
+            "scatter",
+            "s = df.sample(5000, random_state=0)\nfig, ax = plt.subplots()\nax.scatter(s['a'], s['e'], s=2)\nfig.savefig('/dev/null', format='png')\nplt.close(fig)",
+            Some(2),
+        ),
         step("correlation", "float(s['a'].corr(s['e']))", Some(6)),
     ];
     for i in 0..10 {
@@ -299,11 +319,25 @@ impl GoingBack {
             met(worst_share <= SNAPSHOT_SHARE && !self.memory.snapshot_private.is_empty())
         );
         let _ = writeln!(out, "\nThe conversation, call by call (fresh data directory | warm):\n");
-        let _ = writeln!(out, "| call | fresh: wall / own / replayed / snapshot | warm: wall / own / replayed / snapshot |\n|---|---|---|");
-        let _ = writeln!(out, "| create_repl | {} | {} |", duration(self.fresh.create), duration(self.warm.create));
+        let _ = writeln!(
+            out,
+            "| call | fresh: wall / own / replayed / snapshot | warm: wall / own / replayed / snapshot |\n|---|---|---|"
+        );
+        let _ = writeln!(
+            out,
+            "| create_repl | {} | {} |",
+            duration(self.fresh.create),
+            duration(self.warm.create)
+        );
         for (fresh, warm) in self.fresh.calls.iter().zip(&self.warm.calls) {
             let cell = |c: &(&str, Duration, Duration, usize, bool)| {
-                format!("{} / {} / {} / {}", duration(c.1), duration(c.2), c.3, if c.4 { "yes" } else { "no" })
+                format!(
+                    "{} / {} / {} / {}",
+                    duration(c.1),
+                    duration(c.2),
+                    c.3,
+                    if c.4 { "yes" } else { "no" }
+                )
             };
             let _ = writeln!(out, "| {} | {} | {} |", fresh.0, cell(fresh), cell(warm));
         }

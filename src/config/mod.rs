@@ -9,6 +9,7 @@ mod range;
 use std::ops::Bound;
 use std::path::PathBuf;
 
+use clap::builder::{OsStringValueParser, TypedValueParser};
 use sha2::Digest;
 
 pub use self::range::{InRange, Number};
@@ -205,10 +206,30 @@ pub struct Limits {
     #[arg(long, env = "MCP_PYREPL_KERNEL_CPU_SECONDS", global = true, value_parser = InRange::new(1_u64..))]
     pub kernel_cpu_seconds: Option<u64>,
 
+    /// The Chromium or Chrome that renders plotly figures as PNG images (through kaleido);
+    /// `''` for none: figures then come back as text summaries [default: the first of
+    /// `chromium-headless-shell`, `chromium`, `chromium-browser`, `google-chrome`,
+    /// `google-chrome-stable`, `chrome` on PATH]
+    #[arg(
+        long,
+        env = "MCP_PYREPL_CHROMIUM",
+        global = true,
+        value_name = "PATH",
+        value_parser = OsStringValueParser::new().map(PathBuf::from)
+    )]
+    pub chromium: Option<PathBuf>,
+
     /// The sandbox each kernel runs in: resolved from [`Settings::sandbox`] when a server or
     /// `exec` starts ([`Sandbox::resolve`]), unconfined until then.
     #[arg(skip)]
     pub sandbox: Sandbox,
+}
+
+impl Limits {
+    /// The browser kernels render plotly figures with: `--chromium`, else one found on PATH.
+    pub fn browser(&self) -> Option<PathBuf> {
+        crate::kernel::browser::find(self.chromium.as_deref())
+    }
 }
 
 impl Settings {

@@ -132,7 +132,8 @@ pub struct ExecuteRequest {
     pub silent: bool,
     /// Record in the history and bump the execution counter.
     pub store_history: bool,
-    /// Expressions to evaluate after the code (unused by us, required on the wire).
+    /// Expressions to evaluate after the code when it succeeded, by name; their values come
+    /// back in the reply's `user_expressions`.
     pub user_expressions: Map<String, Value>,
     /// Whether the kernel may ask for input; we always send false so `input()` fails fast.
     pub allow_stdin: bool,
@@ -156,6 +157,12 @@ impl ExecuteRequest {
             allow_stdin: false,
             stop_on_error: true,
         }
+    }
+
+    /// The same request, evaluating `expressions` (name to Python expression) after the code.
+    pub fn with_expressions(mut self, expressions: Map<String, Value>) -> Self {
+        self.user_expressions = expressions;
+        self
     }
 }
 
@@ -185,6 +192,10 @@ pub struct ExecuteReply {
     /// Exception value when `status` is error.
     #[serde(default)]
     pub evalue: Option<String>,
+    /// The values of the request's `user_expressions`, by name: each `{status, data, metadata}`
+    /// (`data` a MIME bundle) or an error; empty when the code failed.
+    #[serde(default)]
+    pub user_expressions: Map<String, Value>,
 }
 
 /// `kernel_info_reply` (only the fields we read).

@@ -171,9 +171,16 @@ impl Client {
     }
 }
 
+/// What an `execute_reply` said.
+struct Reply {
+    status: ExecutionStatus,
+    execution_count: Option<u64>,
+    user_expressions: serde_json::Map<String, serde_json::Value>,
+}
+
 struct PendingExecution {
     log: SharedLog,
-    reply: Option<(ExecutionStatus, Option<u64>)>,
+    reply: Option<Reply>,
     idle: bool,
     respond: oneshot::Sender<Result<Execution, KernelError>>,
 }
@@ -294,7 +301,11 @@ impl Actor {
                 crate::jupyter::message::ReplyStatus::Error => ExecutionStatus::Error,
                 crate::jupyter::message::ReplyStatus::Aborted => ExecutionStatus::Aborted,
             };
-            pending.reply = Some((status, reply.execution_count));
+            pending.reply = Some(Reply {
+                status,
+                execution_count: reply.execution_count,
+                user_expressions: reply.user_expressions,
+            });
             self.complete_if_done(&parent);
         }
     }
@@ -324,11 +335,12 @@ impl Actor {
             return;
         }
         let pending = self.executions.remove(msg_id).expect("checked above");
-        let (status, execution_count) = pending.reply.expect("checked above");
+        let Reply { status, execution_count, user_expressions } = pending.reply.expect("checked above");
         let _ = pending.respond.send(Ok(Execution {
             outputs: take_outputs(&pending.log),
             status,
             execution_count,
+            user_expressions,
         }));
     }
 
@@ -354,11 +366,12 @@ impl Actor {
     fn on_death(&mut self, cause: Death) {
         tracing::info!(%cause, "kernel is gone");
         for (_, pending) in self.executions.drain() {
-            let execution_count = pending.reply.as_ref().and_then(|(_, count)| *count);
+            let execution_count = pending.reply.as_ref().and_then(|reply| reply.execution_count);
             let _ = pending.respond.send(Ok(Execution {
                 outputs: take_outputs(&pending.log),
                 status: ExecutionStatus::Died(cause.clone()),
                 execution_count,
+                user_expressions: serde_json::Map::new(),
             }));
         }
         for (_, waiter) in self.requests.drain() {

@@ -72,10 +72,13 @@ impl PendingFork {
             let failed = self.connection_file.with_extension("json.failed");
             if let Ok(reason) = std::fs::read_to_string(&failed) {
                 let _ = std::fs::remove_file(&failed);
-                return Err(KernelError::ForkRefused { reason: format!("the copy failed to start: {reason}") });
+                return Err(KernelError::ForkRefused {
+                    reason: format!("the copy failed to start: {reason}"),
+                });
             }
             let early_pid = self.connection_file.with_extension("json.pid");
-            if let Some(pid) = std::fs::read_to_string(&early_pid).ok().and_then(|pid| pid.trim().parse().ok())
+            if let Some(pid) =
+                std::fs::read_to_string(&early_pid).ok().and_then(|pid| pid.trim().parse().ok())
                 && !process_lives(nix::unistd::Pid::from_raw(pid))
             {
                 let _ = std::fs::remove_file(&early_pid);

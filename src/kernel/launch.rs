@@ -77,6 +77,9 @@ pub struct LaunchSpec {
     /// The sandbox the kernel starts in (our binary confines itself, then execs the kernel's
     /// argv), or none.
     pub confinement: Option<Confinement>,
+    /// The Chromium or Chrome the kernel renders plotly figures with ([`super::browser`]);
+    /// none: figures come back as text summaries.
+    pub browser: Option<PathBuf>,
 }
 
 impl LaunchSpec {
@@ -90,7 +93,15 @@ impl LaunchSpec {
             memory_limit: None,
             cpu_limit: None,
             confinement: None,
+            browser: None,
         }
+    }
+
+    /// The same spec with plotly figures rendered by `browser` (none: as text summaries). A
+    /// confined kernel may also read the directory the browser is installed in.
+    pub fn with_browser(mut self, browser: Option<PathBuf>) -> Self {
+        self.browser = browser;
+        self
     }
 
     /// The same spec with the kernel started under `confinement` (none: unconfined).
@@ -170,7 +181,11 @@ impl KernelProcess {
         let argv: Vec<String> = kernel_spec.argv.iter().map(|a| substitute(a)).collect();
         // Confined, our binary runs first and execs the kernel in place: same pid, same group.
         let argv = match &spec.confinement {
-            Some(confinement) => confinement.wrap(&argv),
+            Some(confinement) => {
+                let mut confinement = confinement.clone();
+                confinement.policy.read.extend(spec.browser.as_deref().and_then(super::browser::install_dir));
+                confinement.wrap(&argv)
+            }
             None => argv,
         };
         let log_path = spec.log_path();
@@ -198,6 +213,7 @@ impl KernelProcess {
             .process_group(0)
             .kill_on_drop(true);
         remove_server_env(&mut command);
+        command.env(super::browser::BROWSER_ENV, spec.browser.as_deref().unwrap_or(Path::new("")));
         set_resource_limits(&mut command, spec.memory_limit, spec.cpu_limit);
         let mut child =
             command.spawn().map_err(|source| KernelError::Spawn { command: argv.join(" "), source })?;
@@ -438,7 +454,6 @@ fn write_pid_record(
         .map_err(|source| KernelError::Io { path: pid_file.clone(), source })?;
     Ok(pid_file)
 }
-
 
 /// Cleans a kernel directory after a server crash: kills the process groups of kernels whose
 /// server is gone (user code may have started children that outlived the kernel), and removes

@@ -7,10 +7,11 @@
 //! outputs are built in `output.rs`. Knows nothing of venvs, cells or MCP.
 
 mod actor;
+pub mod browser;
 mod fork;
 pub mod launch;
-mod reaper;
 pub mod output;
+mod reaper;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,9 +24,9 @@ use crate::jupyter::socket::{ClientSockets, SocketError};
 use actor::{Client, Liveness, RequestChannel};
 pub use actor::{OutputView, RunningExecution};
 pub use fork::PendingFork;
-pub use reaper::adopt_orphans;
 pub use launch::{InterruptMode, KernelProcess, LaunchSpec};
 pub use output::{MimeBundle, Output, OutputLimits, StreamName};
+pub use reaper::adopt_orphans;
 
 /// How long a kernel we attach to may take to accept our connections.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -172,6 +173,9 @@ pub struct Execution {
     pub status: ExecutionStatus,
     /// The kernel's execution counter for it, when the kernel reported one.
     pub execution_count: Option<u64>,
+    /// The values of the request's `user_expressions` as the kernel formatted them, by name
+    /// (each `{status, data, metadata}`); empty when none were asked or the code failed.
+    pub user_expressions: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A connected kernel.
@@ -246,7 +250,19 @@ impl Kernel {
     /// # Errors
     /// When the kernel client has stopped.
     pub fn start(&self, code: &str, limits: OutputLimits) -> Result<RunningExecution, KernelError> {
-        self.client.execute(ExecuteRequest::new(code), limits)
+        self.start_request(ExecuteRequest::new(code), limits)
+    }
+
+    /// [`Kernel::start`] for a request of the caller's making (one with `user_expressions`).
+    ///
+    /// # Errors
+    /// When the kernel client has stopped.
+    pub fn start_request(
+        &self,
+        request: ExecuteRequest,
+        limits: OutputLimits,
+    ) -> Result<RunningExecution, KernelError> {
+        self.client.execute(request, limits)
     }
 
     /// Runs `code` leaving no trace a user could see: nothing broadcast, no history, no change
@@ -265,6 +281,26 @@ impl Kernel {
     /// When the kernel is already gone.
     pub fn execute_silently_queued(&self, code: &str) -> Result<(), KernelError> {
         self.client.execute(ExecuteRequest::silent(code), OutputLimits::default()).map(drop)
+    }
+
+    /// Evaluates `expressions` (name to Python expression) in the user namespace as
+    /// [`Kernel::execute_silently`] runs code: no cell, no history, no counter, no hooks of a
+    /// cell. Returns their values as the kernel formatted them, by name.
+    ///
+    /// # Errors
+    /// As [`Kernel::execute`], and [`KernelError::Timeout`] when the values take longer than
+    /// `timeout` (the kernel is left to finish them).
+    pub async fn evaluate(
+        &self,
+        expressions: serde_json::Map<String, serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, KernelError> {
+        let request = ExecuteRequest::silent("").with_expressions(expressions);
+        let mut running = self.client.execute(request, OutputLimits::default())?;
+        match tokio::time::timeout(timeout, running.finish()).await {
+            Ok(finished) => Ok(finished?.user_expressions),
+            Err(_) => Err(KernelError::Timeout { what: "user_expressions", timeout }),
+        }
     }
 
     /// Kills a kernel we started, at once (SIGKILL to its process group): for code that

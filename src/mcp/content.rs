@@ -17,14 +17,14 @@ use crate::graph::{Cell, CellId, CellStatus, Graph};
 use crate::kernel::{ExecutionStatus, Output, StreamName};
 use std::time::Duration;
 
+use super::rich_text::{RICH_TYPES, rich_text};
 use crate::session::live::{LiveCell, Outcome};
+use crate::session::names::Names;
 use crate::session::pool::Snapshots;
 use crate::session::{CellRun, Stop, StopReason, shorten};
 
 /// Image types passed to the client as images, in order of preference.
 const IMAGE_TYPES: [&str; 2] = ["image/png", "image/jpeg"];
-/// Rich text types shown as text when a result has no plain text.
-const TEXT_TYPES: [&str; 4] = ["text/markdown", "text/html", "image/svg+xml", "application/json"];
 
 /// The tool result of a cell run.
 pub fn cell_result(run: &CellRun) -> CallToolResult {
@@ -45,6 +45,8 @@ pub fn cell_result(run: &CellRun) -> CallToolResult {
         "parent_cell_id": run.cell.parent,
         "status": status,
         "execution_count": run.execution.execution_count,
+        "names": run.names.names,
+        "names_omitted": run.names.omitted,
         "replayed_cell_ids": run.replayed,
         "kernel_restarted": run.restarted,
         "replay_ms": millis(run.replay_time),
@@ -235,16 +237,41 @@ fn output_content(output: &Output) -> Option<ContentBlock> {
                     return Some(ContentBlock::image(encoded, mime));
                 }
             }
-            if let Some(text) = output.text_plain() {
+            // A real text form (a DataFrame's table) wins; a `<… object>` placeholder does not.
+            let plain = output.text_plain();
+            if let Some(text) = plain.filter(|text| !is_placeholder(text)) {
                 return Some(ContentBlock::text(text.to_owned()));
             }
-            TEXT_TYPES.into_iter().find_map(|mime| {
-                let value = data.get(mime)?;
-                let text = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
-                Some(ContentBlock::text(format!("[{mime}]\n{text}")))
-            })
+            let rich = RICH_TYPES.into_iter().find_map(|mime| Some(rich_text(mime, data.get(mime)?)));
+            rich.or(plain.map(str::to_owned)).map(ContentBlock::text)
         }
     }
+}
+
+/// Whether a `text/plain` form only names its object (`<IPython.core.display.HTML object>`,
+/// `<pandas.io.formats.style.Styler at 0x7f…>`) instead of showing it.
+fn is_placeholder(text: &str) -> bool {
+    let text = text.trim();
+    text.starts_with('<')
+        && text.ends_with('>')
+        && !text.contains('\n')
+        && (text.ends_with(" object>") || text.contains(" at 0x"))
+}
+
+/// The tool result of `list_variables`: one line a name, and the same as structured content.
+pub fn variables_result(cell: &CellId, names: &Names) -> CallToolResult {
+    let mut lines: Vec<String> =
+        names.names.iter().map(|n| format!("{}: {} = {}", n.name, n.type_name, n.summary)).collect();
+    if lines.is_empty() {
+        lines.push(format!("No variables after cell {cell}."));
+    }
+    if names.omitted > 0 {
+        lines.push(format!("[… {} more names not listed]", names.omitted));
+    }
+    text_result(
+        lines.join("\n"),
+        json!({ "cell_id": cell, "names": names.names, "names_omitted": names.omitted }),
+    )
 }
 
 /// What happened to a stopped cell, and what it means for the session's state.

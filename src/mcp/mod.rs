@@ -5,5 +5,6 @@
 //! HTTP and owns the `serve` flags.
 
 pub mod content;
+mod rich_text;
 pub mod serve;
 pub mod tools;

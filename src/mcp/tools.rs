@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::content::{
     already_ended_result, cell_detail_result, cell_result, cells_result, error_result, finished_cell_result,
-    live_result, text_result,
+    live_result, text_result, variables_result,
 };
 use crate::error::Error;
 use crate::graph::CellId;
@@ -35,7 +35,11 @@ state after that cell (variables, imports). To explore an alternative, pass an o
 the new cell branches from there and sees none of the later cells' effects. Without \
 parent_cell_id the code runs on a fresh interpreter. Cells that raised can still be parents.\n\
 Figures: call display_figure(fig) (predefined), plt.show(), or end the cell with the figure; \
-each figure comes back once as a PNG image. Install more packages with install_packages; they \
+each figure comes back once as a PNG image, and so does a plotly figure (fig.show(), display(fig) \
+or the cell's value; a text summary where the server has no Chromium). HTML, Markdown and \
+LaTeX outputs come back as text. Every run_code result lists in structuredContent.names the \
+names the cell bound (type and a short summary each); list_variables shows the whole namespace \
+at any cell. Install more packages with install_packages; they \
 import at once. reset_repl clears a session's cells and restarts its kernel.\n\
 Long cells: pass wait_s to run_code to get the output so far after that many seconds; then \
 wait_cell gives more or the end, and interrupt_cell stops the cell. list_cells shows the tree \
@@ -171,8 +175,9 @@ impl PyReplServer {
     #[tool(
         description = "Run Python code in a session and return its outputs in order: stdout, stderr (labelled), \
         the value of the last expression, images (display_figure(fig), plt.show(), or a figure as the last \
-        value), and tracebacks. The last text item is always the new cell's id. Pass parent_cell_id to run on \
-        exactly the state after that cell (continue a line of work, or branch from an older cell); omit it to \
+        value; plotly figures too), HTML and Markdown as text, and tracebacks. The last text item is always \
+        the new cell's id; structuredContent.names lists the names the cell bound, with type and summary. \
+        Pass parent_cell_id to run on exactly the state after that cell (continue a line of work, or branch from an older cell); omit it to \
         start from a fresh interpreter. Cells that raised are recorded and can be parents too. For long cells \
         pass wait_s: if the cell still runs after that, the reply comes at once with the output so far, and \
         wait_cell gives the rest (interrupt_cell stops it).",
@@ -436,6 +441,31 @@ impl PyReplServer {
         }
         .await;
         Ok(outcome.unwrap_or_else(|error| error_result(&error)))
+    }
+
+    #[tool(
+        description = "List the variables of the user namespace at the state after a cell: each name with its \
+        type and a short summary (shape and dtype of arrays and frames, length of containers, the start of the \
+        repr otherwise); modules and names starting with `_` are left out. Reaches that cell's state as run_code \
+        would (replaying when no kernel holds it) but creates no cell and changes nothing.",
+        annotations(title = "List a cell's variables", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_variables(
+        &self,
+        Parameters(args): Parameters<CellArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let outcome = with_context(&context, |call| async move {
+            let cell = CellId::parse(&args.cell_id)?;
+            let session = self.manager.get(&args.session_id)?;
+            let mut session = lock_unless_cancelled(&session, &call).await?;
+            session.variables(&cell, &call).await.map(|names| (cell, names))
+        })
+        .await;
+        Ok(match outcome {
+            Ok((cell, names)) => variables_result(&cell, &names),
+            Err(error) => error_result(&error),
+        })
     }
 
     #[tool(

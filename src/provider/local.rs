@@ -23,7 +23,8 @@ impl LocalProvider {
         let confinement = context.limits.sandbox.confinement(&context.session_dir, &writable, venv.dir());
         let spec = LaunchSpec::new(venv.python(), context.kernel_dir)
             .with_resource_limits(memory, context.limits.kernel_cpu_seconds)
-            .with_confinement(confinement);
+            .with_confinement(confinement)
+            .with_browser(context.limits.browser());
         LocalProvider { venv, spec }
     }
 }

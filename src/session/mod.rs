@@ -13,6 +13,7 @@ mod call;
 mod kept_outputs;
 pub mod live;
 pub mod manager;
+pub mod names;
 mod paths;
 pub mod pool;
 pub mod records;
@@ -29,13 +30,30 @@ use std::time::{Duration, Instant};
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::graph::{CellId, CellStatus, Graph, KernelHead};
+use crate::jupyter::message::ExecuteRequest;
 use crate::kernel::{Execution, ExecutionStatus, Output, OutputLimits};
 use crate::provider::ProviderContext;
 use crate::venv::{Uv, Venv, validate_requirement, warm_up_code};
 use live::LiveCell;
+use names::Names;
 use pool::{KernelPool, Served};
 use records::{Records, SessionRecord};
 use run::{cell_status, check_code, summarize};
+
+/// How long the names of a cell that raised may take (they come in a second request).
+const NAMES_AFTER_ERROR_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A kernel of the pool brought to a parent's state.
+struct Reached {
+    /// Its place in the pool.
+    index: usize,
+    /// The cells replayed on it, in order.
+    replayed: Vec<CellId>,
+    /// Whether it was (re)started first.
+    started: bool,
+    /// Whether it was a snapshot until now.
+    snapshot: bool,
+}
 
 /// One session.
 pub struct Session {
@@ -127,19 +145,8 @@ impl Session {
         live: Option<&LiveCell>,
     ) -> Result<CellRun> {
         let replay_started = Instant::now();
-        let Served { index, started, snapshot } = self.serve(parent).await?;
-        let plan = self.records.graph().plan(self.pool.get(index).head, parent)?;
-        debug_assert!(!plan.restart, "the pool serves kernels that reach the parent without a restart");
-        let total = plan.replay.len() as f64 + 1.0;
+        let Reached { index, replayed, started, snapshot } = self.reach(parent, timeout, context).await?;
         self.pool.keep_copy(index);
-        for (step, id) in plan.replay.iter().enumerate() {
-            let message = format!("replaying cell {id} ({} of {})", step + 1, plan.replay.len());
-            context.progress.report(step as f64, Some(total), message);
-            self.replay(index, id, timeout, context).await?;
-        }
-        if !plan.replay.is_empty() {
-            self.pool.keep_copy(index);
-        }
         let replay_time = replay_started.elapsed();
         let parent_head = self.pool.get(index).head;
 
@@ -148,9 +155,24 @@ impl Session {
             return Err(Error::Cancelled);
         }
         let run_started = Instant::now();
-        let (execution, stopped) = self.execute_bounded(index, code, timeout, context, live).await?;
+        let request = ExecuteRequest::new(code).with_expressions(names::bound_by_cell());
+        let (execution, stopped) = self.execute_bounded(index, request, timeout, context, live).await?;
         let run_time = run_started.elapsed();
         let status = cell_status(&execution);
+        let names = match status {
+            CellStatus::Ok => names::parse(&execution.user_expressions),
+            // The kernel evaluates no user expression after an error: ask again, silently (the
+            // namespace noted before the cell is still the one to compare with).
+            CellStatus::Error | CellStatus::Interrupted => {
+                let kernel = &self.pool.get(index).kernel;
+                kernel
+                    .evaluate(names::bound_by_cell(), NAMES_AFTER_ERROR_TIMEOUT)
+                    .await
+                    .map(|values| names::parse(&values))
+                    .unwrap_or_default()
+            }
+            CellStatus::KernelDied => Names::default(),
+        };
         let summary = summarize(&execution.outputs);
         let id = live.map_or_else(CellId::new, |live| live.id().clone());
         let cell = self
@@ -175,7 +197,8 @@ impl Session {
         Ok(CellRun {
             cell,
             execution,
-            replayed: plan.replay,
+            names,
+            replayed,
             restarted: started,
             replay_time,
             run_time,
@@ -183,6 +206,49 @@ impl Session {
             from_snapshot: snapshot,
             snapshots: self.pool.snapshots().clone(),
         })
+    }
+
+    /// Lists the user namespace at exactly the state after `cell`, reached as
+    /// [`Session::run_cell`] reaches a parent (a kernel of the pool, the cells it lacks
+    /// replayed, each within the session's cell timeout, as is the listing); no cell is
+    /// created, and the kernel still holds that state after.
+    ///
+    /// # Errors
+    /// An unknown cell; a kernel that cannot start or reach it (a replayed cell that no longer
+    /// succeeds, a kernel that cannot branch).
+    pub async fn variables(&mut self, cell: &CellId, context: &CallContext) -> Result<Names> {
+        self.ensure_open()?;
+        self.records.graph().cell(cell)?;
+        let timeout = Duration::from_secs_f64(self.limits.cell_timeout);
+        let reached = self.reach(Some(cell), timeout, context).await;
+        self.publish_kernels();
+        let Reached { index, .. } = reached?;
+        let values = self.pool.get(index).kernel.evaluate(names::whole_namespace(), timeout).await?;
+        Ok(names::parse(&values))
+    }
+
+    /// A kernel of the pool at exactly `parent`'s state: served without a restart, then the
+    /// cells it lacks replayed (reported as progress).
+    async fn reach(
+        &mut self,
+        parent: Option<&CellId>,
+        timeout: Duration,
+        context: &CallContext,
+    ) -> Result<Reached> {
+        let Served { index, started, snapshot } = self.serve(parent).await?;
+        let plan = self.records.graph().plan(self.pool.get(index).head, parent)?;
+        debug_assert!(!plan.restart, "the pool serves kernels that reach the parent without a restart");
+        let total = plan.replay.len() as f64 + 1.0;
+        if !plan.replay.is_empty() {
+            // Replay changes the state this kernel holds: keep a copy of it first.
+            self.pool.keep_copy(index);
+        }
+        for (step, id) in plan.replay.iter().enumerate() {
+            let message = format!("replaying cell {id} ({} of {})", step + 1, plan.replay.len());
+            context.progress.report(step as f64, Some(total), message);
+            self.replay(index, id, timeout, context).await?;
+        }
+        Ok(Reached { index, replayed: plan.replay, started, snapshot })
     }
 
     /// A kernel of the pool that reaches `parent` without a restart; readers learn of the
@@ -215,7 +281,8 @@ impl Session {
         let cell = self.records.graph().cell(id)?.clone();
         let before = self.pool.get(index).head;
         let started = Instant::now();
-        let (execution, stopped) = self.execute_bounded(index, &cell.code, timeout, context, None).await?;
+        let request = ExecuteRequest::new(&cell.code);
+        let (execution, stopped) = self.execute_bounded(index, request, timeout, context, None).await?;
         self.pool.note_cost(before, cell.chain_hash, started.elapsed());
         if stopped.is_some_and(|stop| matches!(stop.reason, StopReason::Cancelled | StopReason::Interrupted))
         {
@@ -238,7 +305,7 @@ impl Session {
         Err(Error::ReplayFailed { cell: id.to_string(), detail })
     }
 
-    /// Runs `code` on the kernel at `index` within the session's output limits, stopping it
+    /// Runs `request` on the kernel at `index` within the session's output limits, stopping it
     /// after `timeout`, on cancellation or on `interrupt_cell`: first an interrupt (the kernel
     /// keeps its state), then, when the code ignores it for the grace period, a kill of the
     /// kernel (state lost; replay rebuilds it). A destroyed session's cell is killed at once.
@@ -246,7 +313,7 @@ impl Session {
     async fn execute_bounded(
         &mut self,
         index: usize,
-        code: &str,
+        request: ExecuteRequest,
         timeout: Duration,
         context: &CallContext,
         live: Option<&LiveCell>,
@@ -263,7 +330,7 @@ impl Session {
         self.pool.set_head(index, KernelHead::Unknown);
         let provider = self.pool.provider();
         let kernel = &self.pool.get(index).kernel;
-        let mut running = kernel.start(code, limits)?;
+        let mut running = kernel.start_request(request, limits)?;
         if let Some(live) = live {
             live.started(running.view());
         }

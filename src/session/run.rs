@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::Stop;
+use super::names::Names;
 use super::pool::Snapshots;
 use crate::error::{Error, Result};
 use crate::graph::{Cell, CellId, CellStatus};
@@ -22,6 +23,8 @@ pub struct CellRun {
     pub cell: Cell,
     /// The new code's outputs and status.
     pub execution: Execution,
+    /// The names the code bound or rebound (before it raised, when it did).
+    pub names: Names,
     /// The cells replayed first, in order.
     pub replayed: Vec<CellId>,
     /// Whether the kernel was (re)started first.

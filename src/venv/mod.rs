@@ -23,7 +23,7 @@ use bytecode::BytecodeStore;
 
 /// The packages a session's venv gets besides ipykernel.
 pub const BASE_PACKAGES: &[&str] =
-    &["numpy", "pandas", "matplotlib", "scipy", "scikit-learn", "seaborn", "plotly"];
+    &["numpy", "pandas", "matplotlib", "scipy", "scikit-learn", "seaborn", "plotly", "kaleido", "jinja2"];
 
 /// What every venv that runs a kernel needs: ipykernel, and pip for `%pip install` in a cell
 /// (uv's venvs have none of their own).

@@ -55,7 +55,7 @@ impl Deref for InProcess {
 }
 
 /// Every tool, with the arguments its schema must require and those it must offer as optional.
-const TOOLS: [(&str, &[&str], &[&str]); 12] = [
+const TOOLS: [(&str, &[&str], &[&str]); 13] = [
     ("attach_kernel", &["connection_file"], &[]),
     ("create_repl", &[], &[]),
     ("destroy_repl", &["session_id"], &[]),
@@ -65,6 +65,7 @@ const TOOLS: [(&str, &[&str], &[&str]); 12] = [
     ("interrupt_cell", &["session_id", "cell_id"], &[]),
     ("list_cells", &["session_id"], &[]),
     ("list_sessions", &[], &[]),
+    ("list_variables", &["session_id", "cell_id"], &[]),
     ("reset_repl", &["session_id"], &[]),
     ("run_code", &["session_id", "code"], &["parent_cell_id", "timeout_s", "wait_s"]),
     ("wait_cell", &["session_id", "cell_id"], &["wait_s"]),
@@ -116,7 +117,8 @@ async fn every_tool_says_whether_it_reads_destroys_or_reaches_outside() {
             tool.annotations.as_ref().unwrap_or_else(|| panic!("{} has no annotations", tool.name));
         assert!(annotations.title.as_deref().is_some_and(|t| !t.is_empty()), "{} has no title", tool.name);
         let name = tool.name.as_ref();
-        let reads = ["list_sessions", "list_cells", "get_cell", "wait_cell"].contains(&name);
+        let reads =
+            ["list_sessions", "list_cells", "get_cell", "wait_cell", "list_variables"].contains(&name);
         assert_eq!(annotations.read_only_hint, Some(reads), "{name}: readOnlyHint");
         let open = name == "install_packages";
         assert_eq!(annotations.open_world_hint, Some(open), "{name}: openWorldHint");
@@ -158,7 +160,7 @@ async fn reads_answer_while_a_cell_runs() {
 }
 
 /// The tools that take a `session_id`.
-const SESSION_TOOLS: [&str; 9] = [
+const SESSION_TOOLS: [&str; 10] = [
     "run_code",
     "wait_cell",
     "interrupt_cell",
@@ -166,6 +168,7 @@ const SESSION_TOOLS: [&str; 9] = [
     "reset_repl",
     "list_cells",
     "get_cell",
+    "list_variables",
     "export_notebook",
     "destroy_repl",
 ];
@@ -249,6 +252,9 @@ async fn bad_arguments_are_tool_errors_naming_the_value_and_the_server_keeps_ans
         ("get_cell", foreign.as_str(), "in this session"),
         ("wait_cell", "abc", "`abc` is not a cell id"),
         ("export_notebook", "/etc/passwd", "`/etc/passwd` is not a cell id"),
+        ("list_variables", "../x", "`../x` is not a cell id"),
+        ("list_variables", "aaaaaaaaaaaa", "no cell `aaaaaaaaaaaa`"),
+        ("list_variables", foreign.as_str(), "in this session"),
     ] {
         let result = server.call(tool, json!({ "session_id": session, "cell_id": cell_id })).await;
         assert_refused(&result, expected, &format!("{tool} on cell {cell_id:?}"));

@@ -1,6 +1,7 @@
 mod attach;
 mod clients;
 mod common;
+mod display;
 mod exec_cli;
 mod faults;
 mod graph_tools;

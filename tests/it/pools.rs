@@ -201,7 +201,14 @@ async fn the_least_recently_used_kernel_is_evicted_and_the_memory_budget_holds()
     // A budget below one kernel's memory keeps no parked kernel: every switch replays.
     let (_guard2, data2) = data_dir();
     let tight = Server::start_with(&data2, "", |command| {
-        command.args(["--kernels-per-session", "3", "--kernel-pool-memory-mb", "16", "--snapshots-per-session", "0"]);
+        command.args([
+            "--kernels-per-session",
+            "3",
+            "--kernel-pool-memory-mb",
+            "16",
+            "--snapshots-per-session",
+            "0",
+        ]);
     })
     .await;
     let session = tight.create_repl().await;
