@@ -3,6 +3,7 @@ mod clients;
 mod common;
 mod exec_cli;
 mod faults;
+mod files;
 mod graph_tools;
 mod http;
 mod in_process;
