@@ -85,7 +85,12 @@ pub fn cell_result(reply: &Reply, run: &CellRun) -> CallToolResult {
 
 /// The reply about a cell running in the background: its result when `outcome` is there,
 /// otherwise the output so far, a note that it still runs, and its id last.
-pub fn live_result(reply: &Reply, live: &LiveCell, outcome: Option<Outcome>, waited: Duration) -> CallToolResult {
+pub fn live_result(
+    reply: &Reply,
+    live: &LiveCell,
+    outcome: Option<Outcome>,
+    waited: Duration,
+) -> CallToolResult {
     if let Some(outcome) = outcome {
         return match &*outcome {
             Ok(run) => cell_result(reply, run),
@@ -239,9 +244,18 @@ fn outputs_content(reply: &Reply, cell: Option<&CellId>, outputs: &[Output]) -> 
                 content.extend(output.omission_note().map(ContentBlock::text));
                 let file = path.file_name().and_then(|name| name.to_str()).map(str::to_owned);
                 if let Some(file) = file {
-                    let uri = ResourceUri::Kept { session: reply.session.to_owned(), kind: KeptFiles::Spilled, file };
+                    let uri = ResourceUri::Kept {
+                        session: reply.session.to_owned(),
+                        kind: KeptFiles::Spilled,
+                        file,
+                    };
                     let size = std::fs::metadata(path).ok().map(|m| m.len());
-                    content.push(resources::link(&uri, "text/plain", size, "the full text of the cut output"));
+                    content.push(resources::link(
+                        &uri,
+                        "text/plain",
+                        size,
+                        "the full text of the cut output",
+                    ));
                 }
             }
             _ => match IMAGE_TYPES.into_iter().find_map(|mime| Some((mime, output.image(mime)?))) {
@@ -266,13 +280,17 @@ fn image_content(
 ) -> Vec<ContentBlock> {
     let where_ = match original {
         Some(uri) => format!("the full-size original is the resource `{uri}`"),
-        None => "the full-size original can be read as a resource once the cell ends (wait_cell links it)".to_owned(),
+        None => "the full-size original can be read as a resource once the cell ends (wait_cell links it)"
+            .to_owned(),
     };
     let (mut content, note) = match fitter.fit(bytes, mime) {
         Fitted::Original { base64 } => return vec![ContentBlock::image(base64, mime)],
         Fitted::Scaled { base64, mime: sent, size, original } => (
             vec![ContentBlock::image(base64, sent)],
-            format!("[{what} was scaled from {}x{} to {}x{} px to fit the reply; {where_}]", original.0, original.1, size.0, size.1),
+            format!(
+                "[{what} was scaled from {}x{} to {}x{} px to fit the reply; {where_}]",
+                original.0, original.1, size.0, size.1
+            ),
         ),
         Fitted::Dropped { original, reason } => {
             let size = original.map_or_else(String::new, |(w, h)| format!(" ({w}x{h} px)"));
@@ -352,7 +370,11 @@ pub fn export_result(session: &str, notebook: &Path, requirements: Option<&Path>
         (requirements, "text/plain", "the session's uv pip freeze"),
     ] {
         let Some(file) = path.and_then(Path::file_name).and_then(|name| name.to_str()) else { continue };
-        let uri = ResourceUri::Kept { session: session.to_owned(), kind: KeptFiles::Exports, file: file.to_owned() };
+        let uri = ResourceUri::Kept {
+            session: session.to_owned(),
+            kind: KeptFiles::Exports,
+            file: file.to_owned(),
+        };
         let size = path.and_then(|path| std::fs::metadata(path).ok()).map(|m| m.len());
         content.push(resources::link(&uri, mime, size, description));
         uris.push(uri.to_string());

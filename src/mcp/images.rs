@@ -135,7 +135,12 @@ fn fit(bytes: &[u8], mime: &str, max_side: u32, budget: usize) -> Fitted {
             let data = base64(&encoded);
             if data.len() <= budget {
                 let mime = if format == ImageFormat::Png { "image/png" } else { "image/jpeg" };
-                return Fitted::Scaled { base64: data, mime, size: (scaled.width(), scaled.height()), original };
+                return Fitted::Scaled {
+                    base64: data,
+                    mime,
+                    size: (scaled.width(), scaled.height()),
+                    original,
+                };
             }
         }
         if side <= MIN_SIDE || side == 1 {
@@ -247,7 +252,10 @@ mod tests {
             match fitter.fit(&bytes, "image/png") {
                 Fitted::Scaled { base64, mime, size, .. } => {
                     assert_eq!(mime, "image/jpeg", "noise over the budget is re-encoded as JPEG");
-                    assert!(size.0 <= 800 && (f64::from(size.0) / f64::from(size.1) - 4.0 / 3.0).abs() < 0.02, "{size:?}");
+                    assert!(
+                        size.0 <= 800 && (f64::from(size.0) / f64::from(size.1) - 4.0 / 3.0).abs() < 0.02,
+                        "{size:?}"
+                    );
                     sent += base64.len();
                     kinds.push("scaled");
                 }

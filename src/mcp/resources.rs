@@ -135,13 +135,19 @@ impl ResourceUri {
 }
 
 /// A link to `uri` for a reply: its name, type, size and what it is.
-pub fn link(uri: &ResourceUri, mime: &str, size: Option<u64>, description: impl Into<String>) -> ContentBlock {
+pub fn link(
+    uri: &ResourceUri,
+    mime: &str,
+    size: Option<u64>,
+    description: impl Into<String>,
+) -> ContentBlock {
     let name = match uri {
         ResourceUri::CellOutput { cell, index, .. } => format!("cell {cell} output {index}"),
         ResourceUri::Kept { file, .. } => file.clone(),
         ResourceUri::WorkFile { path, .. } => path.clone(),
     };
-    let mut resource = Resource::new(uri.to_string(), name).with_mime_type(mime).with_description(description);
+    let mut resource =
+        Resource::new(uri.to_string(), name).with_mime_type(mime).with_description(description);
     if let Some(size) = size {
         resource = resource.with_size(size);
     }
@@ -186,14 +192,18 @@ fn session_resources(session: &str, records: &Records) -> Vec<Resource> {
             );
         }
     }
-    for (kind, description) in
-        [(KeptFiles::Spilled, "full text of a long output"), (KeptFiles::Exports, "exported by export_notebook")]
-    {
+    for (kind, description) in [
+        (KeptFiles::Spilled, "full text of a long output"),
+        (KeptFiles::Exports, "exported by export_notebook"),
+    ] {
         for (file, size) in records.files_in(kind) {
             let mime = kept_file_mime(&file);
             let uri = ResourceUri::Kept { session: session.to_owned(), kind, file: file.clone() };
             resources.push(
-                Resource::new(uri.to_string(), file).with_mime_type(mime).with_size(size).with_description(description),
+                Resource::new(uri.to_string(), file)
+                    .with_mime_type(mime)
+                    .with_size(size)
+                    .with_description(description),
             );
         }
     }
@@ -214,14 +224,19 @@ pub fn read(manager: &SessionManager, uri: &str) -> Result<ReadResourceResult, E
             let outputs = records.outputs_of(cell).map_err(|error| invalid(uri, &error))?;
             let output = outputs.get(*index).ok_or_else(|| {
                 ErrorData::resource_not_found(
-                    format!("no resource `{}`: cell `{cell}` has {} output(s), numbered from 0", shown(uri), outputs.len()),
+                    format!(
+                        "no resource `{}`: cell `{cell}` has {} output(s), numbered from 0",
+                        shown(uri),
+                        outputs.len()
+                    ),
                     None,
                 )
             })?;
             output_contents(uri, output)
         }
         ResourceUri::Kept { kind, file, .. } => {
-            let bytes = records.read_kept_file(*kind, file, limit).map_err(|error| invalid(uri, &error.into()))?;
+            let bytes =
+                records.read_kept_file(*kind, file, limit).map_err(|error| invalid(uri, &error.into()))?;
             match String::from_utf8(bytes) {
                 Ok(text) => ResourceContents::text(text, uri).with_mime_type(kept_file_mime(file)),
                 Err(error) => ResourceContents::blob(encode(error.as_bytes()), uri),
@@ -230,12 +245,16 @@ pub fn read(manager: &SessionManager, uri: &str) -> Result<ReadResourceResult, E
         ResourceUri::WorkFile { path, .. } => {
             let work_dir = records.work_dir().ok_or_else(|| {
                 ErrorData::resource_not_found(
-                    format!("no resource `{}`: this session's kernel works in a directory that is not ours", shown(uri)),
+                    format!(
+                        "no resource `{}`: this session's kernel works in a directory that is not ours",
+                        shown(uri)
+                    ),
                     None,
                 )
             })?;
-            let bytes =
-                work_dir.read(path, limit, "--max-download-bytes").map_err(|error| invalid(uri, &error.into()))?;
+            let bytes = work_dir
+                .read(path, limit, "--max-download-bytes")
+                .map_err(|error| invalid(uri, &error.into()))?;
             match FileKind::of(path, &bytes) {
                 FileKind::Text(mime) => ResourceContents::text(
                     String::from_utf8(bytes).expect("text files are UTF-8 (checked)"),
@@ -261,9 +280,10 @@ fn output_contents(uri: &str, output: &Output) -> ResourceContents {
         Output::Stream { text, .. } => text.clone(),
         Output::Error { .. } => output.traceback_text().unwrap_or_default(),
         Output::Omitted { .. } => output.omission_note().unwrap_or_default(),
-        Output::ExecuteResult { data, .. } | Output::DisplayData { data, .. } => {
-            output.text_plain().map(str::to_owned).unwrap_or_else(|| serde_json::Value::Object(data.clone()).to_string())
-        }
+        Output::ExecuteResult { data, .. } | Output::DisplayData { data, .. } => output
+            .text_plain()
+            .map(str::to_owned)
+            .unwrap_or_else(|| serde_json::Value::Object(data.clone()).to_string()),
     };
     ResourceContents::text(text, uri)
 }

@@ -37,7 +37,11 @@ state after that cell (variables, imports). To explore an alternative, pass an o
 the new cell branches from there and sees none of the later cells' effects. Without \
 parent_cell_id the code runs on a fresh interpreter. Cells that raised can still be parents.\n\
 Figures: call display_figure(fig) (predefined), plt.show(), or end the cell with the figure; \
-each figure comes back once as a PNG image. Install more packages with install_packages; they \
+each figure comes back once as an image, scaled down to fit the reply when large (the note \
+beside it links the full-size original as an MCP resource). Output too long for a reply is cut, \
+with a resource link to its full text. Files: upload_file puts a file in the session's working \
+directory (the kernel's current directory: open it by its relative path), download_file returns \
+one the code wrote; both stay across restarts and resets. Install more packages with install_packages; they \
 import at once. reset_repl clears a session's cells and restarts its kernel.\n\
 Long cells: pass wait_s to run_code to get the output so far after that many seconds; then \
 wait_cell gives more or the end, and interrupt_cell stops the cell. list_cells shows the tree \
@@ -252,7 +256,9 @@ impl PyReplServer {
             Ok::<_, Error>((live, wait))
         };
         match started.await {
-            Ok((live, wait)) => live_result(&self.reply(&args.session_id), &live, live.wait(wait).await, wait),
+            Ok((live, wait)) => {
+                live_result(&self.reply(&args.session_id), &live, live.wait(wait).await, wait)
+            }
             Err(error) => error_result(&error),
         }
     }
@@ -490,7 +496,9 @@ impl PyReplServer {
         }
         .await;
         Ok(match outcome {
-            Ok((notebook, requirements)) => export_result(&args.session_id, &notebook, requirements.as_deref()),
+            Ok((notebook, requirements)) => {
+                export_result(&args.session_id, &notebook, requirements.as_deref())
+            }
             Err(error) => error_result(&error),
         })
     }

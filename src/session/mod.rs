@@ -7,7 +7,7 @@
 //! module turns its results into content), of other sessions (`manager.rs`) or of where its
 //! files live (`paths.rs`); `records.rs` lets readers see the graph and outputs without the
 //! session's lock, `live.rs` shows a cell that still runs, `kept_outputs.rs` keeps each cell's
-//! outputs.
+//! outputs, `workdir.rs` reads and writes files of the kernels' working directory.
 
 mod call;
 mod kept_outputs;

@@ -4,7 +4,8 @@
 //! (`session.json`: where its kernels come from).
 //!
 //! The session, behind its lock, is the only writer. Readers (`list_sessions`, `list_cells`,
-//! `get_cell`, `wait_cell` on an ended cell, `export_notebook`) hold a [`Records`] of their own
+//! `get_cell`, `wait_cell` on an ended cell, `export_notebook`, `download_file`, resources) hold
+//! a [`Records`] of their own
 //! and take only short std locks, so they never wait for a cell to end.
 
 use std::path::{Path, PathBuf};
@@ -165,7 +166,10 @@ impl Records {
     /// A name that is not one file's, a missing file, or one over `limit`.
     pub fn read_kept_file(&self, kind: KeptFiles, name: &str, limit: u64) -> Result<Vec<u8>, FileError> {
         if name.contains('/') {
-            return Err(FileError::BadPath { path: crate::graph::shown(name), reason: "it is not a file name" });
+            return Err(FileError::BadPath {
+                path: crate::graph::shown(name),
+                reason: "it is not a file name",
+            });
         }
         WorkDir::new(self.kept_files_dir(kind)).read(name, limit, "--max-download-bytes")
     }

@@ -116,9 +116,9 @@ impl WorkDir {
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd = openat(&parent, temp.as_str(), flags, Mode::from_bits_truncate(0o644))
             .map_err(|errno| io(path, "create")(errno.into()))?;
-        let written = File::from(fd).write_all(bytes).and_then(|()| {
-            renameat(&parent, temp.as_str(), &parent, name).map_err(std::io::Error::from)
-        });
+        let written = File::from(fd)
+            .write_all(bytes)
+            .and_then(|()| renameat(&parent, temp.as_str(), &parent, name).map_err(std::io::Error::from));
         if let Err(error) = written {
             let _ = unlinkat(&parent, temp.as_str(), UnlinkatFlags::NoRemoveDir);
             return Err(io(path, "write")(error));
@@ -287,7 +287,9 @@ mod tests {
         let (_root, work) = setup();
         work.write("big", &[1; 100]).unwrap();
         let error = work.read("big", 99, "--max-download-bytes").unwrap_err();
-        assert!(error.to_string().contains("100 bytes") && error.to_string().contains("--max-download-bytes"));
+        assert!(
+            error.to_string().contains("100 bytes") && error.to_string().contains("--max-download-bytes")
+        );
         std::fs::create_dir(work.dir().join("sub")).unwrap();
         assert!(matches!(work.read("sub", 10, "--max"), Err(FileError::NotAFile { .. })));
         assert!(matches!(work.read("none", 10, "--max"), Err(FileError::NotFound { .. })));

@@ -15,7 +15,11 @@ use super::mcp_client::{Server, data_dir, links, read_resource, resource_blob, t
 
 /// The size of a PNG or JPEG.
 fn size_of(bytes: &[u8]) -> (u32, u32) {
-    image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().unwrap().into_dimensions().unwrap()
+    image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .unwrap()
+        .into_dimensions()
+        .unwrap()
 }
 
 /// The decoded images of a result, with their MIME types.
@@ -50,9 +54,13 @@ async fn a_large_figure_arrives_scaled_and_its_original_reads_back_at_full_size(
     let [(sent, _mime)] = images.as_slice() else { panic!("one image expected: {:?}", texts(&result)) };
     let (width, height) = size_of(sent);
     assert!(width.max(height) <= 1568, "sent at {width}x{height}");
-    assert!(width > height && (f64::from(width) / f64::from(height) - 4.0 / 3.0).abs() < 0.01, "{width}x{height}");
+    assert!(
+        width > height && (f64::from(width) / f64::from(height) - 4.0 / 3.0).abs() < 0.01,
+        "{width}x{height}"
+    );
     let budget = 60_000;
-    let sent_base64: usize = result.content.iter().filter_map(ContentBlock::as_image).map(|i| i.data.len()).sum();
+    let sent_base64: usize =
+        result.content.iter().filter_map(ContentBlock::as_image).map(|i| i.data.len()).sum();
     assert!(sent_base64 <= budget, "{sent_base64} base64 bytes of images, over the default budget");
     assert!(texts(&result).iter().any(|t| t.contains("scaled from 4000x3000")), "{:?}", texts(&result));
 
@@ -74,10 +82,14 @@ async fn a_large_figure_arrives_scaled_and_its_original_reads_back_at_full_size(
     assert!(images_of(&detail).iter().all(|(image, _)| size_of(image).0 <= 1568));
 
     // A small figure goes as it was made, with no link.
-    let small = "fig = plt.figure(figsize=(4, 3), dpi=50)\nplt.plot([1, 2]); display_figure(fig, bbox_inches=None)";
+    let small =
+        "fig = plt.figure(figsize=(4, 3), dpi=50)\nplt.plot([1, 2]); display_figure(fig, bbox_inches=None)";
     let result = server.run(&session, small, Some(&cell)).await;
     let images = images_of(&result);
-    assert_eq!(images.iter().map(|(i, m)| (size_of(i), m.as_str())).collect::<Vec<_>>(), [((200, 150), "image/png")]);
+    assert_eq!(
+        images.iter().map(|(i, m)| (size_of(i), m.as_str())).collect::<Vec<_>>(),
+        [((200, 150), "image/png")]
+    );
     assert!(super::mcp_client::links(&result).is_empty());
 }
 
@@ -90,9 +102,8 @@ async fn files_go_in_and_out_of_the_working_directory_and_survive_restarts() {
     })
     .await;
     let session = server.create_repl().await;
-    let upload = |path: &str, bytes: &[u8]| {
-        json!({"session_id": session, "path": path, "content_base64": b64(bytes)})
-    };
+    let upload =
+        |path: &str, bytes: &[u8]| json!({"session_id": session, "path": path, "content_base64": b64(bytes)});
 
     // An uploaded CSV is read by pandas by its relative path.
     let csv = "city,people\nLyon,522\nNantes,320\n";
@@ -112,7 +123,8 @@ async fn files_go_in_and_out_of_the_working_directory_and_survive_restarts() {
     let download = |path: &str| json!({"session_id": session, "path": path});
     let blob = server.call("download_file", download("out/blob.bin")).await;
     let [ContentBlock::Resource(embedded)] = blob.content.as_slice() else { panic!("{blob:?}") };
-    let ResourceContents::BlobResourceContents { blob: encoded, mime_type, uri, .. } = &embedded.resource else {
+    let ResourceContents::BlobResourceContents { blob: encoded, mime_type, uri, .. } = &embedded.resource
+    else {
         panic!("{embedded:?}")
     };
     let expected: Vec<u8> = (0..40).flat_map(|_| 0..=255u8).collect();

@@ -388,14 +388,34 @@ async fn resources_answer_while_a_cell_runs_and_bad_uris_are_refused_by_name() {
     let other = "fedcba9876543210";
     for (uri, code, expected) in [
         ("file:///etc/passwd".to_owned(), ErrorCode::INVALID_PARAMS, "is not a resource of this server"),
-        (format!("pyrepl://sessions/{session}/outputs/../graph.json"), ErrorCode::INVALID_PARAMS, "is not a resource"),
-        (format!("pyrepl://sessions/{session}/venv/bin/python"), ErrorCode::INVALID_PARAMS, "is not a resource"),
+        (
+            format!("pyrepl://sessions/{session}/outputs/../graph.json"),
+            ErrorCode::INVALID_PARAMS,
+            "is not a resource",
+        ),
+        (
+            format!("pyrepl://sessions/{session}/venv/bin/python"),
+            ErrorCode::INVALID_PARAMS,
+            "is not a resource",
+        ),
         ("pyrepl://sessions/..%2Fetc/outputs/x".to_owned(), ErrorCode::INVALID_PARAMS, "is not a session id"),
         (format!("pyrepl://sessions/{other}/outputs/x.txt"), ErrorCode::RESOURCE_NOT_FOUND, "no session"),
-        (format!("pyrepl://sessions/{session}/cells/zzz/outputs/0"), ErrorCode::INVALID_PARAMS, "not a cell id"),
-        (format!("pyrepl://sessions/{session}/cells/aaaaaaaaaaaa/outputs/0"), ErrorCode::RESOURCE_NOT_FOUND, "no cell"),
+        (
+            format!("pyrepl://sessions/{session}/cells/zzz/outputs/0"),
+            ErrorCode::INVALID_PARAMS,
+            "not a cell id",
+        ),
+        (
+            format!("pyrepl://sessions/{session}/cells/aaaaaaaaaaaa/outputs/0"),
+            ErrorCode::RESOURCE_NOT_FOUND,
+            "no cell",
+        ),
         (format!("pyrepl://sessions/{session}/outputs/none.txt"), ErrorCode::RESOURCE_NOT_FOUND, "no file"),
-        (format!("pyrepl://sessions/{session}/files/../session.json"), ErrorCode::INVALID_PARAMS, "contains `..`"),
+        (
+            format!("pyrepl://sessions/{session}/files/../session.json"),
+            ErrorCode::INVALID_PARAMS,
+            "contains `..`",
+        ),
         (format!("pyrepl://sessions/{session}/files/nothing.csv"), ErrorCode::RESOURCE_NOT_FOUND, "no file"),
     ] {
         match within(10, read_resource(&server.service, &uri)).await {
@@ -408,6 +428,11 @@ async fn resources_answer_while_a_cell_runs_and_bad_uris_are_refused_by_name() {
         }
     }
     std::fs::write(flag.path().join("go"), "").unwrap();
-    let done = server.call("wait_cell", json!({"session_id": session, "cell_id": texts(&early).last().unwrap(), "wait_s": 60})).await;
+    let done = server
+        .call(
+            "wait_cell",
+            json!({"session_id": session, "cell_id": texts(&early).last().unwrap(), "wait_s": 60}),
+        )
+        .await;
     assert_eq!(done.structured_content.unwrap()["status"], "ok");
 }
