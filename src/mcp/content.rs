@@ -22,14 +22,12 @@ use crate::graph::{Cell, CellId, CellStatus, Graph};
 use crate::kernel::{ExecutionStatus, Output, StreamName};
 use std::time::Duration;
 
-use super::images::{Fitted, ImageFitter, ImageLimits};
+use super::images::{Fitted, IMAGE_TYPES, ImageFitter, ImageLimits};
 use super::resources::{self, FileKind, ResourceUri};
 use crate::session::live::{LiveCell, Outcome};
 use crate::session::records::KeptFiles;
 use crate::session::{CellRun, Stop, StopReason, shorten};
 
-/// Image types passed to the client as images, in order of preference.
-const IMAGE_TYPES: [&str; 2] = ["image/png", "image/jpeg"];
 /// Rich text types shown as text when a result has no plain text.
 const TEXT_TYPES: [&str; 4] = ["text/markdown", "text/html", "image/svg+xml", "application/json"];
 
@@ -278,23 +276,23 @@ fn image_content(
     original: Option<&ResourceUri>,
     what: &str,
 ) -> Vec<ContentBlock> {
-    let where_ = match original {
+    let original_at = match original {
         Some(uri) => format!("the full-size original is the resource `{uri}`"),
         None => "the full-size original can be read as a resource once the cell ends (wait_cell links it)"
             .to_owned(),
     };
-    let (mut content, note) = match fitter.fit(bytes, mime) {
+    let (mut content, note) = match fitter.fit(bytes) {
         Fitted::Original { base64 } => return vec![ContentBlock::image(base64, mime)],
         Fitted::Scaled { base64, mime: sent, size, original } => (
             vec![ContentBlock::image(base64, sent)],
             format!(
-                "[{what} was scaled from {}x{} to {}x{} px to fit the reply; {where_}]",
+                "[{what} was scaled from {}x{} to {}x{} px to fit the reply; {original_at}]",
                 original.0, original.1, size.0, size.1
             ),
         ),
         Fitted::Dropped { original, reason } => {
             let size = original.map_or_else(String::new, |(w, h)| format!(" ({w}x{h} px)"));
-            (Vec::new(), format!("[{what}{size} was left out of the reply: {reason}; {where_}]"))
+            (Vec::new(), format!("[{what}{size} was left out of the reply: {reason}; {original_at}]"))
         }
     };
     content.push(ContentBlock::text(note));

@@ -19,6 +19,9 @@ use base64::Engine;
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageFormat, ImageReader, Limits, RgbImage};
 
+/// Image types passed to the client as images (and read back as such), in order of preference.
+pub const IMAGE_TYPES: [&str; 2] = ["image/png", "image/jpeg"];
+
 /// Base64 characters of image data one reply may carry, by default.
 pub const DEFAULT_REPLY_IMAGE_BYTES: usize = 60_000;
 
@@ -95,9 +98,9 @@ impl ImageFitter {
         ImageFitter { limits, left: limits.budget }
     }
 
-    /// `bytes` (a PNG or JPEG of type `mime`) made to fit, its size taken from the budget.
-    pub fn fit(&mut self, bytes: &[u8], mime: &str) -> Fitted {
-        let fitted = fit(bytes, mime, self.limits.max_side, self.left);
+    /// `bytes` (a PNG or JPEG) made to fit, its size taken from the budget.
+    pub fn fit(&mut self, bytes: &[u8]) -> Fitted {
+        let fitted = fit(bytes, self.limits.max_side, self.left);
         let used = match &fitted {
             Fitted::Original { base64 } | Fitted::Scaled { base64, .. } => base64.len(),
             Fitted::Dropped { .. } => 0,
@@ -108,13 +111,12 @@ impl ImageFitter {
 }
 
 /// `bytes` fitted within `max_side` and `budget` base64 characters.
-fn fit(bytes: &[u8], mime: &str, max_side: u32, budget: usize) -> Fitted {
+fn fit(bytes: &[u8], max_side: u32, budget: usize) -> Fitted {
     let encoded_len = bytes.len().div_ceil(3) * 4;
     let original = reader(bytes).and_then(|r| r.into_dimensions().ok());
     if let Some((width, height)) = original
         && width.max(height) <= max_side
         && encoded_len <= budget
-        && ImageFormat::from_mime_type(mime).is_some()
     {
         return Fitted::Original { base64: base64(bytes) };
     }
@@ -226,7 +228,7 @@ mod tests {
     fn a_small_image_goes_unchanged_and_counts_against_the_budget() {
         let bytes = png(40, 30, false);
         let mut fitter = ImageFitter::new(ImageLimits { max_side: 100, budget: 1 << 20 });
-        assert_eq!(fitter.fit(&bytes, "image/png"), Fitted::Original { base64: base64(&bytes) });
+        assert_eq!(fitter.fit(&bytes), Fitted::Original { base64: base64(&bytes) });
         assert_eq!(fitter.left, (1 << 20) - base64(&bytes).len());
     }
 
@@ -234,7 +236,7 @@ mod tests {
     fn a_large_image_is_scaled_to_the_side_limit_with_its_aspect() {
         let bytes = png(4000, 3000, false);
         let mut fitter = ImageFitter::new(ImageLimits { max_side: 1568, budget: 1 << 30 });
-        let Fitted::Scaled { base64, mime, size, original } = fitter.fit(&bytes, "image/png") else {
+        let Fitted::Scaled { base64, mime, size, original } = fitter.fit(&bytes) else {
             panic!("not scaled")
         };
         assert_eq!((mime, size, original), ("image/png", (1568, 1176), (4000, 3000)));
@@ -249,7 +251,7 @@ mod tests {
         let mut sent = 0;
         let mut kinds = Vec::new();
         for _ in 0..4 {
-            match fitter.fit(&bytes, "image/png") {
+            match fitter.fit(&bytes) {
                 Fitted::Scaled { base64, mime, size, .. } => {
                     assert_eq!(mime, "image/jpeg", "noise over the budget is re-encoded as JPEG");
                     assert!(
@@ -274,7 +276,7 @@ mod tests {
     #[test]
     fn garbage_is_dropped_and_transparency_becomes_white() {
         let mut fitter = ImageFitter::new(ImageLimits::default());
-        assert!(matches!(fitter.fit(b"not an image", "image/png"), Fitted::Dropped { original: None, .. }));
+        assert!(matches!(fitter.fit(b"not an image"), Fitted::Dropped { original: None, .. }));
         let clear = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(2, 2, image::Rgba([0, 0, 0, 0])));
         assert_eq!(on_white(&clear).get_pixel(0, 0).0, [255, 255, 255]);
     }

@@ -20,6 +20,7 @@ use base64::Engine;
 use rmcp::ErrorData;
 use rmcp::model::{ContentBlock, ListResourcesResult, ReadResourceResult, Resource, ResourceContents};
 
+use super::images::IMAGE_TYPES;
 use crate::error::Error;
 use crate::graph::{CellId, GraphError};
 use crate::kernel::Output;
@@ -29,9 +30,6 @@ use crate::session::workdir::FileError;
 
 /// The scheme and authority of every URI here.
 const PREFIX: &str = "pyrepl://sessions/";
-
-/// Image types read back as images, in order of preference (as in replies).
-const IMAGE_TYPES: [&str; 2] = ["image/png", "image/jpeg"];
 
 /// Sessions listed per `resources/list` page.
 const SESSIONS_PER_PAGE: usize = 10;

@@ -24,6 +24,7 @@ use crate::error::Error;
 use crate::graph::CellId;
 use crate::session::Session;
 use crate::session::manager::{SessionManager, SharedSession};
+use crate::session::workdir::decode_upload;
 use crate::session::{CallContext, Progress, ProgressUpdate, parse_seconds};
 
 /// What the server tells the model about itself.
@@ -624,34 +625,6 @@ impl ServerHandler for PyReplServer {
     ) -> Result<ReadResourceResponse, ErrorData> {
         resources::read(&self.manager, &request.uri).map(ReadResourceResponse::from)
     }
-}
-
-/// The bytes of an upload, refused before decoding when they would be over `limit`.
-fn decode_upload(path: &str, content_base64: &str, limit: u64) -> Result<Vec<u8>, Error> {
-    use base64::Engine;
-    let too_large = |size: u64| {
-        Error::InvalidArgument(format!(
-            "the file for `{}` is {size} bytes, over the upload limit of {limit} bytes \
-             (--max-upload-bytes, MCP_PYREPL_MAX_UPLOAD_BYTES); send a smaller file, split it, or fetch it from a cell",
-            crate::graph::shown(path)
-        ))
-    };
-    let compact: String = content_base64.split_ascii_whitespace().collect();
-    // A lower bound of the decoded size, so a huge upload is refused without decoding it.
-    let at_least = (compact.len() as u64 / 4 * 3).saturating_sub(2);
-    if at_least > limit {
-        return Err(too_large(at_least));
-    }
-    let bytes = base64::engine::general_purpose::STANDARD.decode(compact).map_err(|error| {
-        Error::InvalidArgument(format!(
-            "content_base64 for `{}` is not valid base64 ({error}); send the file's bytes in standard base64",
-            crate::graph::shown(path)
-        ))
-    })?;
-    if bytes.len() as u64 > limit {
-        return Err(too_large(bytes.len() as u64));
-    }
-    Ok(bytes)
 }
 
 /// Waits for the session (calls on one session run one at a time), unless the request is

@@ -15,6 +15,7 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 
+use base64::Engine;
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open, openat, renameat};
 use nix::sys::stat::{Mode, mkdirat};
@@ -72,6 +73,16 @@ pub enum FileError {
         setting: &'static str,
         /// What to do instead.
         advice: &'static str,
+    },
+    /// Upload content that is not base64.
+    #[error(
+        "content_base64 for `{path}` is not valid base64 ({reason}); send the file's bytes in standard base64"
+    )]
+    NotBase64 {
+        /// The path as given.
+        path: String,
+        /// What the decoder said.
+        reason: String,
     },
     /// The OS refused.
     #[error("cannot {operation} `{path}` in the session's working directory")]
@@ -192,6 +203,34 @@ impl WorkDir {
     }
 }
 
+/// The bytes of an upload for `path`, `content_base64` decoded; one that would be over `limit`
+/// bytes is refused before it is decoded.
+///
+/// # Errors
+/// [`FileError::TooLarge`] or [`FileError::NotBase64`].
+pub fn decode_upload(path: &str, content_base64: &str, limit: u64) -> Result<Vec<u8>, FileError> {
+    let too_large = |size| FileError::TooLarge {
+        path: named(path),
+        size,
+        limit,
+        setting: "--max-upload-bytes, MCP_PYREPL_MAX_UPLOAD_BYTES",
+        advice: "send a smaller file, split it, or fetch it from a cell",
+    };
+    let compact: String = content_base64.split_ascii_whitespace().collect();
+    // Four characters carry three bytes, less at most two of padding.
+    let at_least = (compact.len() as u64 / 4 * 3).saturating_sub(2);
+    if at_least > limit {
+        return Err(too_large(at_least));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|error| FileError::NotBase64 { path: named(path), reason: error.to_string() })?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 /// The parent components and the file name of `path`, checked to stay inside the directory.
 fn split(path: &str) -> Result<(Vec<&OsStr>, &OsStr), FileError> {
     let bad = |reason| FileError::BadPath { path: named(path), reason };
@@ -280,6 +319,20 @@ mod tests {
         assert_eq!(std::fs::read_to_string(root.path().join("secret")).unwrap(), "outside");
         assert!(!root.path().join("new").exists());
         assert_eq!(work.read("link", 100, "--max").unwrap(), b"mine");
+    }
+
+    #[test]
+    fn uploads_over_the_limit_are_refused_before_decoding() {
+        let encoded = |n| base64::engine::general_purpose::STANDARD.encode(vec![7; n]);
+        assert_eq!(decode_upload("a", &encoded(100), 100).unwrap().len(), 100);
+        for n in [101, 102, 103, 4000] {
+            let error = decode_upload("a", &encoded(n), 100).unwrap_err();
+            assert!(
+                matches!(error, FileError::TooLarge { size, .. } if size <= n as u64 && size > 100),
+                "{n}"
+            );
+        }
+        assert!(matches!(decode_upload("a", "not base64!", 100), Err(FileError::NotBase64 { .. })));
     }
 
     #[test]
