@@ -127,11 +127,7 @@ fn fit(bytes: &[u8], max_side: u32, budget: usize) -> Fitted {
     let mut side = original.0.max(original.1).min(max_side);
     let mut formats = vec![ImageFormat::Png, ImageFormat::Jpeg];
     loop {
-        let scaled = if side < original.0.max(original.1) {
-            image.resize(side, side, FilterType::Triangle)
-        } else {
-            image.clone()
-        };
+        let scaled = scaled(&image, side);
         for format in std::mem::replace(&mut formats, vec![ImageFormat::Jpeg]) {
             let Some(encoded) = encode(&scaled, format) else { continue };
             let data = base64(&encoded);
@@ -152,6 +148,20 @@ fn fit(bytes: &[u8], max_side: u32, budget: usize) -> Fitted {
             return Fitted::Dropped { original: Some(original), reason };
         }
         side = ((f64::from(side) * SHRINK) as u32).max(MIN_SIDE.min(side - 1));
+    }
+}
+
+/// `image` with its long side at most `side`: averaged over the source pixels of each target
+/// pixel when it shrinks by half or more (fast, and no aliasing at such ratios), filtered
+/// otherwise (where averaging would alias).
+fn scaled(image: &DynamicImage, side: u32) -> DynamicImage {
+    let long = image.width().max(image.height());
+    if side >= long {
+        image.clone()
+    } else if long / side >= 2 {
+        image.thumbnail(side, side)
+    } else {
+        image.resize(side, side, FilterType::Triangle)
     }
 }
 
