@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use crate::graph::GraphError;
 use crate::graph::store::StoreError;
 use crate::kernel::{Death, KernelError};
+use crate::session::workdir::FileError;
 use crate::venv::VenvError;
 
 /// Result of a session operation.
@@ -104,6 +105,10 @@ pub enum Error {
         "the cell was stopped (the request was cancelled, or interrupt_cell asked) before its code started; it was not run"
     )]
     Cancelled,
+    /// A file of the session's working directory (or another of its files) that cannot be
+    /// written or read as asked.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The kernel failed.
     #[error(transparent)]
     Kernel(#[from] KernelError),

@@ -16,7 +16,8 @@
 //!   policies, the start-up probe and the `confine` re-exec.
 //! - [`session`]: a graph, a pool of kernels from one provider, the records readers see;
 //!   running a cell with replay; all sessions.
-//! - [`mcp`]: the MCP tools, outputs as MCP content, the stdio and streamable HTTP transports.
+//! - [`mcp`]: the MCP tools, outputs as MCP content (images fitted to a reply), the session's
+//!   resources, the stdio and streamable HTTP transports.
 //! - [`notebook`]: outputs and cell paths in nbformat 4.5 (kept outputs, exports).
 //! - [`error`]: what a session operation can fail with, as the MCP layer sees it.
 //! - [`background`]: background work (spares, the bytecode store) waits while cells run and

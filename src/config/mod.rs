@@ -13,6 +13,7 @@ use clap::builder::{OsStringValueParser, TypedValueParser};
 use sha2::Digest;
 
 pub use self::range::{InRange, Number};
+use crate::mcp::images::{DEFAULT_MAX_IMAGE_SIDE, DEFAULT_REPLY_IMAGE_BYTES, ImageLimits};
 use crate::sandbox::{Level, Sandbox};
 use crate::venv::BASE_PACKAGES;
 
@@ -160,7 +161,9 @@ pub struct Limits {
     )]
     pub max_images: usize,
 
-    /// Bytes of (base64) image data returned per cell; 0 to 1073741824 (1 GiB)
+    /// Bytes of (base64) image data kept per cell at full size (readable as resources; the
+    /// reply gets them scaled to `--max-image-side` and `--max-reply-image-bytes`); 0 to
+    /// 1073741824 (1 GiB)
     #[arg(
         long,
         env = "MCP_PYREPL_MAX_IMAGE_BYTES",
@@ -169,6 +172,50 @@ pub struct Limits {
         value_parser = InRange::new(0..=GIB)
     )]
     pub max_image_bytes: usize,
+
+    /// Longest side, in pixels, of an image in a reply: a larger one is scaled down (aspect
+    /// kept) and its original stays readable as a resource; 16 to 30000
+    #[arg(
+        long,
+        env = "MCP_PYREPL_MAX_IMAGE_SIDE",
+        global = true,
+        default_value_t = DEFAULT_MAX_IMAGE_SIDE,
+        value_parser = InRange::new(16..=30_000_u32)
+    )]
+    pub max_image_side: u32,
+
+    /// Base64 bytes all the images of one reply may take together (a client counts about a
+    /// quarter as many tokens): images are re-encoded or shrunk to fit, or left out with a link
+    /// to their resource; 0 to 1073741824 (1 GiB)
+    #[arg(
+        long,
+        env = "MCP_PYREPL_MAX_REPLY_IMAGE_BYTES",
+        global = true,
+        default_value_t = DEFAULT_REPLY_IMAGE_BYTES,
+        value_parser = InRange::new(0..=GIB)
+    )]
+    pub max_reply_image_bytes: usize,
+
+    /// Largest file upload_file accepts, in bytes (decoded); 1 to 1073741824 (1 GiB)
+    #[arg(
+        long,
+        env = "MCP_PYREPL_MAX_UPLOAD_BYTES",
+        global = true,
+        default_value_t = 32 << 20,
+        value_parser = InRange::new(1..=GIB as u64)
+    )]
+    pub max_upload_bytes: u64,
+
+    /// Largest file download_file (and resources/read) returns, in bytes; 1 to 1073741824
+    /// (1 GiB)
+    #[arg(
+        long,
+        env = "MCP_PYREPL_MAX_DOWNLOAD_BYTES",
+        global = true,
+        default_value_t = 8 << 20,
+        value_parser = InRange::new(1..=GIB as u64)
+    )]
+    pub max_download_bytes: u64,
 
     /// Address-space limit of each kernel, in MiB; 16 to 16777216 (16 TiB) [default: none]
     #[arg(long, env = "MCP_PYREPL_KERNEL_MEMORY_MB", global = true, value_parser = memory_mb())]
@@ -229,6 +276,11 @@ impl Limits {
     /// The browser kernels render plotly figures with: `--chromium`, else one found on PATH.
     pub fn browser(&self) -> Option<PathBuf> {
         crate::kernel::browser::find(self.chromium.as_deref())
+    }
+
+    /// What the images of one reply may take.
+    pub fn reply_images(&self) -> ImageLimits {
+        ImageLimits { max_side: self.max_image_side, budget: self.max_reply_image_bytes }
     }
 }
 

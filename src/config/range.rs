@@ -28,7 +28,7 @@ macro_rules! whole_numbers {
     };
 }
 
-whole_numbers!(u16, u64, usize);
+whole_numbers!(u16, u32, u64, usize);
 
 /// A clap value parser that accepts a number only within a range.
 ///

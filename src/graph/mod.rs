@@ -62,8 +62,13 @@ pub enum GraphError {
 
 /// `value` shortened to [`SHOWN_VALUE_CHARS`] characters and escaped, safe to put in a message.
 pub(crate) fn shown(value: &str) -> String {
+    shown_up_to(value, SHOWN_VALUE_CHARS)
+}
+
+/// `value` shortened to `max` characters and escaped, safe to put in a message.
+pub(crate) fn shown_up_to(value: &str, max: usize) -> String {
     let mut chars = value.chars();
-    let head: String = chars.by_ref().take(SHOWN_VALUE_CHARS).collect();
+    let head: String = chars.by_ref().take(max).collect();
     let mut shown = head.escape_debug().to_string();
     if chars.next().is_some() {
         shown.push('…');

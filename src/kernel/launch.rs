@@ -66,6 +66,8 @@ pub struct LaunchSpec {
     /// A directory of the kernel's own, created with mode 0700: connection files, ipc sockets,
     /// log and IPython profile live here. Kernels may share one (a restart does).
     pub dir: PathBuf,
+    /// The kernel's working directory, created when missing (never emptied); `dir` when `None`.
+    pub working_dir: Option<PathBuf>,
     /// `Ipc` (the default: sockets in `dir`) or `Tcp` on 127.0.0.1.
     pub transport: Transport,
     /// How long the kernel may take to answer its first request.
@@ -88,6 +90,7 @@ impl LaunchSpec {
         LaunchSpec {
             python: python.into(),
             dir: dir.into(),
+            working_dir: None,
             transport: Transport::Ipc,
             startup_timeout: Duration::from_secs(60),
             memory_limit: None,
@@ -114,6 +117,12 @@ impl LaunchSpec {
     pub fn with_resource_limits(mut self, memory_bytes: Option<u64>, cpu_seconds: Option<u64>) -> Self {
         self.memory_limit = memory_bytes;
         self.cpu_limit = cpu_seconds;
+        self
+    }
+
+    /// The same spec with the kernel started in `dir` rather than in its own files' directory.
+    pub fn with_working_dir(mut self, dir: PathBuf) -> Self {
+        self.working_dir = Some(dir);
         self
     }
 
@@ -159,6 +168,9 @@ impl KernelProcess {
         let kernel_spec = kernel_spec();
         private_dir::create(&spec.dir)
             .map_err(|source| KernelError::Io { path: spec.dir.clone(), source })?;
+        let working_dir = spec.working_dir.as_ref().unwrap_or(&spec.dir);
+        private_dir::create(working_dir)
+            .map_err(|source| KernelError::Io { path: working_dir.clone(), source })?;
         // Each start gets its own file names, so a kernel being replaced cannot remove or hold
         // the files of the one replacing it.
         let instance = &uuid::Uuid::new_v4().simple().to_string()[..8];
@@ -206,7 +218,7 @@ impl KernelProcess {
             // switch that stops bytecode caches being written: with it every kernel start pays
             // the full compile of numpy, pandas and matplotlib again.
             .env_remove("PYTHONDONTWRITEBYTECODE")
-            .current_dir(&spec.dir)
+            .current_dir(working_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))

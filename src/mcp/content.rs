@@ -5,8 +5,13 @@
 //! result flagged as an error. The new cell id is always the last text item (the original
 //! server's convention, which clients read as `result[-1].text`), and again in structured
 //! content with the status, the replayed cells and the timings.
+//!
+//! Images go through one [`ImageFitter`] per reply (`images.rs`): scaled down, re-encoded or left
+//! out to stay within the reply's budget, each changed one with a note and a resource link to
+//! its full-size original; a cut output links the file holding its whole text.
 
-use base64::Engine;
+use std::path::Path;
+
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::{Value, json};
 
@@ -17,18 +22,27 @@ use crate::graph::{Cell, CellId, CellStatus, Graph};
 use crate::kernel::{ExecutionStatus, Output, StreamName};
 use std::time::Duration;
 
+use super::images::{Fitted, IMAGE_TYPES, ImageFitter, ImageLimits};
+use super::resources::{self, FileKind, ResourceUri};
 use super::rich_text::{RICH_TYPES, rich_text};
 use crate::session::live::{LiveCell, Outcome};
 use crate::session::names::Names;
 use crate::session::pool::Snapshots;
+use crate::session::records::KeptFiles;
 use crate::session::{CellRun, Stop, StopReason, shorten};
 
-/// Image types passed to the client as images, in order of preference.
-const IMAGE_TYPES: [&str; 2] = ["image/png", "image/jpeg"];
+/// Whose outputs a reply shows (for the links to its resources) and what its images may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Reply<'a> {
+    /// The session id.
+    pub session: &'a str,
+    /// The image limits of one reply.
+    pub images: ImageLimits,
+}
 
 /// The tool result of a cell run.
-pub fn cell_result(run: &CellRun) -> CallToolResult {
-    let mut content: Vec<ContentBlock> = run.execution.outputs.iter().filter_map(output_content).collect();
+pub fn cell_result(reply: &Reply, run: &CellRun) -> CallToolResult {
+    let mut content = outputs_content(reply, Some(&run.cell.id), &run.execution.outputs);
     match (&run.stopped, &run.execution.status) {
         (Some(stop), _) => content.push(ContentBlock::text(stop_note(stop))),
         (None, ExecutionStatus::Died(death)) => content.push(ContentBlock::text(format!(
@@ -85,15 +99,21 @@ fn snapshot_report(run: &CellRun) -> Value {
 
 /// The reply about a cell running in the background: its result when `outcome` is there,
 /// otherwise the output so far, a note that it still runs, and its id last.
-pub fn live_result(live: &LiveCell, outcome: Option<Outcome>, waited: Duration) -> CallToolResult {
+pub fn live_result(
+    reply: &Reply,
+    live: &LiveCell,
+    outcome: Option<Outcome>,
+    waited: Duration,
+) -> CallToolResult {
     if let Some(outcome) = outcome {
         return match &*outcome {
-            Ok(run) => cell_result(run),
+            Ok(run) => cell_result(reply, run),
             Err(error) => error_result(error),
         };
     }
     let mut content: Vec<ContentBlock> = match live.snapshot() {
-        Some(outputs) => outputs.iter().filter_map(output_content).collect(),
+        // Not recorded yet: its outputs are no resources until it ends.
+        Some(outputs) => outputs_content(reply, None, &outputs),
         None => vec![ContentBlock::text(
             "[the code has not started yet: the kernel is starting, or replaying the path to the parent cell]",
         )],
@@ -110,8 +130,8 @@ pub fn live_result(live: &LiveCell, outcome: Option<Outcome>, waited: Duration) 
 }
 
 /// A cell that has ended, from its record: its kept outputs, then its id, as run_code ends.
-pub fn finished_cell_result(cell: &Cell, outputs: &[Output]) -> CallToolResult {
-    let mut content: Vec<ContentBlock> = outputs.iter().filter_map(output_content).collect();
+pub fn finished_cell_result(reply: &Reply, cell: &Cell, outputs: &[Output]) -> CallToolResult {
+    let mut content = outputs_content(reply, Some(&cell.id), outputs);
     content.push(ContentBlock::text(cell.id.to_string()));
     let mut result = if cell.status == CellStatus::Ok {
         CallToolResult::success(content)
@@ -180,9 +200,9 @@ pub fn cells_result(graph: &Graph, held: &[CellId]) -> CallToolResult {
 }
 
 /// One cell: its code, then its kept outputs as `run_code` returned them.
-pub fn cell_detail_result(cell: &Cell, outputs: &[Output]) -> CallToolResult {
+pub fn cell_detail_result(reply: &Reply, cell: &Cell, outputs: &[Output]) -> CallToolResult {
     let mut content = vec![ContentBlock::text(cell.code.clone())];
-    content.extend(outputs.iter().filter_map(output_content));
+    content.extend(outputs_content(reply, Some(&cell.id), outputs));
     let mut result = CallToolResult::success(content);
     result.structured_content = Some(json!({
         "cell_id": cell.id,
@@ -222,6 +242,82 @@ pub fn text_result(text: impl Into<String>, structured: Value) -> CallToolResult
     result
 }
 
+/// The content of `outputs` (those of the recorded `cell`, or of a cell still running when
+/// `None`), their images within one reply's budget.
+fn outputs_content(reply: &Reply, cell: Option<&CellId>, outputs: &[Output]) -> Vec<ContentBlock> {
+    let mut fitter = ImageFitter::new(reply.images);
+    let mut content = Vec::new();
+    for (index, output) in outputs.iter().enumerate() {
+        let uri = cell.map(|cell| ResourceUri::CellOutput {
+            session: reply.session.to_owned(),
+            cell: cell.clone(),
+            index,
+        });
+        match output {
+            Output::Omitted { full_output: Some(path), .. } => {
+                content.extend(output.omission_note().map(ContentBlock::text));
+                let file = path.file_name().and_then(|name| name.to_str()).map(str::to_owned);
+                if let Some(file) = file {
+                    let uri = ResourceUri::Kept {
+                        session: reply.session.to_owned(),
+                        kind: KeptFiles::Spilled,
+                        file,
+                    };
+                    let size = std::fs::metadata(path).ok().map(|m| m.len());
+                    content.push(resources::link(
+                        &uri,
+                        "text/plain",
+                        size,
+                        "the full text of the cut output",
+                    ));
+                }
+            }
+            _ => match IMAGE_TYPES.into_iter().find_map(|mime| Some((mime, output.image(mime)?))) {
+                Some((mime, bytes)) => {
+                    content.extend(image_content(&mut fitter, &bytes, mime, uri.as_ref(), "the image"))
+                }
+                None => content.extend(output_content(output)),
+            },
+        }
+    }
+    content
+}
+
+/// An image fitted into what is left of a reply's budget: the image, and when it was changed or
+/// left out, a note and a link to `original` (where its full-size original is, when known).
+fn image_content(
+    fitter: &mut ImageFitter,
+    bytes: &[u8],
+    mime: &str,
+    original: Option<&ResourceUri>,
+    what: &str,
+) -> Vec<ContentBlock> {
+    let original_at = match original {
+        Some(uri) => format!("the full-size original is the resource `{uri}`"),
+        None => "the full-size original can be read as a resource once the cell ends (wait_cell links it)"
+            .to_owned(),
+    };
+    let (mut content, note) = match fitter.fit(bytes) {
+        Fitted::Original { base64 } => return vec![ContentBlock::image(base64, mime)],
+        Fitted::Scaled { base64, mime: sent, size, original } => (
+            vec![ContentBlock::image(base64, sent)],
+            format!(
+                "[{what} was scaled from {}x{} to {}x{} px to fit the reply; {original_at}]",
+                original.0, original.1, size.0, size.1
+            ),
+        ),
+        Fitted::Dropped { original, reason } => {
+            let size = original.map_or_else(String::new, |(w, h)| format!(" ({w}x{h} px)"));
+            (Vec::new(), format!("[{what}{size} was left out of the reply: {reason}; {original_at}]"))
+        }
+    };
+    content.push(ContentBlock::text(note));
+    if let Some(uri) = original {
+        content.push(resources::link(uri, mime, Some(bytes.len() as u64), "the full-size original"));
+    }
+    content
+}
+
 fn output_content(output: &Output) -> Option<ContentBlock> {
     match output {
         Output::Stream { name: StreamName::Stdout, text } => Some(ContentBlock::text(text.clone())),
@@ -231,12 +327,6 @@ fn output_content(output: &Output) -> Option<ContentBlock> {
         Output::Error { .. } => output.traceback_text().map(ContentBlock::text),
         Output::Omitted { .. } => output.omission_note().map(ContentBlock::text),
         Output::ExecuteResult { data, .. } | Output::DisplayData { data, .. } => {
-            for mime in IMAGE_TYPES {
-                if let Some(bytes) = output.image(mime) {
-                    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
-                    return Some(ContentBlock::image(encoded, mime));
-                }
-            }
             // A real text form (a DataFrame's table) wins; a `<… object>` placeholder does not.
             let plain = output.text_plain();
             if let Some(text) = plain.filter(|text| !is_placeholder(text)) {
@@ -272,6 +362,70 @@ pub fn variables_result(cell: &CellId, names: &Names) -> CallToolResult {
         lines.join("\n"),
         json!({ "cell_id": cell, "names": names.names, "names_omitted": names.omitted }),
     )
+}
+
+/// The reply of `download_file`: the file `path` holding `bytes`, an image as an image (within
+/// the reply's image limits), text as text, anything else as an embedded blob; its size, type
+/// and resource URI in structured content.
+pub fn file_result(reply: &Reply, path: &str, bytes: &[u8]) -> CallToolResult {
+    let uri = ResourceUri::WorkFile { session: reply.session.to_owned(), path: path.to_owned() };
+    let kind = FileKind::of(path, bytes);
+    let (content, mime, kind_name) = match kind {
+        FileKind::Image(mime) => {
+            let mut fitter = ImageFitter::new(reply.images);
+            (image_content(&mut fitter, bytes, mime, Some(&uri), "the image file"), mime, "image")
+        }
+        FileKind::Text(mime) => {
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            (vec![ContentBlock::text(text)], mime, "text")
+        }
+        FileKind::Binary(mime) => {
+            let blob = rmcp::model::ResourceContents::blob(resources::encode(bytes), uri.to_string())
+                .with_mime_type(mime);
+            (vec![ContentBlock::resource(blob)], mime, "binary")
+        }
+    };
+    let mut result = CallToolResult::success(content);
+    result.structured_content = Some(json!({
+        "path": path,
+        "bytes": bytes.len(),
+        "kind": kind_name,
+        "mime_type": mime,
+        "uri": uri.to_string(),
+    }));
+    result
+}
+
+/// The reply of `export_notebook`: the paths on the server's disk, and links to both files.
+pub fn export_result(session: &str, notebook: &Path, requirements: Option<&Path>) -> CallToolResult {
+    let mut text = format!("Notebook: {}", notebook.display());
+    if let Some(requirements) = requirements {
+        text.push_str(&format!("\nRequirements: {}", requirements.display()));
+    }
+    let mut content = vec![ContentBlock::text(text)];
+    let mut uris = Vec::new();
+    for (path, mime, description) in [
+        (Some(notebook), "application/x-ipynb+json", "the exported notebook"),
+        (requirements, "text/plain", "the session's uv pip freeze"),
+    ] {
+        let Some(file) = path.and_then(Path::file_name).and_then(|name| name.to_str()) else { continue };
+        let uri = ResourceUri::Kept {
+            session: session.to_owned(),
+            kind: KeptFiles::Exports,
+            file: file.to_owned(),
+        };
+        let size = path.and_then(|path| std::fs::metadata(path).ok()).map(|m| m.len());
+        content.push(resources::link(&uri, mime, size, description));
+        uris.push(uri.to_string());
+    }
+    let mut result = CallToolResult::success(content);
+    result.structured_content = Some(json!({
+        "notebook": notebook,
+        "requirements": requirements,
+        "notebook_uri": uris.first(),
+        "requirements_uri": uris.get(1),
+    }));
+    result
 }
 
 /// What happened to a stopped cell, and what it means for the session's state.

@@ -7,7 +7,8 @@ use std::time::Duration;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, Implementation, ProgressNotificationParam, ServerCapabilities, ServerConfig,
+    CallToolResult, Implementation, ListResourcesResult, PaginatedRequestParams, ProgressNotificationParam,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
@@ -15,13 +16,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::content::{
-    already_ended_result, cell_detail_result, cell_result, cells_result, error_result, finished_cell_result,
-    live_result, text_result, variables_result,
+    Reply, already_ended_result, cell_detail_result, cell_result, cells_result, error_result, export_result,
+    file_result, finished_cell_result, live_result, text_result, variables_result,
 };
+use super::resources;
 use crate::error::Error;
 use crate::graph::CellId;
 use crate::session::Session;
 use crate::session::manager::{SessionManager, SharedSession};
+use crate::session::workdir::decode_upload;
 use crate::session::{CallContext, Progress, ProgressUpdate, parse_seconds};
 
 /// What the server tells the model about itself.
@@ -35,11 +38,15 @@ state after that cell (variables, imports). To explore an alternative, pass an o
 the new cell branches from there and sees none of the later cells' effects. Without \
 parent_cell_id the code runs on a fresh interpreter. Cells that raised can still be parents.\n\
 Figures: call display_figure(fig) (predefined), plt.show(), or end the cell with the figure; \
-each figure comes back once as a PNG image, and so does a plotly figure (fig.show(), display(fig) \
-or the cell's value; a text summary where the server has no Chromium). HTML, Markdown and \
-LaTeX outputs come back as text. Every run_code result lists in structuredContent.names the \
-names the cell bound (type and a short summary each); list_variables shows the whole namespace \
-at any cell. Install more packages with install_packages; they \
+each figure comes back once as an image, and so does a plotly figure (fig.show(), display(fig) \
+or the cell's value; a text summary where the server has no Chromium), scaled down to fit the \
+reply when large (the note beside it links the full-size original as an MCP resource). HTML, \
+Markdown and LaTeX outputs come back as text. Every run_code result lists in \
+structuredContent.names the names the cell bound (type and a short summary each); \
+list_variables shows the whole namespace at any cell. Output too long for a reply is cut, \
+with a resource link to its full text. Files: upload_file puts a file in the session's working \
+directory (the kernel's current directory: open it by its relative path), download_file returns \
+one the code wrote; both stay across restarts and resets. Install more packages with install_packages; they \
 import at once. reset_repl clears a session's cells and restarts its kernel.\n\
 Long cells: pass wait_s to run_code to get the output so far after that many seconds; then \
 wait_cell gives more or the end, and interrupt_cell stops the cell. list_cells shows the tree \
@@ -129,6 +136,28 @@ pub struct InstallPackagesArgs {
     pub packages: Vec<String>,
 }
 
+/// `upload_file` arguments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadArgs {
+    /// The session id returned by create_repl.
+    pub session_id: String,
+    /// Where the file goes, relative to the session's working directory (e.g. "data/input.csv").
+    pub path: String,
+    /// The file's bytes, base64-encoded.
+    pub content_base64: String,
+}
+
+/// `download_file` arguments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadArgs {
+    /// The session id returned by create_repl.
+    pub session_id: String,
+    /// The file, relative to the session's working directory (e.g. "results/out.csv").
+    pub path: String,
+}
+
 /// The MCP server: its tools over one [`SessionManager`].
 #[derive(Clone)]
 pub struct PyReplServer {
@@ -197,6 +226,7 @@ impl PyReplServer {
         if let Some(wait_s) = args.wait_s {
             return Ok(self.run_code_in_background(args, wait_s, &context).await);
         }
+        let session_id = args.session_id.clone();
         let outcome = with_context(&context, |call| async move {
             let parent = args.parent_cell_id.as_deref().map(CellId::parse).transpose()?;
             let timeout = args.timeout_s.map(|s| parse_seconds("timeout_s", s, false)).transpose()?;
@@ -206,7 +236,7 @@ impl PyReplServer {
         })
         .await;
         Ok(match outcome {
-            Ok(run) => cell_result(&run),
+            Ok(run) => cell_result(&self.reply(&session_id), &run),
             Err(error) => error_result(&error),
         })
     }
@@ -232,7 +262,9 @@ impl PyReplServer {
             Ok::<_, Error>((live, wait))
         };
         match started.await {
-            Ok((live, wait)) => live_result(&live, live.wait(wait).await, wait),
+            Ok((live, wait)) => {
+                live_result(&self.reply(&args.session_id), &live, live.wait(wait).await, wait)
+            }
             Err(error) => error_result(&error),
         }
     }
@@ -250,12 +282,13 @@ impl PyReplServer {
             let wait = parse_seconds("wait_s", args.wait_s.unwrap_or(DEFAULT_WAIT_S), true)?;
             let cell = CellId::parse(&args.cell_id)?;
             let records = self.manager.records(&args.session_id)?;
+            let reply = self.reply(&args.session_id);
             if let Some(live) = self.manager.live_cell(&args.session_id, &cell) {
-                return Ok(live_result(&live, live.wait(wait).await, wait));
+                return Ok(live_result(&reply, &live, live.wait(wait).await, wait));
             }
             // Not running: it ended (or never was). Its record is in the graph.
             let outputs = records.outputs_of(&cell)?;
-            Ok::<_, Error>(finished_cell_result(records.graph().cell(&cell)?, &outputs))
+            Ok::<_, Error>(finished_cell_result(&reply, records.graph().cell(&cell)?, &outputs))
         }
         .await;
         Ok(outcome.unwrap_or_else(|error| error_result(&error)))
@@ -281,14 +314,16 @@ impl PyReplServer {
         let outcome = async {
             let cell = CellId::parse(&args.cell_id)?;
             let records = self.manager.records(&args.session_id)?;
+            let reply = self.reply(&args.session_id);
             if let Some(live) = self.manager.live_cell(&args.session_id, &cell) {
                 let was_running = live.interrupt();
                 let wait = self.manager.interrupt_grace() + INTERRUPT_SETTLE;
-                let result = live_result(&live, live.wait(wait).await, wait);
+                let result = live_result(&reply, &live, live.wait(wait).await, wait);
                 return Ok(if was_running { result } else { already_ended_result(result) });
             }
             let outputs = records.outputs_of(&cell)?;
-            Ok::<_, Error>(already_ended_result(finished_cell_result(records.graph().cell(&cell)?, &outputs)))
+            let cell = records.graph().cell(&cell)?.clone();
+            Ok::<_, Error>(already_ended_result(finished_cell_result(&reply, &cell, &outputs)))
         }
         .await;
         Ok(outcome.unwrap_or_else(|error| error_result(&error)))
@@ -437,7 +472,8 @@ impl PyReplServer {
             let cell = CellId::parse(&args.cell_id)?;
             let records = self.manager.records(&args.session_id)?;
             let outputs = records.outputs_of(&cell)?;
-            Ok::<_, Error>(cell_detail_result(records.graph().cell(&cell)?, &outputs))
+            let cell = records.graph().cell(&cell)?.clone();
+            Ok::<_, Error>(cell_detail_result(&self.reply(&args.session_id), &cell, &outputs))
         }
         .await;
         Ok(outcome.unwrap_or_else(|error| error_result(&error)))
@@ -492,12 +528,74 @@ impl PyReplServer {
         .await;
         Ok(match outcome {
             Ok((notebook, requirements)) => {
-                let mut text = format!("Notebook: {}", notebook.display());
-                if let Some(requirements) = &requirements {
-                    text.push_str(&format!("\nRequirements: {}", requirements.display()));
-                }
-                text_result(text, json!({ "notebook": notebook, "requirements": requirements }))
+                export_result(&args.session_id, &notebook, requirements.as_deref())
             }
+            Err(error) => error_result(&error),
+        })
+    }
+
+    #[tool(
+        description = "Write a file into a session's working directory (the kernel's current directory, so \
+        code opens it by the same relative path, e.g. pd.read_csv('data.csv')). path is relative to that \
+        directory (subdirectories are created; `..`, absolute paths and symbolic links are refused); \
+        content_base64 is the file's bytes in base64. A file of that name is replaced. Files stay when the \
+        kernel restarts, replays or the session is reset.",
+        annotations(
+            title = "Upload a file",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn upload_file(
+        &self,
+        Parameters(args): Parameters<UploadArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let limit = self.manager.limits().max_upload_bytes;
+        let outcome = with_context(&context, |call| async move {
+            let bytes = decode_upload(&args.path, &args.content_base64, limit)?;
+            let session = self.manager.get(&args.session_id)?;
+            lock_unless_cancelled(&session, &call).await?.upload(&args.path, &bytes)?;
+            Ok::<_, Error>((args.path, bytes.len()))
+        })
+        .await;
+        Ok(match outcome {
+            Ok((path, bytes)) => text_result(
+                format!("Wrote {bytes} bytes to `{path}` in the session's working directory"),
+                json!({ "path": path, "bytes": bytes }),
+            ),
+            Err(error) => error_result(&error),
+        })
+    }
+
+    #[tool(
+        description = "Read a file from a session's working directory (the kernel's current directory): an \
+        image comes back as an image (scaled down like figures, with a link to the original), text as text, \
+        anything else as an embedded blob. path is relative to that directory; `..`, absolute paths and \
+        symbolic links are refused.",
+        annotations(title = "Download a file", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn download_file(
+        &self,
+        Parameters(args): Parameters<DownloadArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let outcome = async {
+            let records = self.manager.records(&args.session_id)?;
+            let Some(work_dir) = records.work_dir() else {
+                return Err(Error::Unsupported {
+                    operation: "download_file",
+                    provider: "a kernel somebody else started".to_owned(),
+                    advice: "its working directory is not ours; print the file from a cell with run_code",
+                });
+            };
+            let limit = self.manager.limits().max_download_bytes;
+            Ok(work_dir.read(&args.path, limit, "--max-download-bytes")?)
+        }
+        .await;
+        Ok(match outcome {
+            Ok(bytes) => file_result(&self.reply(&args.session_id), &args.path, &bytes),
             Err(error) => error_result(&error),
         })
     }
@@ -526,12 +624,36 @@ impl PyReplServer {
     }
 }
 
+impl PyReplServer {
+    /// How a reply about `session` shows its outputs.
+    fn reply<'a>(&self, session: &'a str) -> Reply<'a> {
+        Reply { session, images: self.manager.limits().reply_images() }
+    }
+}
+
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for PyReplServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().build())
             .with_server_info(Implementation::new("mcp-pyrepl", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let cursor = request.and_then(|request| request.cursor);
+        Ok(resources::list(&self.manager, cursor.as_deref()))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        resources::read(&self.manager, &request.uri).map(ReadResourceResponse::from)
     }
 }
 

@@ -1,6 +1,9 @@
 //! Kernels in the session's own uv venv: started by us in their own process group, restarted
 //! by starting a fresh one, stopped for good when the session is done with them; each confined
-//! to its session by the server's sandbox.
+//! to its session by the server's sandbox. Their working directory is the session's `work/`,
+//! apart from their own files in `kernel/`, so uploads and downloads never meet connection files.
+
+use std::path::{Path, PathBuf};
 
 use super::{KernelProvider, ProviderContext, ProviderRecord};
 use crate::kernel::{Kernel, KernelError, LaunchSpec, PendingFork};
@@ -10,6 +13,7 @@ use crate::venv::Venv;
 #[derive(Debug)]
 pub struct LocalProvider {
     venv: Venv,
+    work_dir: PathBuf,
     spec: LaunchSpec,
 }
 
@@ -19,13 +23,14 @@ impl LocalProvider {
     pub fn new(context: ProviderContext) -> Self {
         let venv = Venv::at(context.venv_dir);
         let memory = context.limits.kernel_memory_mb.map(|mb| mb << 20);
-        let writable = [venv.dir().to_owned(), context.kernel_dir.clone()];
+        let writable = [venv.dir().to_owned(), context.kernel_dir.clone(), context.work_dir.clone()];
         let confinement = context.limits.sandbox.confinement(&context.session_dir, &writable, venv.dir());
         let spec = LaunchSpec::new(venv.python(), context.kernel_dir)
+            .with_working_dir(context.work_dir.clone())
             .with_resource_limits(memory, context.limits.kernel_cpu_seconds)
             .with_confinement(confinement)
             .with_browser(context.limits.browser());
-        LocalProvider { venv, spec }
+        LocalProvider { venv, work_dir: context.work_dir, spec }
     }
 }
 
@@ -41,6 +46,10 @@ impl KernelProvider for LocalProvider {
 
     fn venv(&self) -> Option<&Venv> {
         Some(&self.venv)
+    }
+
+    fn working_dir(&self) -> Option<&Path> {
+        Some(&self.work_dir)
     }
 
     fn record(&self) -> ProviderRecord {

@@ -17,7 +17,7 @@ mod local;
 pub use attached::AttachedProvider;
 pub use local::LocalProvider;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::Limits;
@@ -41,6 +41,12 @@ pub trait KernelProvider: Send + Sync {
     /// The venv of the session's own that the kernels run in, when there is one (installs and
     /// `uv pip freeze` need it).
     fn venv(&self) -> Option<&Venv> {
+        None
+    }
+
+    /// The kernels' working directory, when it is ours to read and write (`upload_file`,
+    /// `download_file`); `None` for a kernel whose working directory we do not know.
+    fn working_dir(&self) -> Option<&Path> {
         None
     }
 
@@ -116,6 +122,8 @@ pub struct ProviderContext {
     pub venv_dir: PathBuf,
     /// The directory for the kernels' own files (connection files, sockets, log).
     pub kernel_dir: PathBuf,
+    /// The kernels' working directory: the files the code reads and writes by relative paths.
+    pub work_dir: PathBuf,
     /// The limits (and the sandbox) each kernel runs under.
     pub limits: Limits,
 }

@@ -489,6 +489,11 @@ impl SessionManager {
         live
     }
 
+    /// The limits of cells, replies and files.
+    pub fn limits(&self) -> &crate::config::Limits {
+        &self.settings.limits
+    }
+
     /// How long an interrupted cell gets to stop before its kernel is killed.
     pub fn interrupt_grace(&self) -> Duration {
         Duration::from_secs_f64(self.settings.limits.interrupt_grace)

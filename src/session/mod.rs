@@ -7,7 +7,7 @@
 //! module turns its results into content), of other sessions (`manager.rs`) or of where its
 //! files live (`paths.rs`); `records.rs` lets readers see the graph and outputs without the
 //! session's lock, `live.rs` shows a cell that still runs, `kept_outputs.rs` keeps each cell's
-//! outputs.
+//! outputs, `workdir.rs` reads and writes files of the kernels' working directory.
 
 mod call;
 mod kept_outputs;
@@ -18,6 +18,7 @@ mod paths;
 pub mod pool;
 pub mod records;
 mod run;
+pub mod workdir;
 
 pub use call::{CallContext, Progress, ProgressUpdate, Stop, StopReason, parse_seconds};
 pub use paths::SessionPaths;
@@ -39,6 +40,7 @@ use names::Names;
 use pool::{KernelPool, Served};
 use records::{Records, SessionRecord};
 use run::{cell_status, check_code, summarize};
+use workdir::WorkDir;
 
 /// How long the names of a cell that raised may take (they come in a second request).
 const NAMES_AFTER_ERROR_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,9 +82,11 @@ impl Session {
             session_dir: paths.dir().to_owned(),
             venv_dir: paths.venv(),
             kernel_dir: paths.kernel(),
+            work_dir: paths.work(),
             limits: limits.clone(),
         });
-        let records = Arc::new(Records::new(paths.clone(), graph, provider.venv().cloned()));
+        let work_dir = provider.working_dir().map(WorkDir::new);
+        let records = Arc::new(Records::new(paths.clone(), graph, provider.venv().cloned(), work_dir));
         let budget = limits.kernel_pool_memory_mb.map(|mb| mb << 20);
         let pool = KernelPool::new(provider, limits.kernels_per_session, budget)
             .with_next_head(record.kernel_head.map_or(KernelHead::Fresh, KernelHead::At))
@@ -394,6 +398,25 @@ impl Session {
         let report = uv.install(&venv, &requirements).await?;
         context.progress.report(1.0, Some(1.0), "installed");
         Ok(report)
+    }
+
+    /// Writes `bytes` as the file `path` of the kernels' working directory (replacing one of
+    /// that name), after the calls before it on this session.
+    ///
+    /// # Errors
+    /// A session whose kernels' working directory is not ours, or the file's refusal
+    /// ([`workdir::FileError`]: a path leaving the directory, a link in the way).
+    pub fn upload(&mut self, path: &str, bytes: &[u8]) -> Result<()> {
+        self.ensure_open()?;
+        let Some(work_dir) = self.records.work_dir() else {
+            let provider = self.pool.provider();
+            return Err(Error::Unsupported {
+                operation: "upload_file",
+                provider: provider.describe(),
+                advice: "its working directory is not ours; write the file from a cell with run_code",
+            });
+        };
+        Ok(work_dir.write(path, bytes)?)
     }
 
     fn own_venv(&self, operation: &'static str) -> Result<&Venv> {

@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-/// A session's files: `<dir>/session.json`, `<dir>/venv`, `<dir>/graph.json`, `<dir>/kernel/`, ...
+/// A session's files: `<dir>/session.json`, `<dir>/venv`, `<dir>/graph.json`, `<dir>/kernel/`,
+/// `<dir>/work/`, ...
 #[derive(Debug, Clone)]
 pub struct SessionPaths {
     dir: PathBuf,
@@ -37,6 +38,12 @@ impl SessionPaths {
     /// The kernel's private directory (connection files, sockets, log).
     pub fn kernel(&self) -> PathBuf {
         self.dir.join("kernel")
+    }
+
+    /// The kernels' working directory: files uploaded, and files the code writes by relative
+    /// paths.
+    pub fn work(&self) -> PathBuf {
+        self.dir.join("work")
     }
 
     /// Every recorded cell's outputs, in nbformat form: one JSON line per cell.

@@ -1,9 +1,11 @@
 //! What a session has recorded, readable while one of its cells runs: the graph of cells, each
-//! cell's kept outputs, which states its kernels hold now, and the session's record file
+//! cell's kept outputs, which states its kernels hold now, the files it offers as resources
+//! (spilled outputs, exports, its working directory) and the session's record file
 //! (`session.json`: where its kernels come from).
 //!
 //! The session, behind its lock, is the only writer. Readers (`list_sessions`, `list_cells`,
-//! `get_cell`, `wait_cell` on an ended cell, `export_notebook`) hold a [`Records`] of their own
+//! `get_cell`, `wait_cell` on an ended cell, `export_notebook`, `download_file`, resources) hold
+//! a [`Records`] of their own
 //! and take only short std locks, so they never wait for a cell to end.
 
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::SessionPaths;
 use super::kept_outputs::KeptOutputs;
+use super::workdir::{FileError, WorkDir};
 use crate::atomic_file;
 use crate::error::{Error, Result};
 use crate::graph::{CellId, ChainHash, Graph, KernelHead, store};
@@ -21,6 +24,15 @@ use crate::kernel::{Death, Output};
 use crate::notebook;
 use crate::provider::ProviderRecord;
 use crate::venv::{Uv, Venv};
+
+/// The session's directories of files the server wrote and offers as resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptFiles {
+    /// The full text of outputs too long to return (`outputs/`).
+    Spilled,
+    /// Exported notebooks and requirements (`exports/`).
+    Exports,
+}
 
 /// A kernel's state as readers see it: its head, and whether it is still alive.
 type HeldState = (KernelHead, watch::Receiver<Option<Death>>);
@@ -34,13 +46,16 @@ pub struct Records {
     kernels: Mutex<Vec<HeldState>>,
     /// The session's own venv, for `uv pip freeze` in exports.
     venv: Option<Venv>,
+    /// The kernels' working directory, when it is ours.
+    work_dir: Option<WorkDir>,
     /// Cancelled by `destroy_repl`: a running cell is stopped, waiting calls find no session.
     destroyed: CancellationToken,
 }
 
 impl Records {
-    /// The records of the session in `paths`, holding `graph`.
-    pub fn new(paths: SessionPaths, graph: Graph, venv: Option<Venv>) -> Self {
+    /// The records of the session in `paths`, holding `graph`; its kernels work in `work_dir`
+    /// when that is known.
+    pub fn new(paths: SessionPaths, graph: Graph, venv: Option<Venv>, work_dir: Option<WorkDir>) -> Self {
         let kept = KeptOutputs::new(paths.kept_outputs(), paths.legacy_cell_outputs());
         Records {
             paths,
@@ -48,6 +63,7 @@ impl Records {
             kept,
             kernels: Mutex::new(Vec::new()),
             venv,
+            work_dir,
             destroyed: CancellationToken::new(),
         }
     }
@@ -120,6 +136,49 @@ impl Records {
             held.extend(path);
         }
         held
+    }
+
+    /// The kernels' working directory; `None` for kernels whose working directory is not ours
+    /// (an attached kernel).
+    pub fn work_dir(&self) -> Option<&WorkDir> {
+        self.work_dir.as_ref()
+    }
+
+    /// The files in one of the session's directories of server-written files, by name with
+    /// their sizes, sorted (none when it does not exist yet).
+    pub fn files_in(&self, kind: KeptFiles) -> Vec<(String, u64)> {
+        let Ok(entries) = std::fs::read_dir(self.kept_files_dir(kind)) else { return Vec::new() };
+        let mut files: Vec<(String, u64)> = entries
+            .flatten()
+            .filter_map(|entry| {
+                let metadata = entry.metadata().ok().filter(std::fs::Metadata::is_file)?;
+                Some((entry.file_name().into_string().ok()?, metadata.len()))
+            })
+            .filter(|(name, _)| !name.starts_with('.'))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// The file `name` of `kind`, at most `limit` bytes of it.
+    ///
+    /// # Errors
+    /// A name that is not one file's, a missing file, or one over `limit`.
+    pub fn read_kept_file(&self, kind: KeptFiles, name: &str, limit: u64) -> Result<Vec<u8>, FileError> {
+        if name.contains('/') {
+            return Err(FileError::BadPath {
+                path: crate::graph::shown(name),
+                reason: "it is not a file name",
+            });
+        }
+        WorkDir::new(self.kept_files_dir(kind)).read(name, limit, "--max-download-bytes")
+    }
+
+    fn kept_files_dir(&self, kind: KeptFiles) -> PathBuf {
+        match kind {
+            KeptFiles::Spilled => self.paths.outputs(),
+            KeptFiles::Exports => self.paths.exports(),
+        }
     }
 
     /// The token `destroy_repl` cancels.

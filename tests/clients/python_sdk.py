@@ -5,9 +5,10 @@ Prints one line per check; exits non-zero on the first failure.
 """
 
 import asyncio
+import base64
 import sys
 
-from mcp import ClientSession, StdioServerParameters
+from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 
 
@@ -38,6 +39,20 @@ async def main():
             assert failed.is_error and "ZeroDivisionError" in failed.content[0].text, failed
             bad = await session.call_tool("run_code", {"session_id": "../etc", "code": "1"})
             assert bad.is_error and "not a session id" in bad.content[0].text, bad
+
+            # Files in and out, and a cut output's full text through its resource link.
+            payload = base64.b64encode(bytes(range(256))).decode()
+            up = await session.call_tool("upload_file", {"session_id": sid, "path": "in/b.bin", "content_base64": payload})
+            assert not up.is_error, up
+            down = await session.call_tool("download_file", {"session_id": sid, "path": "in/b.bin"})
+            assert base64.b64decode(down.content[0].resource.blob) == bytes(range(256)), down
+            long = await session.call_tool("run_code", {"session_id": sid, "code": "print('y' * 100000)"})
+            links = [c for c in long.content if isinstance(c, types.ResourceLink)]
+            assert len(links) == 1, long.content
+            full = await session.read_resource(links[0].uri)
+            assert full.contents[0].text == "y" * 100000 + "\n", full.contents[0].text[:100]
+            listed = await session.list_resources()
+            assert str(links[0].uri) in {str(r.uri) for r in listed.resources}, listed
             print("python sdk: ok")
 
 

@@ -250,3 +250,46 @@ async fn an_address_other_machines_reach_needs_a_token() {
     within(30, client.cancel()).await.unwrap();
     server.terminate().await;
 }
+
+#[tokio::test]
+async fn a_cut_output_links_its_full_text_which_reads_back_over_http() {
+    let (_guard, data) = data_dir();
+    let server = HttpServer::start(&data, &["--max-output-bytes", "4096"]).await;
+    let client = server.connect(None).await.expect("MCP handshake over HTTP");
+    let created = call(&client, "create_repl", json!({})).await;
+    let session = created.structured_content.unwrap()["session_id"].as_str().unwrap().to_owned();
+
+    let code = "for i in range(20000): print(f'line {i}')";
+    let result = call(&client, "run_code", json!({ "session_id": session, "code": code })).await;
+    let note = texts(&result).into_iter().find(|t| t.contains("omitted")).expect("a note on the cut");
+    let links = super::mcp_client::links(&result);
+    let [link] = links.as_slice() else { panic!("one link expected: {:?}", result.content) };
+    assert!(note.contains(&link.name), "the note names the file the link reads: {note}");
+    assert!(link.uri.starts_with(&format!("pyrepl://sessions/{session}/outputs/")), "{link:?}");
+
+    let read = super::mcp_client::read_resource(&client, &link.uri).await.expect("resources/read over HTTP");
+    let expected: String = (0..20000).map(|i| format!("line {i}\n")).collect();
+    let text = super::mcp_client::resource_text(&read);
+    assert_eq!(text.len(), expected.len());
+    assert!(text == expected, "the full text differs");
+    let listed = within(30, client.list_all_resources()).await.unwrap();
+    assert!(listed.iter().any(|r| r.uri == link.uri), "{listed:?}");
+
+    // An exported notebook is a resource too, and reads back as the notebook.
+    let cell = texts(&result).last().unwrap().clone();
+    let exported = call(&client, "export_notebook", json!({ "session_id": session, "cell_id": cell })).await;
+    assert_ne!(exported.is_error, Some(true), "{:?}", texts(&exported));
+    let links = super::mcp_client::links(&exported);
+    assert_eq!(links.len(), 2, "{links:?}");
+    let notebook = super::mcp_client::read_resource(&client, &links[0].uri).await.unwrap();
+    let notebook: Value = serde_json::from_str(super::mcp_client::resource_text(&notebook)).unwrap();
+    assert_eq!(notebook["cells"][0]["source"], code);
+    let requirements = super::mcp_client::read_resource(&client, &links[1].uri).await.unwrap();
+    assert!(super::mcp_client::resource_text(&requirements).contains("ipykernel=="));
+    let listed = within(30, client.list_all_resources()).await.unwrap();
+    for link in &links {
+        assert!(listed.iter().any(|r| r.uri == link.uri), "{link:?} not in {listed:?}");
+    }
+    within(30, client.cancel()).await.unwrap();
+    server.terminate().await;
+}

@@ -17,7 +17,7 @@ use rmcp::{RoleServer, ServiceError, ServiceExt};
 use serde_json::{Value, json};
 
 use super::common::{uv, within};
-use super::mcp_client::{Client, data_dir, texts};
+use super::mcp_client::{Client, data_dir, read_resource, texts};
 
 /// Bytes buffered each way in the pipe between client and server.
 const PIPE_BYTES: usize = 64 * 1024;
@@ -55,10 +55,11 @@ impl Deref for InProcess {
 }
 
 /// Every tool, with the arguments its schema must require and those it must offer as optional.
-const TOOLS: [(&str, &[&str], &[&str]); 13] = [
+const TOOLS: [(&str, &[&str], &[&str]); 15] = [
     ("attach_kernel", &["connection_file"], &[]),
     ("create_repl", &[], &[]),
     ("destroy_repl", &["session_id"], &[]),
+    ("download_file", &["session_id", "path"], &[]),
     ("export_notebook", &["session_id", "cell_id"], &[]),
     ("get_cell", &["session_id", "cell_id"], &[]),
     ("install_packages", &["session_id", "packages"], &[]),
@@ -68,6 +69,7 @@ const TOOLS: [(&str, &[&str], &[&str]); 13] = [
     ("list_variables", &["session_id", "cell_id"], &[]),
     ("reset_repl", &["session_id"], &[]),
     ("run_code", &["session_id", "code"], &["parent_cell_id", "timeout_s", "wait_s"]),
+    ("upload_file", &["session_id", "path", "content_base64"], &[]),
     ("wait_cell", &["session_id", "cell_id"], &["wait_s"]),
 ];
 
@@ -118,18 +120,21 @@ async fn every_tool_says_whether_it_reads_destroys_or_reaches_outside() {
         assert!(annotations.title.as_deref().is_some_and(|t| !t.is_empty()), "{} has no title", tool.name);
         let name = tool.name.as_ref();
         let reads =
-            ["list_sessions", "list_cells", "get_cell", "wait_cell", "list_variables"].contains(&name);
+            ["list_sessions", "list_cells", "get_cell", "wait_cell", "list_variables", "download_file"]
+                .contains(&name);
         assert_eq!(annotations.read_only_hint, Some(reads), "{name}: readOnlyHint");
         let open = name == "install_packages";
         assert_eq!(annotations.open_world_hint, Some(open), "{name}: openWorldHint");
         if !reads {
-            let destroys = ["reset_repl", "destroy_repl"].contains(&name);
+            // upload_file replaces a file of the same name.
+            let destroys = ["reset_repl", "destroy_repl", "upload_file"].contains(&name);
             assert_eq!(annotations.destructive_hint, Some(destroys), "{name}: destructiveHint");
             assert!(annotations.idempotent_hint.is_some(), "{name}: idempotentHint");
         }
     }
     assert_eq!(hint("reset_repl", |a| a.idempotent_hint), Some(true));
     assert_eq!(hint("run_code", |a| a.idempotent_hint), Some(false));
+    assert_eq!(hint("upload_file", |a| a.idempotent_hint), Some(true));
 }
 
 #[tokio::test]
@@ -160,7 +165,7 @@ async fn reads_answer_while_a_cell_runs() {
 }
 
 /// The tools that take a `session_id`.
-const SESSION_TOOLS: [&str; 10] = [
+const SESSION_TOOLS: [&str; 12] = [
     "run_code",
     "wait_cell",
     "interrupt_cell",
@@ -170,6 +175,8 @@ const SESSION_TOOLS: [&str; 10] = [
     "get_cell",
     "list_variables",
     "export_notebook",
+    "upload_file",
+    "download_file",
     "destroy_repl",
 ];
 
@@ -208,7 +215,10 @@ async fn bad_arguments_are_tool_errors_naming_the_value_and_the_server_keeps_ans
         (long.as_str(), long_shown.as_str()),
     ] {
         for tool in SESSION_TOOLS {
-            let every = json!({ "session_id": id, "code": "1", "cell_id": cell, "packages": ["six"] });
+            let every = json!({
+                "session_id": id, "code": "1", "cell_id": cell, "packages": ["six"], "path": "x.txt",
+                "content_base64": "eA==",
+            });
             let result = server.call(tool, only_arguments_of(tool, every)).await;
             assert_refused(&result, expected, &format!("{tool} on session {:.40?}", id));
             assert!(texts(&result)[0].len() < 300, "{tool} echoed the whole value");
@@ -353,4 +363,83 @@ async fn a_misspelt_argument_is_refused_rather_than_ignored() {
     let arguments = json!({ "session_id": session, "code": "print(x)", "parent_id": cell });
     assert_refused(&server.call("run_code", arguments).await, "parent_id", "run_code with `parent_id`");
     assert_eq!(cell_count(&server, &session).await, 1);
+}
+
+#[tokio::test]
+async fn resources_answer_while_a_cell_runs_and_bad_uris_are_refused_by_name() {
+    let server = InProcess::start().await;
+    let session = server.create_repl().await;
+    let (_, cell) = server.ok(&session, "x = 1", None).await;
+    let flag = tempfile::tempdir().unwrap();
+    let code = format!(
+        "import os, time\nwhile not os.path.exists({:?}): time.sleep(0.02)",
+        flag.path().join("go").to_str().unwrap()
+    );
+    let early = server
+        .call("run_code", json!({"session_id": session, "code": code, "parent_cell_id": cell, "wait_s": 0}))
+        .await;
+    assert_eq!(early.structured_content.clone().unwrap()["status"], "running");
+
+    // While it runs: reading the text of a recorded cell's output, and listing, answer at once.
+    let output = format!("pyrepl://sessions/{session}/cells/{cell}/outputs/0");
+    let missing = within(10, read_resource(&server.service, &output)).await;
+    match missing {
+        Err(ServiceError::McpError(error)) => {
+            assert_eq!(error.code, ErrorCode::RESOURCE_NOT_FOUND, "{error:?}");
+            assert!(error.message.contains(&output) && error.message.contains("0 output(s)"), "{error:?}");
+        }
+        other => panic!("a cell without outputs has no output 0: {other:?}"),
+    }
+    within(10, server.service.list_all_resources()).await.expect("resources/list while a cell runs");
+
+    let other = "fedcba9876543210";
+    for (uri, code, expected) in [
+        ("file:///etc/passwd".to_owned(), ErrorCode::INVALID_PARAMS, "is not a resource of this server"),
+        (
+            format!("pyrepl://sessions/{session}/outputs/../graph.json"),
+            ErrorCode::INVALID_PARAMS,
+            "is not a resource",
+        ),
+        (
+            format!("pyrepl://sessions/{session}/venv/bin/python"),
+            ErrorCode::INVALID_PARAMS,
+            "is not a resource",
+        ),
+        ("pyrepl://sessions/..%2Fetc/outputs/x".to_owned(), ErrorCode::INVALID_PARAMS, "is not a session id"),
+        (format!("pyrepl://sessions/{other}/outputs/x.txt"), ErrorCode::RESOURCE_NOT_FOUND, "no session"),
+        (
+            format!("pyrepl://sessions/{session}/cells/zzz/outputs/0"),
+            ErrorCode::INVALID_PARAMS,
+            "not a cell id",
+        ),
+        (
+            format!("pyrepl://sessions/{session}/cells/aaaaaaaaaaaa/outputs/0"),
+            ErrorCode::RESOURCE_NOT_FOUND,
+            "no cell",
+        ),
+        (format!("pyrepl://sessions/{session}/outputs/none.txt"), ErrorCode::RESOURCE_NOT_FOUND, "no file"),
+        (
+            format!("pyrepl://sessions/{session}/files/../session.json"),
+            ErrorCode::INVALID_PARAMS,
+            "contains `..`",
+        ),
+        (format!("pyrepl://sessions/{session}/files/nothing.csv"), ErrorCode::RESOURCE_NOT_FOUND, "no file"),
+    ] {
+        match within(10, read_resource(&server.service, &uri)).await {
+            Err(ServiceError::McpError(error)) => {
+                assert_eq!(error.code, code, "{uri}: {error:?}");
+                assert!(error.message.contains(&uri), "{uri}: the error names the URI: {}", error.message);
+                assert!(error.message.contains(expected), "{uri}: {}", error.message);
+            }
+            other => panic!("{uri} was not refused: {other:?}"),
+        }
+    }
+    std::fs::write(flag.path().join("go"), "").unwrap();
+    let done = server
+        .call(
+            "wait_cell",
+            json!({"session_id": session, "cell_id": texts(&early).last().unwrap(), "wait_s": 60}),
+        )
+        .await;
+    assert_eq!(done.structured_content.unwrap()["status"], "ok");
 }

@@ -158,11 +158,13 @@ async fn the_local_provider_restarts_by_discarding_and_starting_fresh() {
         session_dir: dir.path().to_owned(),
         venv_dir: default_venv().await.dir().to_owned(),
         kernel_dir: dir.path().join("kernel"),
+        work_dir: dir.path().join("work"),
         limits: settings.limits,
     });
     assert!(provider.can_restart());
+    assert_eq!(provider.working_dir(), Some(dir.path().join("work").as_path()));
     let kernel = within(90, provider.start()).await.unwrap();
-    stdout_of(&kernel, "x = 1").await;
+    stdout_of(&kernel, "x = 1\nopen('kept.txt', 'w').write('kept')").await;
     let old_pid = kernel.pid().unwrap();
     within(30, provider.discard(kernel)).await;
     assert!(!group_alive(old_pid), "the old kernel is still running");
@@ -171,6 +173,9 @@ async fn the_local_provider_restarts_by_discarding_and_starting_fresh() {
     let execution = run(&kernel, "x").await;
     assert!(matches!(&execution.outputs[0], Output::Error { ename, .. } if ename == "NameError"));
     assert_eq!(stdout_of(&kernel, "print('fresh')").await, "fresh\n");
+    // The kernel works in the working directory, and a restart keeps what it holds.
+    let cwd = stdout_of(&kernel, "import os; print(os.getcwd()); print(open('kept.txt').read())").await;
+    assert_eq!(cwd, format!("{}\nkept\n", dir.path().join("work").canonicalize().unwrap().display()));
     // Only the new kernel's connection file is left in the directory.
     let connection_files = std::fs::read_dir(dir.path().join("kernel"))
         .unwrap()

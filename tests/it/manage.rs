@@ -51,7 +51,7 @@ async fn reads_answer_while_cells_run_in_that_session_and_others() {
 
     let flag = data.join("release");
     // Written by the kernel, so inside its session: the sandbox lets it write nowhere else.
-    let started = data.join("sessions").join(&busy).join("kernel").join("started");
+    let started = data.join("sessions").join(&busy).join("work").join("started");
     let code = format!("open({:?}, 'w').close()\n{}", started.to_str().unwrap(), blocked_on(&flag));
     let running =
         server.spawn_call("run_code", json!({"session_id": busy, "code": code, "parent_cell_id": first}));
@@ -91,7 +91,7 @@ async fn interrupt_cell_stops_a_long_cell_as_a_time_limit_would() {
     let (_, base) = server.ok(&session, "x = 1", None).await;
 
     // A cell that takes the interrupt: it is recorded as interrupted, the kernel keeps its state.
-    let working = data.join("sessions").join(&session).join("kernel").join("working");
+    let working = data.join("sessions").join(&session).join("work").join("working");
     let long = format!(
         "import time\nx = 2\nprint('working', flush=True)\nopen({:?}, 'w').close()\nwhile True: time.sleep(0.02)",
         working.to_str().unwrap()
@@ -120,7 +120,7 @@ async fn interrupt_cell_stops_a_long_cell_as_a_time_limit_would() {
     assert_eq!(texts(&again).last().unwrap(), &cell);
 
     // A cell that ignores the interrupt loses its kernel after the grace; replay rebuilds it.
-    let started = data.join("sessions").join(&session).join("kernel").join("stubborn-started");
+    let started = data.join("sessions").join(&session).join("work").join("stubborn-started");
     let stubborn = format!(
         "import time\nopen({:?}, 'w').close()\nwhile True:\n    try:\n        time.sleep(10)\n    except KeyboardInterrupt:\n        pass",
         started.to_str().unwrap()
@@ -166,7 +166,7 @@ async fn destroy_repl_answers_at_once_even_while_a_cell_runs() {
     let (_, first) = server.ok(&session, "x = 1", None).await;
     let dir = data.join("sessions").join(&session);
     let flag = data.join("never-written");
-    let started = dir.join("kernel").join("started");
+    let started = dir.join("work").join("started");
     let code = format!("open({:?}, 'w').close()\n{}", started.to_str().unwrap(), blocked_on(&flag));
     let running =
         server.spawn_call("run_code", json!({"session_id": session, "code": code, "parent_cell_id": first}));

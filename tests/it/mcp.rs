@@ -212,7 +212,7 @@ async fn sessions_run_in_parallel_and_calls_on_one_session_in_order() {
     let server = Server::start(&data).await;
     let (a, b) = tokio::join!(server.create_repl(), server.create_repl());
     // Written by B's kernel, so inside B's session: the sandbox lets it write nowhere else.
-    let flag = data.join("sessions").join(&b).join("kernel").join("flag");
+    let flag = data.join("sessions").join(&b).join("work").join("flag");
     let flag = flag.to_str().unwrap();
 
     // A waits for a file that only B's call creates: if the two sessions were served one after
@@ -225,7 +225,7 @@ async fn sessions_run_in_parallel_and_calls_on_one_session_in_order() {
     assert_eq!((waited.0.as_str(), created.0.as_str()), ("released\n", "created\n"));
 
     // Two calls on one session: the second is served after the first, whatever their timing.
-    let log = data.join("sessions").join(&a).join("kernel").join("order.log");
+    let log = data.join("sessions").join(&a).join("work").join("order.log");
     let log = log.to_str().unwrap();
     let first = format!("import time\ntime.sleep(0.5)\nopen({log:?}, 'a').write('1')");
     let second = format!("open({log:?}, 'a').write('2')");

@@ -195,6 +195,44 @@ pub fn images(result: &CallToolResult) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The resource links of a tool result, in order.
+pub fn links(result: &CallToolResult) -> Vec<rmcp::model::Resource> {
+    result
+        .content
+        .iter()
+        .filter_map(|c| match c {
+            rmcp::model::ContentBlock::ResourceLink(link) => Some(link.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Reads the resource `uri` through `peer`, failing the test on a hang.
+pub async fn read_resource(
+    peer: &rmcp::Peer<RoleClient>,
+    uri: &str,
+) -> Result<rmcp::model::ReadResourceResult, rmcp::ServiceError> {
+    within(60, peer.read_resource(rmcp::model::ReadResourceRequestParams::new(uri))).await
+}
+
+/// The text of a resource's only contents.
+pub fn resource_text(read: &rmcp::model::ReadResourceResult) -> &str {
+    match read.contents.as_slice() {
+        [rmcp::model::ResourceContents::TextResourceContents { text, .. }] => text,
+        other => panic!("not one text: {other:?}"),
+    }
+}
+
+/// The decoded bytes and MIME type of a resource's only contents, a blob.
+pub fn resource_blob(read: &rmcp::model::ReadResourceResult) -> (Vec<u8>, Option<String>) {
+    match read.contents.as_slice() {
+        [rmcp::model::ResourceContents::BlobResourceContents { blob, mime_type, .. }] => {
+            (base64::engine::general_purpose::STANDARD.decode(blob).unwrap(), mime_type.clone())
+        }
+        other => panic!("not one blob: {other:?}"),
+    }
+}
+
 /// A fresh data directory for one server, removed when the guard drops.
 pub fn data_dir() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,7 @@ mod common;
 mod display;
 mod exec_cli;
 mod faults;
+mod files;
 mod graph_tools;
 mod http;
 mod in_process;

@@ -63,12 +63,13 @@ async fn files_confines_writes_and_reads_to_the_session() {
     let session = confined_session(&server, "files").await;
     let other = confined_session(&server, "files").await;
 
-    // The working directory is the session's, and writable.
+    // The working directory is the session's `work/`, and writable.
     let (written, _) = server
         .ok(&session, "import os\nopen('ok.txt', 'w').write('x')\nprint(os.path.abspath('ok.txt'))", None)
         .await;
     let written = Path::new(written.trim());
-    assert!(written.starts_with(data.join("sessions").join(&session)) && written.exists(), "{written:?}");
+    assert_eq!(written, data.join("sessions").join(&session).join("work").join("ok.txt"));
+    assert!(written.exists(), "{written:?}");
 
     // Nothing outside it is: a temp dir of ours, the home directory, another session.
     let home = std::env::var("HOME").unwrap();

@@ -251,7 +251,7 @@ impl Soak<'_> {
                 .data
                 .join("sessions")
                 .join(&session.id)
-                .join("kernel")
+                .join("work")
                 .join(format!("soak-{call}.started"));
             let hold = self.data.join(format!("soak-{}-{call}.hold", session.index));
             // Kills are random, plus one of each kind at a fixed call so that every run has them.
