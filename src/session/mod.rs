@@ -26,11 +26,11 @@ pub use run::{CellRun, MAX_CODE_BYTES};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Limits;
+use crate::config::{GatewaySettings, Limits};
 use crate::error::{Error, Result};
 use crate::graph::{CellId, CellStatus, Graph, KernelHead};
 use crate::kernel::{Execution, ExecutionStatus, Output, OutputLimits};
-use crate::provider::ProviderContext;
+use crate::provider::{ProviderContext, install_in_kernel};
 use crate::venv::{Uv, Venv, validate_requirement, warm_up_code};
 use live::LiveCell;
 use pool::{KernelPool, Served};
@@ -47,26 +47,32 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session whose kernels come from the provider `record` names, holding `graph`, its files
-    /// in `paths`, within `limits`; kernels start on first use.
+    /// A session whose kernels come from the provider `record` names (a gateway's token from
+    /// `gateway`), holding `graph`, its files in `paths`, within `limits`; kernels start on
+    /// first use.
+    ///
+    /// # Errors
+    /// When the provider cannot be opened (no TLS configuration for a gateway).
     pub fn open(
         id: String,
         limits: Limits,
+        gateway: &GatewaySettings,
         paths: SessionPaths,
         record: &SessionRecord,
         graph: Graph,
-    ) -> Self {
+    ) -> Result<Self> {
         let provider = record.provider.open(ProviderContext {
             session_dir: paths.dir().to_owned(),
             venv_dir: paths.venv(),
             kernel_dir: paths.kernel(),
             limits: limits.clone(),
-        });
+            gateway: gateway.clone(),
+        })?;
         let records = Arc::new(Records::new(paths.clone(), graph, provider.venv().cloned()));
         let budget = limits.kernel_pool_memory_mb.map(|mb| mb << 20);
         let pool = KernelPool::new(provider, limits.kernels_per_session, budget)
             .with_next_head(record.kernel_head.map_or(KernelHead::Fresh, KernelHead::At));
-        Session { id, limits, paths, records, pool }
+        Ok(Session { id, limits, paths, records, pool })
     }
 
     /// The session id.
@@ -281,12 +287,15 @@ impl Session {
         Ok((execution.await?, Some(Stop { reason, kernel_killed: true })))
     }
 
-    /// Installs `requirements` into the session's venv; the running kernel can import them at
-    /// once. Every requirement is validated before uv runs.
+    /// Installs `requirements` into the session's venv, or, for kernels in no venv of ours
+    /// that the provider installs into, through each running kernel (`%pip install`; a kernel is
+    /// started when none runs), then records them so that every later kernel installs them
+    /// first. The running kernels can import them at once. Every requirement is validated
+    /// before anything runs.
     ///
     /// # Errors
-    /// A refused requirement (nothing is installed), a session without a venv of its own, or
-    /// uv's failure.
+    /// A refused requirement (nothing is installed), a session whose kernels' environment is
+    /// not ours, or uv's or pip's failure.
     pub async fn install(
         &mut self,
         uv: &Uv,
@@ -294,7 +303,10 @@ impl Session {
         context: &CallContext,
     ) -> Result<String> {
         self.ensure_open()?;
-        let venv = self.own_venv("install_packages")?.clone();
+        let venv = match self.pool.provider().installs_through_kernels() {
+            true => None,
+            false => Some(self.own_venv("install_packages")?.clone()),
+        };
         if requirements.is_empty() {
             return Err(Error::InvalidArgument(
                 "packages is empty; pass a list of requirements such as [\"requests\", \"polars>=1\"]".into(),
@@ -308,8 +320,32 @@ impl Session {
         }
         let requirements: Vec<String> = requirements.iter().map(|r| r.trim().to_owned()).collect();
         context.progress.report(0.0, Some(1.0), format!("installing {}", requirements.join(", ")));
-        let report = uv.install(&venv, &requirements).await?;
+        let report = match venv {
+            Some(venv) => uv.install(&venv, &requirements).await?,
+            None => self.install_through_kernels(&requirements).await?,
+        };
         context.progress.report(1.0, Some(1.0), "installed");
+        Ok(report)
+    }
+
+    /// `%pip install` of `requirements` in every running kernel (one is started when none
+    /// runs), then recorded for the kernels started later.
+    async fn install_through_kernels(&mut self, requirements: &[String]) -> Result<String> {
+        if !self.kernel_running() {
+            self.start_kernel().await?;
+        }
+        let mut report = String::new();
+        for held in self.pool.iter().filter(|held| held.kernel.is_alive()) {
+            report = install_in_kernel(&held.kernel, requirements).await.map_err(|output| {
+                Error::KernelInstallFailed {
+                    requirements: requirements.join(" "),
+                    provider: self.pool.provider().describe(),
+                    output,
+                }
+            })?;
+        }
+        self.pool.provider().remember_installs(requirements);
+        self.save_record()?;
         Ok(report)
     }
 

@@ -159,6 +159,7 @@ async fn the_local_provider_restarts_by_discarding_and_starting_fresh() {
         venv_dir: default_venv().await.dir().to_owned(),
         kernel_dir: dir.path().join("kernel"),
         limits: settings.limits,
+        gateway: settings.gateway,
     });
     assert!(provider.can_restart());
     let kernel = within(90, provider.start()).await.unwrap();

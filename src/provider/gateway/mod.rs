@@ -1,0 +1,180 @@
+//! Kernels on a Jupyter gateway (Enterprise Gateway, Kernel Gateway, Jupyter Server): each one
+//! started with `POST /api/kernels`, reached through its `/channels` WebSocket, interrupted with
+//! `POST …/interrupt`, and deleted (`DELETE`) to kill, stop or discard it. The gateway is asked
+//! every few seconds whether it still has each kernel, so a culled or deleted one is seen dead
+//! even while no cell runs.
+//!
+//! The kernels' environment is the gateway's, not a venv of ours: packages are installed
+//! through the kernels themselves (`%pip install`), and the provider remembers them, in the
+//! session's record, so that every kernel it starts later installs them again before it serves
+//! anything (before any replay). The gateway runs and confines the kernels; our sandbox does
+//! not apply to them, and neither do the local memory and CPU limits.
+
+mod api;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use self::api::{GatewayApi, KernelState, START_TIMEOUT};
+use super::{KernelProvider, ProviderRecord, install_in_kernel};
+use crate::kernel::{Death, Kernel, KernelAddress, KernelError};
+
+/// How often the gateway is asked whether it still has a kernel.
+const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Starts kernels of one kernelspec on one gateway.
+#[derive(Debug)]
+pub struct GatewayProvider {
+    api: GatewayApi,
+    kernel_name: String,
+    /// The requirements installed so far, in order; every new kernel installs them first.
+    installs: Mutex<Vec<String>>,
+}
+
+impl GatewayProvider {
+    /// Kernels of the kernelspec `kernel_name` on the gateway at `url`, sending `token` when
+    /// given (`no_token_because` says why there is none, for the error a refusal gets); each
+    /// new kernel first installs `installs`.
+    ///
+    /// # Errors
+    /// When no TLS configuration can be built from the system's roots.
+    pub fn new(
+        url: &str,
+        token: Option<String>,
+        no_token_because: &'static str,
+        kernel_name: String,
+        installs: Vec<String>,
+    ) -> Result<Self, KernelError> {
+        let api = GatewayApi::new(url, token, no_token_because)?;
+        Ok(GatewayProvider { api, kernel_name, installs: Mutex::new(installs) })
+    }
+
+    fn id_of<'k>(&self, kernel: &'k Kernel) -> &'k str {
+        match kernel.address() {
+            KernelAddress::Gateway { id, .. } => id,
+            KernelAddress::ConnectionFile(_) => unreachable!("a gateway provider only holds gateway kernels"),
+        }
+    }
+
+    /// Kernel `id`, connected and with the recorded installs done.
+    async fn connect(&self, id: &str) -> Result<Kernel, KernelError> {
+        let socket = self.api.channels(id).await?;
+        let (death_tx, liveness) = watch::channel(None);
+        tokio::spawn(watch_liveness(self.api.clone(), id.to_owned(), death_tx));
+        let address = KernelAddress::Gateway { url: self.api.url().to_owned(), id: id.to_owned() };
+        let kernel = Kernel::over_websocket(socket, address, liveness, START_TIMEOUT).await?;
+        let installs = self.installs.lock().expect("installs lock").clone();
+        if !installs.is_empty() {
+            install_in_kernel(&kernel, &installs).await.map_err(|answer| KernelError::Gateway {
+                url: self.api.url().to_owned(),
+                answer: format!(
+                    "started kernel `{id}`, but it could not install the session's packages again: {answer}"
+                ),
+            })?;
+        }
+        Ok(kernel)
+    }
+
+    async fn delete(&self, kernel: &Kernel) -> Result<(), KernelError> {
+        self.api.delete(self.id_of(kernel)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl KernelProvider for GatewayProvider {
+    fn describe(&self) -> String {
+        format!("a kernel on the Jupyter gateway `{}` (kernelspec `{}`)", self.api.url(), self.kernel_name)
+    }
+
+    fn can_restart(&self) -> bool {
+        true
+    }
+
+    fn record(&self) -> ProviderRecord {
+        ProviderRecord::Gateway {
+            url: self.api.url().to_owned(),
+            kernel_name: self.kernel_name.clone(),
+            installs: self.installs.lock().expect("installs lock").clone(),
+        }
+    }
+
+    async fn start(&self) -> Result<Kernel, KernelError> {
+        let id = self.api.start_kernel(&self.kernel_name).await.map_err(|error| match error {
+            KernelError::Gateway { url, answer } => KernelError::Gateway {
+                url,
+                answer: format!(
+                    "{answer} (the kernelspec asked for is `{}`: --gateway-kernel-name, MCP_PYREPL_GATEWAY_KERNEL_NAME)",
+                    self.kernel_name
+                ),
+            },
+            other => other,
+        })?;
+        match self.connect(&id).await {
+            Ok(kernel) => Ok(kernel),
+            Err(error) => {
+                if let Err(cleanup) = self.api.delete(&id).await {
+                    tracing::warn!(%cleanup, kernel = id, "cannot delete a gateway kernel that did not come up");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn interrupt(&self, kernel: &Kernel) -> Result<(), KernelError> {
+        self.api.interrupt(self.id_of(kernel)).await
+    }
+
+    /// Deletes the kernel: its WebSocket closes, so a running execution ends as a death.
+    async fn kill(&self, kernel: &Kernel) -> Result<(), KernelError> {
+        self.delete(kernel).await
+    }
+
+    async fn stop(&self, kernel: Kernel) {
+        if let Err(error) = self.delete(&kernel).await {
+            tracing::warn!(%error, "cannot delete a gateway kernel");
+        }
+    }
+
+    async fn discard(&self, kernel: Kernel) {
+        self.stop(kernel).await
+    }
+
+    fn installs_through_kernels(&self) -> bool {
+        true
+    }
+
+    fn remember_installs(&self, requirements: &[String]) {
+        self.installs.lock().expect("installs lock").extend(requirements.iter().cloned());
+    }
+}
+
+/// Asks the gateway every [`LIVENESS_INTERVAL`] whether it still has kernel `id`, and reports
+/// its death once it has not (deleted, culled) or says it is dead. A gateway that does not
+/// answer is no death (the WebSocket says when the gateway itself is gone). Ends when nobody
+/// watches any more.
+async fn watch_liveness(api: GatewayApi, id: String, death: watch::Sender<Option<Death>>) {
+    let url = api.url().to_owned();
+    loop {
+        tokio::select! {
+            () = death.closed() => return,
+            () = tokio::time::sleep(LIVENESS_INTERVAL) => {}
+        }
+        let detail = match api.state(&id).await {
+            Ok(KernelState::Unknown) => {
+                format!("is gone from the gateway `{url}` (it no longer has kernel `{id}`: deleted or culled)")
+            }
+            Ok(KernelState::Known(state)) if state == "dead" => {
+                format!("is dead, says the gateway `{url}` (kernel `{id}`)")
+            }
+            Ok(KernelState::Known(_)) => continue,
+            Err(error) => {
+                tracing::debug!(%error, "gateway liveness check failed");
+                continue;
+            }
+        };
+        death.send_replace(Some(Death::Remote { detail }));
+        return;
+    }
+}
