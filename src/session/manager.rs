@@ -80,6 +80,11 @@ impl SessionManager {
         &self.settings.limits.sandbox
     }
 
+    /// The Jupyter gateway new sessions' kernels start on, when the settings name one.
+    pub fn gateway_url(&self) -> Option<&str> {
+        self.settings.gateway.url.as_deref()
+    }
+
     /// A manager keeping its sessions under `settings.data_dir()`. Kernels left running by a
     /// server that crashed are killed and their files removed first; leftover spares and
     /// destroyed sessions are removed.

@@ -3,6 +3,8 @@ mod clients;
 mod common;
 mod exec_cli;
 mod faults;
+mod gateway;
+mod gateway_harness;
 mod graph_tools;
 mod http;
 mod in_process;

@@ -63,7 +63,7 @@ impl GatewayApi {
     ) -> Result<GatewayApi, KernelError> {
         let url = url.trim_end_matches('/').to_owned();
         let failed = |answer: String| KernelError::Gateway { url: url.clone(), answer };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .and_then(|builder| builder.with_platform_verifier())
@@ -111,9 +111,10 @@ impl GatewayApi {
     /// As [`GatewayApi::start_kernel`].
     pub(super) async fn delete(&self, id: &str) -> Result<(), KernelError> {
         let path = format!("/api/kernels/{id}");
-        match self.call(Method::DELETE, &path, None, REQUEST_TIMEOUT).await {
-            Err(KernelError::Gateway { .. }) if self.state(id).await? == KernelState::Unknown => Ok(()),
-            other => other.map(drop),
+        let Err(error) = self.call(Method::DELETE, &path, None, REQUEST_TIMEOUT).await else { return Ok(()) };
+        match self.state(id).await {
+            Ok(KernelState::Unknown) => Ok(()),
+            _ => Err(error),
         }
     }
 

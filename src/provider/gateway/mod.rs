@@ -19,7 +19,8 @@ use tokio::sync::watch;
 
 use self::api::{GatewayApi, KernelState, START_TIMEOUT};
 use super::{KernelProvider, ProviderRecord, install_in_kernel};
-use crate::kernel::{Death, Kernel, KernelAddress, KernelError};
+use crate::kernel::launch::STARTUP_PY;
+use crate::kernel::{Death, ExecutionStatus, Kernel, KernelAddress, KernelError};
 
 /// How often the gateway is asked whether it still has a kernel.
 const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
@@ -65,6 +66,13 @@ impl GatewayProvider {
         tokio::spawn(watch_liveness(self.api.clone(), id.to_owned(), death_tx));
         let address = KernelAddress::Gateway { url: self.api.url().to_owned(), id: id.to_owned() };
         let kernel = Kernel::over_websocket(socket, address, liveness, START_TIMEOUT).await?;
+        // No profile of ours there: define `display_figure` and the figure hooks as a local
+        // kernel's startup file does, leaving no trace in history or the execution counter.
+        let startup = kernel.execute_silently(STARTUP_PY).await?;
+        if startup.status != ExecutionStatus::Ok {
+            let answer = format!("started kernel `{id}`, but it could not run mcp-pyrepl's startup code");
+            return Err(KernelError::Gateway { url: self.api.url().to_owned(), answer });
+        }
         let installs = self.installs.lock().expect("installs lock").clone();
         if !installs.is_empty() {
             install_in_kernel(&kernel, &installs).await.map_err(|answer| KernelError::Gateway {
