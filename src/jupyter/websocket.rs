@@ -72,11 +72,6 @@ impl KernelWebSocket {
         Ok(KernelWebSocket { url: url.to_owned(), socket })
     }
 
-    /// The socket's URL.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// Sends `message` on `channel`.
     ///
     /// # Errors

@@ -271,7 +271,7 @@ impl Kernel {
         liveness: tokio::sync::watch::Receiver<Option<Death>>,
         timeout: Duration,
     ) -> Result<Kernel, KernelError> {
-        let client = Client::spawn(WebSocketTransport::new(socket), liveness);
+        let client = Client::spawn(WebSocketTransport::new(socket, address.to_string()), liveness);
         let info = handshake(&client, timeout).await?;
         Ok(Kernel { client, info, address, process: None })
     }

@@ -104,12 +104,14 @@ impl Transport for ZmqTransport {
 /// socket closing (the kernel deleted, culled, or the server gone) end the kernel for us.
 pub(crate) struct WebSocketTransport {
     socket: KernelWebSocket,
+    /// The kernel, in words, for the cause of its death: "the kernel `…` on the gateway `…`".
+    kernel: String,
     closed: bool,
 }
 
 impl WebSocketTransport {
-    pub(crate) fn new(socket: KernelWebSocket) -> Self {
-        WebSocketTransport { socket, closed: false }
+    pub(crate) fn new(socket: KernelWebSocket, kernel: String) -> Self {
+        WebSocketTransport { socket, kernel, closed: false }
     }
 }
 
@@ -135,12 +137,12 @@ impl Transport for WebSocketTransport {
                 match status.execution_state {
                     ExecutionState::Restarting => Death::Remote {
                         detail: format!(
-                            "was restarted by the server of `{}` (its process had died), so its state is gone",
-                            self.socket.url()
+                            "died and was restarted by its server ({}), so its state is gone",
+                            self.kernel
                         ),
                     },
                     ExecutionState::Dead => {
-                        Death::Remote { detail: format!("is dead, says the server of `{}`", self.socket.url()) }
+                        Death::Remote { detail: format!("is dead, says its server ({})", self.kernel) }
                     }
                     _ => return Ok((channel, message)),
                 }
