@@ -116,7 +116,11 @@ fn gateway_url(text: &str) -> Result<String, String> {
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(format!("`{text}` is not an `http://` or `https://` URL with a host"));
     }
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+    if url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
         return Err(format!(
             "`{text}` has a query, fragment or user name; give the base URL only, and the token with --gateway-token"
         ));
@@ -291,7 +295,8 @@ mod tests {
     fn gateway_urls_are_base_urls() {
         assert_eq!(gateway_url("http://127.0.0.1:8888/").unwrap(), "http://127.0.0.1:8888");
         assert_eq!(gateway_url("https://hub.example/user/me/").unwrap(), "https://hub.example/user/me");
-        for bad in ["127.0.0.1:8888", "ftp://host", "http://host/?token=x", "https://me:pw@host", "not a url"] {
+        for bad in ["127.0.0.1:8888", "ftp://host", "http://host/?token=x", "https://me:pw@host", "not a url"]
+        {
             assert!(gateway_url(bad).is_err(), "{bad} was accepted");
         }
     }

@@ -159,7 +159,8 @@ mod tests {
         let mut other = serde_json::from_str::<Value>(&encode(&stream_reply(), Channel::Iopub)).unwrap();
         other["channel"] = json!("moon");
         assert!(matches!(decode(other.to_string().as_bytes()), Err(JsonWireError::UnknownChannel(_))));
-        for frame in [&b""[..], b"\x00\x00\x00\x05", b"\x00\x00\x00\x01\x00\x00\x00\x02", b"\xff\xff\xff\xff"] {
+        for frame in [&b""[..], b"\x00\x00\x00\x05", b"\x00\x00\x00\x01\x00\x00\x00\x02", b"\xff\xff\xff\xff"]
+        {
             assert!(decode_binary(frame).is_err(), "{frame:?}");
         }
     }

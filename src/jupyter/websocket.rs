@@ -47,7 +47,8 @@ impl KernelWebSocket {
         timeout: Duration,
     ) -> Result<KernelWebSocket, WebSocketError> {
         let failed = |detail: String| WebSocketError { url: url.to_owned(), detail };
-        let mut request = url.into_client_request().map_err(|error| failed(format!("is not usable: {error}")))?;
+        let mut request =
+            url.into_client_request().map_err(|error| failed(format!("is not usable: {error}")))?;
         if let Some(token) = token {
             let value = format!("token {token}")
                 .parse()
@@ -106,7 +107,9 @@ impl KernelWebSocket {
             };
             match decoded {
                 Ok(message) => return Ok(message),
-                Err(error) => tracing::warn!(url = %self.url, %error, "dropped a frame from the kernel WebSocket"),
+                Err(error) => {
+                    tracing::warn!(url = %self.url, %error, "dropped a frame from the kernel WebSocket")
+                }
             }
         }
     }

@@ -23,10 +23,10 @@ use crate::jupyter::message::{Content, ExecuteRequest, KernelInfoReply, Shutdown
 use crate::jupyter::socket::{ClientSockets, SocketError};
 use crate::jupyter::websocket::KernelWebSocket;
 use actor::Client;
-use transport::{RequestChannel, WebSocketTransport, ZmqTransport, heartbeat_watch};
 pub use actor::{OutputView, RunningExecution};
 pub use launch::{InterruptMode, KernelProcess, LaunchSpec};
 pub use output::{MimeBundle, Output, OutputLimits, StreamName};
+use transport::{RequestChannel, WebSocketTransport, ZmqTransport, heartbeat_watch};
 
 /// How long a kernel we attach to may take to accept our connections.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -309,7 +309,11 @@ impl Kernel {
     ///
     /// # Errors
     /// As [`Kernel::execute`].
-    pub async fn execute_unrecorded(&self, code: &str, limits: OutputLimits) -> Result<Execution, KernelError> {
+    pub async fn execute_unrecorded(
+        &self,
+        code: &str,
+        limits: OutputLimits,
+    ) -> Result<Execution, KernelError> {
         let request = ExecuteRequest { store_history: false, ..ExecuteRequest::new(code) };
         self.client.execute(request, limits)?.finish().await
     }
@@ -416,9 +420,7 @@ impl Kernel {
     }
 
     fn own_process(&self, action: &'static str) -> Result<&KernelProcess, KernelError> {
-        self.process
-            .as_deref()
-            .ok_or_else(|| KernelError::NotOwned { action, address: self.address.clone() })
+        self.process.as_deref().ok_or_else(|| KernelError::NotOwned { action, address: self.address.clone() })
     }
 
     async fn control_request(&self, what: &'static str, content: Content) -> Result<(), KernelError> {

@@ -121,9 +121,10 @@ impl Transport for WebSocketTransport {
             RequestChannel::Shell => Channel::Shell,
             RequestChannel::Control => Channel::Control,
         };
-        self.socket.send(channel, message).await.map_err(|error| {
-            KernelError::Died(Death::ConnectionLost { detail: error.to_string() })
-        })
+        self.socket
+            .send(channel, message)
+            .await
+            .map_err(|error| KernelError::Died(Death::ConnectionLost { detail: error.to_string() }))
     }
 
     async fn recv(&mut self) -> Result<(Channel, Message), Death> {

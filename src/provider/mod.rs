@@ -164,7 +164,13 @@ impl ProviderRecord {
                         "the session's gateway is not the one --kernel-gateway names, and a token goes only to that one",
                     ),
                 };
-                Arc::new(GatewayProvider::new(url, token, no_token_because, kernel_name.clone(), installs.clone())?)
+                Arc::new(GatewayProvider::new(
+                    url,
+                    token,
+                    no_token_because,
+                    kernel_name.clone(),
+                    installs.clone(),
+                )?)
             }
         })
     }
@@ -176,7 +182,8 @@ impl ProviderRecord {
 /// pip's output, or the kernel's death, when the install fails.
 pub async fn install_in_kernel(kernel: &Kernel, requirements: &[String]) -> Result<String, String> {
     let code = pip_install_code(requirements);
-    let run = tokio::time::timeout(INSTALL_TIMEOUT, kernel.execute_unrecorded(&code, OutputLimits::default()));
+    let run =
+        tokio::time::timeout(INSTALL_TIMEOUT, kernel.execute_unrecorded(&code, OutputLimits::default()));
     let execution = match run.await {
         Err(_) => return Err(format!("the install took longer than {}s", INSTALL_TIMEOUT.as_secs())),
         Ok(Err(error)) => return Err(error.to_string()),

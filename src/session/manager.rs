@@ -174,8 +174,11 @@ impl SessionManager {
                 let build = async |paths, id| self.new_session(paths, id, progress).await;
                 // A gateway's kernel must answer now: a refused token or an unknown kernelspec
                 // is told to create_repl, not to the first run_code.
-                let start =
-                    if self.settings.gateway.url.is_some() { KernelStart::Now } else { KernelStart::InBackground };
+                let start = if self.settings.gateway.url.is_some() {
+                    KernelStart::Now
+                } else {
+                    KernelStart::InBackground
+                };
                 self.add_session(start, build).await
             }
         };
@@ -391,7 +394,14 @@ impl SessionManager {
         // The kernel must answer now: an attach that cannot reach it is refused.
         self.add_session(KernelStart::Now, async |paths: SessionPaths, id: String| {
             let record = SessionRecord::new(ProviderRecord::Attached { connection_file });
-            Session::open(id, self.settings.limits.clone(), &self.settings.gateway, paths, &record, Graph::new())
+            Session::open(
+                id,
+                self.settings.limits.clone(),
+                &self.settings.gateway,
+                paths,
+                &record,
+                Graph::new(),
+            )
         })
         .await
     }

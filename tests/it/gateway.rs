@@ -65,7 +65,8 @@ async fn gateway_sessions_branch_replay_and_keep_two_branches_without_replay() {
     assert_eq!(structured(&created)["sandboxed"], false, "a gateway's kernels are not confined by us");
     let session = structured(&created)["session_id"].as_str().unwrap().to_owned();
     let record: Value =
-        serde_json::from_slice(&std::fs::read(session_dir(&data, &session).join("session.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(session_dir(&data, &session).join("session.json")).unwrap())
+            .unwrap();
     assert_eq!(record["provider"], "gateway");
     assert_eq!(record["url"], gateway.url());
     assert_eq!(record["kernel_name"], "python3");
@@ -173,10 +174,13 @@ async fn gateway_cells_time_out_and_killed_or_deleted_kernels_are_replaced() {
     assert_eq!(structured(&running)["status"], "running");
     let cell = structured(&running)["cell_id"].as_str().unwrap().to_owned();
     for id in gateway.kernel_ids().await {
-        assert!(gateway.call(reqwest::Method::DELETE, &format!("/api/kernels/{id}")).await.status().is_success());
+        assert!(
+            gateway.call(reqwest::Method::DELETE, &format!("/api/kernels/{id}")).await.status().is_success()
+        );
     }
     let ended =
-        within(60, server.call("wait_cell", json!({ "session_id": session, "cell_id": cell, "wait_s": 30 }))).await;
+        within(60, server.call("wait_cell", json!({ "session_id": session, "cell_id": cell, "wait_s": 30 })))
+            .await;
     assert_eq!(structured(&ended)["status"], "kernel_died", "{:?}", texts(&ended));
     let again = run(&server, &session, "x", Some(&root)).await;
     assert_eq!(texts(&again)[0], "41", "{:?}", texts(&again));
@@ -193,14 +197,19 @@ async fn packages_installed_on_a_gateway_are_installed_again_in_every_new_kernel
 
     // Validated exactly as for a local venv: nothing runs for a refused requirement.
     let refused = server
-        .call("install_packages", json!({ "session_id": session, "packages": ["iniconfig", "--index-url=http://x"] }))
+        .call(
+            "install_packages",
+            json!({ "session_id": session, "packages": ["iniconfig", "--index-url=http://x"] }),
+        )
         .await;
     assert_eq!(refused.is_error, Some(true));
     assert!(texts(&refused)[0].contains("--index-url=http://x"), "{:?}", texts(&refused));
 
-    let installed =
-        within(300, server.call("install_packages", json!({ "session_id": session, "packages": ["iniconfig"] })))
-            .await;
+    let installed = within(
+        300,
+        server.call("install_packages", json!({ "session_id": session, "packages": ["iniconfig"] })),
+    )
+    .await;
     assert_ne!(installed.is_error, Some(true), "{:?}", texts(&installed));
     let (_, imported) = ok(&server, &session, "import iniconfig\nprint(iniconfig.__name__)", None).await;
     let record = std::fs::read_to_string(session_dir(&data, &session).join("session.json")).unwrap();
@@ -314,7 +323,8 @@ async fn gateway_round_trip_against_a_local_kernel() {
         limits: settings.limits.clone(),
         gateway: settings.gateway.clone(),
     };
-    let remote = ProviderRecord::Gateway { url: gateway.url(), kernel_name: "python3".into(), installs: Vec::new() };
+    let remote =
+        ProviderRecord::Gateway { url: gateway.url(), kernel_name: "python3".into(), installs: Vec::new() };
     let remote = remote.open(context("remote")).unwrap();
     let local = ProviderRecord::Local.open(context("local")).unwrap();
     let remote_kernel = within(120, remote.start()).await.unwrap();

@@ -22,7 +22,11 @@ async fn gateway_venv() -> &'static Venv {
     static VENV: OnceCell<Venv> = OnceCell::const_new();
     VENV.get_or_init(|| async {
         uv().await
-            .ensure_venv(&data_dir().join("venvs/kernel-gateway"), None, &["jupyter_kernel_gateway".to_owned()])
+            .ensure_venv(
+                &data_dir().join("venvs/kernel-gateway"),
+                None,
+                &["jupyter_kernel_gateway".to_owned()],
+            )
             .await
             .expect("the gateway venv builds")
     })
@@ -41,8 +45,11 @@ impl Gateway {
     /// A gateway on a free port whose `python3` kernels run in a new venv (ipykernel, pip).
     pub async fn start() -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let kernel_venv =
-            uv().await.create_venv(&dir.path().join("kernel-venv"), None, &[]).await.expect("kernel venv builds");
+        let kernel_venv = uv()
+            .await
+            .create_venv(&dir.path().join("kernel-venv"), None, &[])
+            .await
+            .expect("kernel venv builds");
         let spec_dir = dir.path().join("jupyter/kernels/python3");
         std::fs::create_dir_all(&spec_dir).unwrap();
         let spec = serde_json::json!({
@@ -129,7 +136,8 @@ impl Gateway {
 
     /// The ids of the kernels the gateway runs.
     pub async fn kernel_ids(&self) -> Vec<String> {
-        let kernels: serde_json::Value = self.call(reqwest::Method::GET, "/api/kernels").await.json().await.unwrap();
+        let kernels: serde_json::Value =
+            self.call(reqwest::Method::GET, "/api/kernels").await.json().await.unwrap();
         kernels.as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap().to_owned()).collect()
     }
 

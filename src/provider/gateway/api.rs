@@ -186,7 +186,9 @@ impl GatewayApi {
             self.failed(
                 &method,
                 path,
-                format!("{why}; check that it runs and that --kernel-gateway (MCP_PYREPL_KERNEL_GATEWAY) names it"),
+                format!(
+                    "{why}; check that it runs and that --kernel-gateway (MCP_PYREPL_KERNEL_GATEWAY) names it"
+                ),
             )
         })
     }
@@ -205,7 +207,9 @@ impl GatewayApi {
         let message = error_message(&response.text().await.unwrap_or_default());
         let advice = match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => match &self.token {
-                Some(_) => "; the token was refused: check --gateway-token (MCP_PYREPL_GATEWAY_TOKEN)".to_owned(),
+                Some(_) => {
+                    "; the token was refused: check --gateway-token (MCP_PYREPL_GATEWAY_TOKEN)".to_owned()
+                }
                 None => format!("; no token was sent ({})", self.no_token_because),
             },
             _ => String::new(),
@@ -214,7 +218,10 @@ impl GatewayApi {
     }
 
     fn failed(&self, method: &Method, path: &str, what: String) -> KernelError {
-        KernelError::Gateway { url: self.url.clone(), answer: format!("was asked `{method} {path}` and {what}") }
+        KernelError::Gateway {
+            url: self.url.clone(),
+            answer: format!("was asked `{method} {path}` and {what}"),
+        }
     }
 }
 
@@ -223,10 +230,16 @@ impl GatewayApi {
 fn error_message(body: &str) -> String {
     let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
         let body = body.trim();
-        return if body.is_empty() { String::new() } else { format!(": {}", crate::session::shorten(body, 300)) };
+        return if body.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", crate::session::shorten(body, 300))
+        };
     };
-    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::trim).filter(|s| !s.is_empty());
-    let last_traceback_line = field("traceback").and_then(|tb| tb.lines().rev().find(|l| !l.trim().is_empty()));
+    let field =
+        |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::trim).filter(|s| !s.is_empty());
+    let last_traceback_line =
+        field("traceback").and_then(|tb| tb.lines().rev().find(|l| !l.trim().is_empty()));
     let text = match (field("message"), last_traceback_line) {
         (Some("Unknown server error") | None, Some(line)) => line.trim().to_owned(),
         (Some(message), _) => message.to_owned(),

@@ -171,7 +171,9 @@ async fn watch_liveness(api: GatewayApi, id: String, death: watch::Sender<Option
         }
         let detail = match api.state(&id).await {
             Ok(KernelState::Unknown) => {
-                format!("is gone from the gateway `{url}` (it no longer has kernel `{id}`: deleted or culled)")
+                format!(
+                    "is gone from the gateway `{url}` (it no longer has kernel `{id}`: deleted or culled)"
+                )
             }
             Ok(KernelState::Known(state)) if state == "dead" => {
                 format!("is dead, says the gateway `{url}` (kernel `{id}`)")
