@@ -191,6 +191,10 @@ impl<T: Transport> Actor<T> {
                 }
             }
         }
+        // Every handle is gone: whoever still watches sees a stopped kernel, not a live one.
+        if self.dead().is_none() {
+            self.death.send_replace(Some(Death::Stopped));
+        }
     }
 
     fn dead(&self) -> Option<Death> {

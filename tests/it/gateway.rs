@@ -134,8 +134,17 @@ async fn gateway_cells_time_out_and_killed_or_deleted_kernels_are_replaced() {
     )
     .await;
     assert_eq!(structured(&slow)["status"], "interrupted", "{:?}", texts(&slow));
-    let (value, _) = ok(&server, &session, "x + 1", Some(&root)).await;
+    let (value, head) = ok(&server, &session, "x + 1", Some(&root)).await;
     assert_eq!(value, "42");
+
+    // interrupt_cell goes the same way (on the kernel's head, so the code starts at once).
+    let long = json!({ "session_id": session, "code": "import time\ntime.sleep(60)", "parent_cell_id": head, "wait_s": 1 });
+    let running = within(60, server.call("run_code", long)).await;
+    assert_eq!(structured(&running)["status"], "running");
+    let cell = structured(&running)["cell_id"].clone();
+    let stopped =
+        within(60, server.call("interrupt_cell", json!({ "session_id": session, "cell_id": cell }))).await;
+    assert_eq!(structured(&stopped)["status"], "interrupted", "{:?}", texts(&stopped));
 
     // Code that ignores the interrupt: its kernel is deleted, the cell ends as a death.
     let stubborn = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(60)";

@@ -52,10 +52,11 @@ impl GatewayProvider {
         Ok(GatewayProvider { api, kernel_name, installs: Mutex::new(installs) })
     }
 
-    fn id_of<'k>(&self, kernel: &'k Kernel) -> &'k str {
+    /// The gateway's id of `kernel`, to `action` it.
+    fn id_of<'k>(&self, kernel: &'k Kernel, action: &'static str) -> Result<&'k str, KernelError> {
         match kernel.address() {
-            KernelAddress::Gateway { id, .. } => id,
-            KernelAddress::ConnectionFile(_) => unreachable!("a gateway provider only holds gateway kernels"),
+            KernelAddress::Gateway { id, url } if url == self.api.url() => Ok(id),
+            address => Err(KernelError::NotOwned { action, address: address.clone() }),
         }
     }
 
@@ -86,7 +87,7 @@ impl GatewayProvider {
     }
 
     async fn delete(&self, kernel: &Kernel) -> Result<(), KernelError> {
-        self.api.delete(self.id_of(kernel)).await
+        self.api.delete(self.id_of(kernel, "delete")?).await
     }
 }
 
@@ -131,7 +132,7 @@ impl KernelProvider for GatewayProvider {
     }
 
     async fn interrupt(&self, kernel: &Kernel) -> Result<(), KernelError> {
-        self.api.interrupt(self.id_of(kernel)).await
+        self.api.interrupt(self.id_of(kernel, "interrupt")?).await
     }
 
     /// Deletes the kernel: its WebSocket closes, so a running execution ends as a death.
