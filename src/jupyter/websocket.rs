@@ -28,6 +28,20 @@ pub struct WebSocketError {
     pub detail: String,
 }
 
+/// The TLS configuration of `https://` and `wss://` connections: the platform's verifier and the
+/// system's roots (`SSL_CERT_FILE` is honoured), aws-lc-rs as the crypto provider.
+///
+/// # Errors
+/// When the system's roots cannot be loaded.
+pub fn system_tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_platform_verifier()?
+        .with_no_client_auth())
+}
+
 /// One open kernel WebSocket.
 pub struct KernelWebSocket {
     url: String,

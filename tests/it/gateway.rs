@@ -296,6 +296,42 @@ async fn a_wrong_token_or_an_unknown_kernelspec_is_a_clear_error() {
     assert!(gateway.log().contains("nope"));
 }
 
+/// `https://` and `wss://` work with the system's roots: a real TLS server (PyPI, which the tests
+/// reach anyway) answers over HTTP, so the refusal is its HTTP status, never a TLS failure.
+#[tokio::test]
+async fn https_and_wss_are_verified_with_the_system_roots() {
+    use mcp_pyrepl::config::Settings;
+    use mcp_pyrepl::jupyter::websocket::{KernelWebSocket, system_tls_config};
+    use mcp_pyrepl::provider::{ProviderContext, ProviderRecord};
+
+    let tls = std::sync::Arc::new(system_tls_config().unwrap());
+    let refused =
+        KernelWebSocket::connect("wss://pypi.org/api/kernels/k/channels", None, tls, Duration::from_secs(30))
+            .await
+            .err()
+            .expect("PyPI is no Jupyter server");
+    assert!(refused.detail.starts_with("was refused: 4"), "{refused}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::with_data_dir(dir.path());
+    let record = ProviderRecord::Gateway {
+        url: "https://pypi.org".into(),
+        kernel_name: "python3".into(),
+        installs: Vec::new(),
+    };
+    let provider = record
+        .open(ProviderContext {
+            session_dir: dir.path().to_owned(),
+            venv_dir: dir.path().join("venv"),
+            kernel_dir: dir.path().join("kernel"),
+            limits: settings.limits,
+            gateway: settings.gateway,
+        })
+        .unwrap();
+    let error = within(60, provider.start()).await.err().expect("PyPI starts no kernels").to_string();
+    assert!(error.contains("`https://pypi.org` was asked `POST /api/kernels` and answered 4"), "{error}");
+}
+
 /// The round trip of `1+1` through the gateway beside a local kernel's, printed; no assertion
 /// on time (`cargo test --test integration gateway_round_trip -- --ignored --nocapture`).
 #[tokio::test]

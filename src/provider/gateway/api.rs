@@ -9,11 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
-use rustls_platform_verifier::BuilderVerifierExt;
-
-use crate::jupyter::websocket::KernelWebSocket;
+use crate::jupyter::websocket::{KernelWebSocket, system_tls_config};
 use crate::kernel::KernelError;
+use reqwest::{Method, StatusCode};
 
 /// How long connecting to the gateway may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,11 +61,7 @@ impl GatewayApi {
     ) -> Result<GatewayApi, KernelError> {
         let url = url.trim_end_matches('/').to_owned();
         let failed = |answer: String| KernelError::Gateway { url: url.clone(), answer };
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .and_then(|builder| builder.with_platform_verifier())
-            .map(|builder| builder.with_no_client_auth())
+        let tls = system_tls_config()
             .map_err(|error| failed(format!("cannot be reached: no TLS configuration ({error})")))?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls.clone())
