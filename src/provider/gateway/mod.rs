@@ -23,7 +23,7 @@ use crate::kernel::launch::STARTUP_PY;
 use crate::kernel::{Death, ExecutionStatus, Kernel, KernelAddress, KernelError};
 
 /// How often the gateway is asked whether it still has a kernel.
-const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
+const LIVENESS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Starts kernels of one kernelspec on one gateway.
 #[derive(Debug)]
