@@ -90,8 +90,8 @@ pub struct Settings {
 }
 
 /// Where new sessions' kernels run when not on this machine: a Jupyter gateway
-/// (`src/provider/gateway/`).
-#[derive(Debug, Clone, Default, clap::Args)]
+/// (`src/provider/gateway/`). Its `Debug` never shows the token.
+#[derive(Clone, Default, clap::Args)]
 pub struct GatewaySettings {
     /// Start every new session's kernels on this Jupyter gateway (Enterprise Gateway, Kernel
     /// Gateway, Jupyter Server): its base URL, `http://` or `https://` [default: kernels run on
@@ -107,6 +107,16 @@ pub struct GatewaySettings {
     /// The kernelspec the gateway starts for each kernel
     #[arg(long, env = "MCP_PYREPL_GATEWAY_KERNEL_NAME", global = true, default_value = "python3")]
     pub gateway_kernel_name: String,
+}
+
+impl std::fmt::Debug for GatewaySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewaySettings")
+            .field("url", &self.url)
+            .field("gateway_token", &self.gateway_token.as_ref().map(|_| "<hidden>"))
+            .field("gateway_kernel_name", &self.gateway_kernel_name)
+            .finish()
+    }
 }
 
 /// A gateway's base URL: `http://` or `https://` with a host, no query or fragment; kept
@@ -299,6 +309,8 @@ mod tests {
         {
             assert!(gateway_url(bad).is_err(), "{bad} was accepted");
         }
+        let settings = GatewaySettings { gateway_token: Some("s3cret".into()), ..GatewaySettings::default() };
+        assert!(!format!("{settings:?}").contains("s3cret"));
     }
 
     #[test]

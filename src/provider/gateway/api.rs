@@ -20,8 +20,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long starting a kernel may take (a gateway on Kubernetes may first pull an image).
 pub(super) const START_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// One gateway's API, with or without a token; clones share the HTTP client.
-#[derive(Debug, Clone)]
+/// One gateway's API, with or without a token; clones share the HTTP client. Its `Debug`
+/// never shows the token.
+#[derive(Clone)]
 pub(super) struct GatewayApi {
     /// The base URL, without a trailing `/`.
     url: String,
@@ -30,6 +31,12 @@ pub(super) struct GatewayApi {
     no_token_because: &'static str,
     http: reqwest::Client,
     tls: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for GatewayApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayApi").field("url", &self.url).field("token", &self.token.is_some()).finish()
+    }
 }
 
 /// What the gateway says about one kernel.
