@@ -114,6 +114,16 @@ async fn gateway_sessions_branch_replay_and_keep_two_branches_without_replay() {
     // The local session still runs locally, beside the gateway's.
     let here = run(&server, &local, "where", Some(&local_cell)).await;
     assert_eq!(texts(&here)[0], "'here'");
+
+    // Destroying the session deletes its remote kernels.
+    let destroyed = server.call("destroy_repl", json!({ "session_id": session })).await;
+    assert_ne!(destroyed.is_error, Some(true), "{:?}", texts(&destroyed));
+    within(30, async {
+        while !gateway.kernel_ids().await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
