@@ -28,6 +28,9 @@ use crate::config::{GatewaySettings, Limits};
 use crate::kernel::{ExecutionStatus, Kernel, KernelError, Output, OutputLimits};
 use crate::venv::{Venv, pip_install_code};
 
+/// The file in a session's kernel directory that lists the ids of the gateway kernels it runs.
+const GATEWAY_KERNELS_FILE: &str = "gateway-kernels";
+
 /// How long an install through a kernel (`%pip install`) may take.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -65,6 +68,12 @@ pub trait KernelProvider: Send + Sync {
     /// Remembers that `requirements` were installed into the running kernels, for the kernels
     /// started later (and the session's record).
     fn remember_installs(&self, _requirements: &[String]) {}
+
+    /// Gets rid of the kernels an earlier server started from this provider and left running
+    /// when it stopped without cleaning up (a crash). Local kernels are reaped through their
+    /// pid records (`kernel::launch::reap_orphans`) and attached ones are not ours, so the
+    /// default does nothing.
+    async fn reap_left_behind(&self) {}
 
     /// A new kernel, answering requests, with a fresh state (or, for a kernel somebody else
     /// started, whatever state it holds).
@@ -164,13 +173,15 @@ impl ProviderRecord {
                         "the session's gateway is not the one --kernel-gateway names, and a token goes only to that one",
                     ),
                 };
-                Arc::new(GatewayProvider::new(
+                let started = context.kernel_dir.join(GATEWAY_KERNELS_FILE);
+                let provider = GatewayProvider::new(
                     url,
                     token,
                     no_token_because,
                     kernel_name.clone(),
                     installs.clone(),
-                )?)
+                )?;
+                Arc::new(provider.with_started_record(started))
             }
         })
     }

@@ -105,6 +105,7 @@ impl SessionManager {
             for entry in sessions.flatten() {
                 let paths = SessionPaths::new(entry.path());
                 killed += reap_orphans(&paths.kernel()).await;
+                manager.reap_remote_kernels(&paths);
                 // A spare of an earlier server was never handed out: nobody knows its id.
                 let spare = paths.spare_marker().exists();
                 if spare || entry.file_name().to_string_lossy().starts_with(DESTROYED_PREFIX) {
@@ -119,6 +120,28 @@ impl SessionManager {
             }
         }
         manager
+    }
+
+    /// Deletes, in the background, the kernels of the session in `paths` that live elsewhere
+    /// (on a gateway) and that a server which stopped without cleaning up left running.
+    fn reap_remote_kernels(&self, paths: &SessionPaths) {
+        let Ok(record) = SessionRecord::load(paths) else { return };
+        if record.provider == ProviderRecord::Local {
+            return;
+        }
+        let context = crate::provider::ProviderContext {
+            session_dir: paths.dir().to_owned(),
+            venv_dir: paths.venv(),
+            kernel_dir: paths.kernel(),
+            limits: self.settings.limits.clone(),
+            gateway: self.settings.gateway.clone(),
+        };
+        match record.provider.open(context) {
+            Ok(provider) => drop(tokio::spawn(async move { provider.reap_left_behind().await })),
+            Err(error) => {
+                tracing::warn!(%error, "cannot open a session's provider to clean up after a crash")
+            }
+        }
     }
 
     /// uv, found or installed on first use.

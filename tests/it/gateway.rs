@@ -306,6 +306,31 @@ async fn a_wrong_token_or_an_unknown_kernelspec_is_a_clear_error() {
     assert!(gateway.log().contains("nope"));
 }
 
+#[tokio::test]
+async fn kernels_a_crashed_server_left_on_the_gateway_are_deleted_by_the_next_one() {
+    let gateway = Gateway::start().await;
+    let (_guard, data) = data_dir();
+    let server = server_on(&data, &gateway, TOKEN, &[]).await;
+    let session = within(180, server.create_repl()).await;
+    let (_, root) = ok(&server, &session, "x = 5", None).await;
+    let (_, head) = ok(&server, &session, "y = 1", Some(&root)).await;
+    ok(&server, &session, "x += 1", Some(&root)).await;
+    assert_eq!(gateway.kernel_ids().await.len(), 2);
+
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gateway.kernel_ids().await.len(), 2, "the gateway keeps kernels whose client died");
+    let server = server_on(&data, &gateway, TOKEN, &[]).await;
+    within(60, async {
+        while !gateway.kernel_ids().await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let (value, _) = ok(&server, &session, "x + y", Some(&head)).await;
+    assert_eq!(value, "6");
+}
+
 /// `https://` and `wss://` work with the system's roots: a real TLS server (PyPI, which the tests
 /// reach anyway) answers over HTTP, so the refusal is its HTTP status, never a TLS failure.
 #[tokio::test]

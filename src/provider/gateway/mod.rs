@@ -12,6 +12,8 @@
 
 mod api;
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -32,6 +34,10 @@ pub struct GatewayProvider {
     kernel_name: String,
     /// The requirements installed so far, in order; every new kernel installs them first.
     installs: Mutex<Vec<String>>,
+    /// The ids of the kernels started and not yet deleted, and the file that lists them (one
+    /// per line), so a server started after a crash deletes what this one left running.
+    started: Mutex<BTreeSet<String>>,
+    started_file: Option<PathBuf>,
 }
 
 impl GatewayProvider {
@@ -49,7 +55,31 @@ impl GatewayProvider {
         installs: Vec<String>,
     ) -> Result<Self, KernelError> {
         let api = GatewayApi::new(url, token, no_token_because)?;
-        Ok(GatewayProvider { api, kernel_name, installs: Mutex::new(installs) })
+        let (installs, started) = (Mutex::new(installs), Mutex::new(BTreeSet::new()));
+        Ok(GatewayProvider { api, kernel_name, installs, started, started_file: None })
+    }
+
+    /// The same provider, listing the kernels it runs in `file`.
+    pub fn with_started_record(mut self, file: PathBuf) -> Self {
+        self.started_file = Some(file);
+        self
+    }
+
+    /// Records that kernel `id` runs (`true`) or was deleted (`false`). A failure to write is
+    /// logged: the record only helps a later server clean up.
+    fn note(&self, id: &str, running: bool) {
+        let mut started = self.started.lock().expect("started lock");
+        let changed = if running { started.insert(id.to_owned()) } else { started.remove(id) };
+        let Some(file) = self.started_file.as_ref().filter(|_| changed) else { return };
+        let text: String = started.iter().map(|id| format!("{id}\n")).collect();
+        let written = file
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .map_err(|error| error.to_string())
+            .and_then(|()| crate::atomic_file::replace(file, text.as_bytes()).map_err(|e| e.to_string()));
+        if let Err(error) = written {
+            tracing::warn!(file = %file.display(), %error, "cannot record the gateway kernels of a session");
+        }
     }
 
     /// The gateway's id of `kernel`, to `action` it.
@@ -87,7 +117,13 @@ impl GatewayProvider {
     }
 
     async fn delete(&self, kernel: &Kernel) -> Result<(), KernelError> {
-        self.api.delete(self.id_of(kernel, "delete")?).await
+        self.delete_id(self.id_of(kernel, "delete")?).await
+    }
+
+    async fn delete_id(&self, id: &str) -> Result<(), KernelError> {
+        self.api.delete(id).await?;
+        self.note(id, false);
+        Ok(())
     }
 }
 
@@ -120,10 +156,11 @@ impl KernelProvider for GatewayProvider {
             },
             other => other,
         })?;
+        self.note(&id, true);
         match self.connect(&id).await {
             Ok(kernel) => Ok(kernel),
             Err(error) => {
-                if let Err(cleanup) = self.api.delete(&id).await {
+                if let Err(cleanup) = self.delete_id(&id).await {
                     tracing::warn!(%cleanup, kernel = id, "cannot delete a gateway kernel that did not come up");
                 }
                 Err(error)
@@ -156,6 +193,22 @@ impl KernelProvider for GatewayProvider {
 
     fn remember_installs(&self, requirements: &[String]) {
         self.installs.lock().expect("installs lock").extend(requirements.iter().cloned());
+    }
+
+    async fn reap_left_behind(&self) {
+        let Some(file) = &self.started_file else { return };
+        let Ok(text) = std::fs::read_to_string(file) else { return };
+        for id in text.lines().map(str::trim).filter(|id| !id.is_empty()) {
+            self.started.lock().expect("started lock").insert(id.to_owned());
+            match self.delete_id(id).await {
+                Ok(()) => {
+                    tracing::warn!(kernel = id, "deleted a gateway kernel an earlier server left running")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot delete a gateway kernel an earlier server left running")
+                }
+            }
+        }
     }
 }
 
