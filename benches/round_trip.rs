@@ -57,7 +57,7 @@ fn round_trip(c: &mut Criterion) {
         });
         let reference = std::process::Command::new(venv.python())
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/jupyter_client_round_trip.py"))
-            .arg(kernel.connection_file())
+            .arg(kernel.connection_file().expect("a launched kernel has a connection file"))
             .arg(SAMPLES.to_string())
             .output()
             .expect("jupyter_client bench runs");

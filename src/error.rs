@@ -90,6 +90,17 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// An install through the kernels (`%pip install`, for kernels in no venv of ours) failed;
+    /// nothing was recorded.
+    #[error("installing {requirements} on {provider} failed; the packages were not recorded:\n{output}")]
+    KernelInstallFailed {
+        /// The requirements, space-separated.
+        requirements: String,
+        /// Where the kernels run.
+        provider: String,
+        /// pip's output (or the kernel's death).
+        output: String,
+    },
     /// A cell that succeeded when it was first run failed while being replayed.
     #[error(
         "replaying cell `{cell}` failed, although it succeeded when it was first run: {detail}\nThe kernel now holds an unknown state; it will be restarted on the next run_code"

@@ -4,14 +4,16 @@
 //! cells what a kernel must replay so that new code runs on exactly its parent's state.
 //!
 //! # Layout
-//! - [`jupyter`]: the protocol: messages, the signed wire codec, connection files, sockets.
+//! - [`jupyter`]: the protocol: messages, the signed wire codec, connection files, sockets; the
+//!   JSON form and the WebSocket of a Jupyter server's kernel channels.
 //! - [`kernel`]: one kernel: launch or attach, execute, interrupt, kill, shutdown, death,
-//!   forking it into a snapshot; the browser its plotly figures are drawn with.
+//!   forking it into a snapshot; one actor over either transport (ZeroMQ, or a Jupyter
+//!   server's WebSocket); the browser its plotly figures are drawn with.
 //! - [`graph`]: the DAG of cells: ids, chain hashes, the replay plan; persisted atomically.
 //! - [`venv`]: uv: found or bootstrapped; venvs with ipykernel and the base packages, reusing
 //!   the last resolution of their versions and the bytecode compiled for them.
-//! - [`provider`]: where a session's kernels come from (a local uv venv, a connection file),
-//!   behind one trait the kernel pool goes through.
+//! - [`provider`]: where a session's kernels come from (a local uv venv, a connection file, a
+//!   Jupyter gateway), behind one trait the kernel pool goes through.
 //! - [`sandbox`]: confining the kernels we start (Landlock, a network namespace): levels,
 //!   policies, the start-up probe and the `confine` re-exec.
 //! - [`session`]: a graph, a pool of kernels from one provider, the records readers see;

@@ -85,6 +85,59 @@ pub struct Settings {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub sandbox: SandboxSettings,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub gateway: GatewaySettings,
+}
+
+/// Where new sessions' kernels run when not on this machine: a Jupyter gateway
+/// (`src/provider/gateway/`). Its `Debug` never shows the token.
+#[derive(Clone, Default, clap::Args)]
+pub struct GatewaySettings {
+    /// Start every new session's kernels on this Jupyter gateway (Enterprise Gateway, Kernel
+    /// Gateway, Jupyter Server): its base URL, `http://` or `https://` [default: kernels run on
+    /// this machine]
+    #[arg(long = "kernel-gateway", env = "MCP_PYREPL_KERNEL_GATEWAY", global = true, value_name = "URL", value_parser = gateway_url)]
+    pub url: Option<String>,
+
+    /// The gateway's token, sent as `Authorization: token …` (prefer the variable: `ps` shows
+    /// flags) [default: none]
+    #[arg(long, env = "MCP_PYREPL_GATEWAY_TOKEN", global = true, hide_env_values = true)]
+    pub gateway_token: Option<String>,
+
+    /// The kernelspec the gateway starts for each kernel
+    #[arg(long, env = "MCP_PYREPL_GATEWAY_KERNEL_NAME", global = true, default_value = "python3")]
+    pub gateway_kernel_name: String,
+}
+
+impl std::fmt::Debug for GatewaySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewaySettings")
+            .field("url", &self.url)
+            .field("gateway_token", &self.gateway_token.as_ref().map(|_| "<hidden>"))
+            .field("gateway_kernel_name", &self.gateway_kernel_name)
+            .finish()
+    }
+}
+
+/// A gateway's base URL: `http://` or `https://` with a host, no query or fragment; kept
+/// without its trailing `/`.
+fn gateway_url(text: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(text.trim()).map_err(|error| format!("`{text}` is not a URL: {error}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("`{text}` is not an `http://` or `https://` URL with a host"));
+    }
+    if url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err(format!(
+            "`{text}` has a query, fragment or user name; give the base URL only, and the token with --gateway-token"
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// How the kernels we start are confined (`src/sandbox/`).
@@ -332,6 +385,18 @@ fn base_packages_default() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateway_urls_are_base_urls() {
+        assert_eq!(gateway_url("http://127.0.0.1:8888/").unwrap(), "http://127.0.0.1:8888");
+        assert_eq!(gateway_url("https://hub.example/user/me/").unwrap(), "https://hub.example/user/me");
+        for bad in ["127.0.0.1:8888", "ftp://host", "http://host/?token=x", "https://me:pw@host", "not a url"]
+        {
+            assert!(gateway_url(bad).is_err(), "{bad} was accepted");
+        }
+        let settings = GatewaySettings { gateway_token: Some("s3cret".into()), ..GatewaySettings::default() };
+        assert!(!format!("{settings:?}").contains("s3cret"));
+    }
 
     #[test]
     fn every_default_passes_its_value_parser() {

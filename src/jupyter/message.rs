@@ -70,6 +70,18 @@ impl Channel {
             Channel::Heartbeat => "hb",
         }
     }
+
+    /// The channel a Jupyter server's kernel WebSocket names `name` (`shell`, `iopub`,
+    /// `control`, `stdin`), if any.
+    pub fn from_websocket_name(name: &str) -> Option<Channel> {
+        match name {
+            "shell" => Some(Channel::Shell),
+            "iopub" => Some(Channel::Iopub),
+            "control" => Some(Channel::Control),
+            "stdin" => Some(Channel::Stdin),
+            _ => None,
+        }
+    }
 }
 
 /// A decoded, verified Jupyter message.
@@ -235,6 +247,11 @@ pub enum ExecutionState {
     Idle,
     /// The kernel process started.
     Starting,
+    /// Sent by a Jupyter server on its kernel WebSocket: it is restarting the kernel (after its
+    /// process died); whatever the kernel held is gone.
+    Restarting,
+    /// Sent by a Jupyter server on its kernel WebSocket: the kernel died and was not restarted.
+    Dead,
 }
 
 /// `status` on iopub.

@@ -1,11 +1,13 @@
-//! The task that owns one kernel connection's sockets.
+//! The task that owns one kernel connection, over either transport (`transport.rs`: ZeroMQ
+//! sockets or a Jupyter server's kernel WebSocket).
 //!
 //! Callers hold a cheap [`Client`] that sends [`Command`]s over a channel; the task sends requests,
 //! drains iopub continuously (a slow reader makes the kernel drop messages) and routes every
 //! message by `parent_header.msg_id`. An execution completes only when both its shell
-//! `execute_reply` and its iopub `status: idle` have arrived: the two sockets are not ordered
-//! against each other. When the kernel dies (reported on the `death` watch by whoever watches the
-//! process or heartbeat) every pending request is answered with what was captured, never left
+//! `execute_reply` and its iopub `status: idle` have arrived: the two channels are not ordered
+//! against each other. When the kernel dies (reported on the `liveness` watch by whoever watches
+//! the process, heartbeat or gateway, or by the transport itself) the cause is published on the
+//! client's death watch and every pending request is answered with what was captured, never left
 //! hanging.
 
 use std::collections::HashMap;
@@ -16,24 +18,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use std::sync::Arc;
 
 use super::output::{Output, OutputLimits, OutputLog};
+use super::transport::{RequestChannel, Transport};
 use super::{Death, Execution, ExecutionStatus, KernelError};
-use crate::jupyter::message::{Content, ExecuteRequest, ExecutionState, Message};
-use crate::jupyter::socket::{ClientSockets, Heartbeat, Receiver};
+use crate::jupyter::message::{Channel, Content, ExecuteRequest, ExecutionState, Message};
 
 /// How long to keep reading after a death notice, for output already on its way.
 const DRAIN_AFTER_DEATH: Duration = Duration::from_millis(100);
-
-/// How often an attached kernel's heartbeat is checked, and how long an echo may take.
-const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
-/// Missed heartbeats in a row before an attached kernel is declared dead.
-const HEARTBEAT_MISSES: u32 = 3;
-
-/// Which request channel a generic request goes to.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum RequestChannel {
-    Shell,
-    Control,
-}
 
 pub(crate) enum Command {
     Execute {
@@ -88,14 +78,6 @@ impl RunningExecution {
     }
 }
 
-/// How the actor learns that its kernel died.
-pub(crate) enum Liveness {
-    /// From whoever waits on the kernel process we started: the cause once it exits.
-    Process(watch::Receiver<Option<Death>>),
-    /// From the heartbeat channel, for a kernel whose process we cannot wait on.
-    Heartbeat,
-}
-
 /// A handle to the socket-owning task. Dropping every clone stops the task.
 #[derive(Clone)]
 pub(crate) struct Client {
@@ -105,30 +87,21 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    /// Starts the task on `sockets`; `liveness` says how the kernel's death is learnt.
-    pub(crate) fn spawn(sockets: ClientSockets, liveness: Liveness) -> Client {
-        let ClientSockets { shell_tx, shell_rx, control_tx, control_rx, stdin_rx, iopub, heartbeat } =
-            sockets;
+    /// Starts the task on `transport`; `liveness` says when the kernel has died (the
+    /// transport may also say so itself).
+    pub(crate) fn spawn(transport: impl Transport, liveness: watch::Receiver<Option<Death>>) -> Client {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (iopub_seen_tx, iopub_seen) = watch::channel(false);
-        let death = match liveness {
-            Liveness::Process(death) => death,
-            Liveness::Heartbeat => {
-                let (death_tx, death) = watch::channel(None);
-                tokio::spawn(watch_heartbeat_until_silent(heartbeat, death_tx));
-                death
-            }
-        };
+        let (death_tx, death) = watch::channel(None);
         let actor = Actor {
             session: uuid::Uuid::new_v4().to_string(),
-            shell_tx,
-            control_tx,
+            transport,
             executions: HashMap::new(),
             requests: HashMap::new(),
             iopub_seen: iopub_seen_tx,
-            dead: None,
+            death: death_tx,
         };
-        tokio::spawn(actor.run(command_rx, shell_rx, control_rx, stdin_rx, iopub, death.clone()));
+        tokio::spawn(actor.run(command_rx, liveness));
         Client { commands, iopub_seen, death }
     }
 
@@ -185,61 +158,63 @@ struct PendingExecution {
     respond: oneshot::Sender<Result<Execution, KernelError>>,
 }
 
-struct Actor {
+struct Actor<T> {
     session: String,
-    shell_tx: crate::jupyter::socket::Sender,
-    control_tx: crate::jupyter::socket::Sender,
+    transport: T,
     executions: HashMap<String, PendingExecution>,
     requests: HashMap<String, oneshot::Sender<Result<Message, KernelError>>>,
     iopub_seen: watch::Sender<bool>,
-    dead: Option<Death>,
+    /// `Some(cause)` once the kernel is gone; what [`Client::death`] shows.
+    death: watch::Sender<Option<Death>>,
 }
 
-impl Actor {
+impl<T: Transport> Actor<T> {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
-        mut shell_rx: Receiver<zeromq::DealerRecvHalf>,
-        mut control_rx: Receiver<zeromq::DealerRecvHalf>,
-        mut stdin_rx: Receiver<zeromq::DealerRecvHalf>,
-        mut iopub: Receiver<zeromq::SubSocket>,
-        mut death: watch::Receiver<Option<Death>>,
+        mut liveness: watch::Receiver<Option<Death>>,
     ) {
-        // A closed socket yields errors forever: stop polling it.
-        let (mut shell_open, mut control_open, mut stdin_open, mut iopub_open) = (true, true, true, true);
         loop {
+            let alive = self.dead().is_none();
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.on_command(command).await,
                     None => break,
                 },
-                message = iopub.recv(), if iopub_open => match message {
-                    Ok(message) => self.on_iopub(message),
-                    Err(error) => { tracing::debug!(%error, "iopub closed"); iopub_open = false; }
+                received = self.transport.recv(), if alive => match received {
+                    Ok((channel, message)) => self.on_message(channel, message),
+                    Err(cause) => self.on_death(cause),
                 },
-                message = shell_rx.recv(), if shell_open => match message {
-                    Ok(message) => self.on_reply(message),
-                    Err(error) => { tracing::debug!(%error, "shell closed"); shell_open = false; }
-                },
-                message = control_rx.recv(), if control_open => match message {
-                    Ok(message) => self.on_reply(message),
-                    Err(error) => { tracing::debug!(%error, "control closed"); control_open = false; }
-                },
-                message = stdin_rx.recv(), if stdin_open => match message {
-                    // We send allow_stdin: false, so a well-behaved kernel never asks.
-                    Ok(message) => tracing::warn!(msg_type = message.msg_type(), "unexpected message on stdin"),
-                    Err(_) => stdin_open = false,
-                },
-                changed = death.changed(), if self.dead.is_none() => {
+                changed = liveness.changed(), if alive => {
                     let cause = match changed {
-                        Ok(()) => death.borrow_and_update().clone(),
+                        Ok(()) => liveness.borrow_and_update().clone(),
                         Err(_) => None,
                     };
                     // The watcher went away without a cause: the kernel's owner is shutting down.
                     let cause = cause.unwrap_or(Death::Stopped);
-                    self.drain(&mut shell_rx, &mut iopub).await;
+                    self.death.send_replace(Some(cause.clone()));
+                    self.drain().await;
                     self.on_death(cause);
                 }
+            }
+        }
+        // Every handle is gone: whoever still watches sees a stopped kernel, not a live one.
+        if self.dead().is_none() {
+            self.death.send_replace(Some(Death::Stopped));
+        }
+    }
+
+    fn dead(&self) -> Option<Death> {
+        self.death.borrow().clone()
+    }
+
+    fn on_message(&mut self, channel: Channel, message: Message) {
+        match channel {
+            Channel::Iopub => self.on_iopub(message),
+            Channel::Shell | Channel::Control => self.on_reply(message),
+            // We send allow_stdin: false, so a well-behaved kernel never asks.
+            Channel::Stdin | Channel::Heartbeat => {
+                tracing::warn!(msg_type = message.msg_type(), ?channel, "unexpected message");
             }
         }
     }
@@ -247,13 +222,13 @@ impl Actor {
     async fn on_command(&mut self, command: Command) {
         match command {
             Command::Execute { request, log, reply } => {
-                if let Some(cause) = &self.dead {
-                    let _ = reply.send(Err(KernelError::Died(cause.clone())));
+                if let Some(cause) = self.dead() {
+                    let _ = reply.send(Err(KernelError::Died(cause)));
                     return;
                 }
                 let request = Message::new(Content::ExecuteRequest(request), &self.session);
-                if let Err(error) = self.shell_tx.send(&request).await {
-                    let _ = reply.send(Err(error.into()));
+                if let Err(error) = self.transport.send(RequestChannel::Shell, &request).await {
+                    let _ = reply.send(Err(error));
                     return;
                 }
                 self.executions.insert(
@@ -262,17 +237,13 @@ impl Actor {
                 );
             }
             Command::Request { channel, content, reply } => {
-                if let Some(cause) = &self.dead {
-                    let _ = reply.send(Err(KernelError::Died(cause.clone())));
+                if let Some(cause) = self.dead() {
+                    let _ = reply.send(Err(KernelError::Died(cause)));
                     return;
                 }
                 let request = Message::new(content, &self.session);
-                let socket = match channel {
-                    RequestChannel::Shell => &mut self.shell_tx,
-                    RequestChannel::Control => &mut self.control_tx,
-                };
-                if let Err(error) = socket.send(&request).await {
-                    let _ = reply.send(Err(error.into()));
+                if let Err(error) = self.transport.send(channel, &request).await {
+                    let _ = reply.send(Err(error));
                     return;
                 }
                 // Forget requests whose callers gave up waiting.
@@ -346,19 +317,16 @@ impl Actor {
 
     /// Reads what is already on its way for a short while, so output printed just before a
     /// crash is kept.
-    async fn drain(
-        &mut self,
-        shell_rx: &mut Receiver<zeromq::DealerRecvHalf>,
-        iopub: &mut Receiver<zeromq::SubSocket>,
-    ) {
+    async fn drain(&mut self) {
         let deadline = tokio::time::sleep(DRAIN_AFTER_DEATH);
         tokio::pin!(deadline);
         loop {
             tokio::select! {
                 _ = &mut deadline => break,
-                Ok(message) = iopub.recv() => self.on_iopub(message),
-                Ok(message) = shell_rx.recv() => self.on_reply(message),
-                else => break,
+                received = self.transport.recv() => match received {
+                    Ok((channel, message)) => self.on_message(channel, message),
+                    Err(_) => break,
+                },
             }
         }
     }
@@ -377,33 +345,6 @@ impl Actor {
         for (_, waiter) in self.requests.drain() {
             let _ = waiter.send(Err(KernelError::Died(cause.clone())));
         }
-        self.dead = Some(cause);
-    }
-}
-
-/// Pings until the kernel misses [`HEARTBEAT_MISSES`] echoes in a row, then reports its death.
-/// Ends quietly when the death watch is closed or already set by someone else.
-async fn watch_heartbeat_until_silent(mut heartbeat: Heartbeat, death: watch::Sender<Option<Death>>) {
-    let mut misses = 0;
-    loop {
-        tokio::select! {
-            _ = death.closed() => return,
-            alive = heartbeat.ping(HEARTBEAT_INTERVAL) => {
-                if death.borrow().is_some() {
-                    return;
-                }
-                if alive {
-                    misses = 0;
-                    tokio::time::sleep(HEARTBEAT_INTERVAL).await;
-                    continue;
-                }
-                misses += 1;
-                if misses >= HEARTBEAT_MISSES {
-                    let silent_for = HEARTBEAT_INTERVAL * HEARTBEAT_MISSES;
-                    death.send_replace(Some(Death::HeartbeatLost { silent_for }));
-                    return;
-                }
-            }
-        }
+        self.death.send_replace(Some(cause));
     }
 }

@@ -11,11 +11,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::actor::{Client, Liveness};
+use super::actor::Client;
 use super::launch::{KernelProcess, Lineage};
 use super::reaper::process_lives;
+use super::transport::ZmqTransport;
 use super::{
-    Execution, ExecutionStatus, Kernel, KernelError, Output, OutputLimits, RunningExecution, handshake,
+    Execution, ExecutionStatus, Kernel, KernelAddress, KernelError, Output, OutputLimits, RunningExecution,
+    handshake,
 };
 use crate::jupyter::connection::ConnectionInfo;
 use crate::jupyter::message::ExecuteRequest;
@@ -45,7 +47,8 @@ impl Kernel {
     pub fn fork(&self) -> Result<PendingFork, KernelError> {
         let origin = self.own_process("fork")?;
         let instance = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-        let dir = self.connection_file.parent().map(PathBuf::from).unwrap_or_default();
+        let dir =
+            self.connection_file().and_then(|file| file.parent()).map(PathBuf::from).unwrap_or_default();
         let connection_file = dir.join(format!("kernel-{instance}.json"));
         let path = serde_json::to_string(&connection_file.to_string_lossy()).expect("a string serialises");
         let code = format!("_mcp_pyrepl_snapshot({path}, {})", std::process::id());
@@ -119,9 +122,11 @@ impl PendingFork {
             self.connection_file.clone(),
         )?;
         let sockets = ClientSockets::connect(process.connection(), FORK_TIMEOUT).await?;
-        let client = Client::spawn(sockets, Liveness::Process(process.exit()));
+        let (transport, _heartbeat) = ZmqTransport::new(sockets);
+        let client = Client::spawn(transport, process.exit());
         let info = handshake(&client, FORK_TIMEOUT).await?;
-        Ok(Kernel { client, info, connection_file: self.connection_file, process: Some(Box::new(process)) })
+        let address = KernelAddress::ConnectionFile(self.connection_file);
+        Ok(Kernel { client, info, address, process: Some(Box::new(process)) })
     }
 }
 

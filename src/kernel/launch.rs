@@ -22,8 +22,9 @@ use crate::sandbox::Confinement;
 
 /// The kernelspec template: argv and env with `{python}`, `{connection_file}` and `{ipython_dir}`.
 const KERNEL_JSON: &str = include_str!("../../kernelspec/kernel.json");
-/// The IPython startup file that defines `display_figure(fig)`.
-const STARTUP_PY: &str = include_str!("../../kernelspec/startup.py");
+/// The IPython startup file that defines `display_figure(fig)`; run as a kernel's first code
+/// where we cannot write its profile (a gateway's kernels).
+pub const STARTUP_PY: &str = include_str!("../../kernelspec/startup.py");
 
 /// How many bytes of the kernel log a start-up error shows.
 const LOG_TAIL_BYTES: u64 = 4000;

@@ -2,9 +2,11 @@
 //!
 //! Owns one kernel connection and, when we started the kernel ([`Kernel::launch`],
 //! `launch.rs`), its process; a kernel somebody else started ([`Kernel::attach`]) has no process
-//! of ours, so it is never signalled or stopped. Which kernels to start, restart or stop is the
-//! provider's decision (`crate::provider`). The sockets are owned by one task (`actor.rs`);
-//! outputs are built in `output.rs`. Knows nothing of venvs, cells or MCP.
+//! of ours, so it is never signalled or stopped, and a kernel behind a Jupyter server's WebSocket
+//! ([`Kernel::over_websocket`]) is stopped through that server's API by its provider. Which
+//! kernels to start, restart or stop is the provider's decision (`crate::provider`). The
+//! connection is owned by one task (`actor.rs`) over either transport (`transport.rs`); outputs
+//! are built in `output.rs`. Knows nothing of venvs, cells or MCP.
 
 mod actor;
 pub mod browser;
@@ -12,6 +14,7 @@ mod fork;
 pub mod launch;
 pub mod output;
 mod reaper;
+mod transport;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,12 +24,14 @@ use nix::sys::signal::Signal;
 use crate::jupyter::connection::{ConnectionError, ConnectionInfo};
 use crate::jupyter::message::{Content, ExecuteRequest, KernelInfoReply, Shutdown};
 use crate::jupyter::socket::{ClientSockets, SocketError};
-use actor::{Client, Liveness, RequestChannel};
+use crate::jupyter::websocket::KernelWebSocket;
+use actor::Client;
 pub use actor::{OutputView, RunningExecution};
 pub use fork::PendingFork;
 pub use launch::{InterruptMode, KernelProcess, LaunchSpec};
 pub use output::{MimeBundle, Output, OutputLimits, StreamName};
 pub use reaper::adopt_orphans;
+use transport::{RequestChannel, WebSocketTransport, ZmqTransport, heartbeat_watch};
 
 /// How long a kernel we attach to may take to accept our connections.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,6 +58,17 @@ pub enum Death {
         /// How long it was silent.
         silent_for: Duration,
     },
+    /// The connection to a kernel behind a Jupyter server closed (the kernel was deleted or
+    /// culled, or the server went away): whatever the kernel held is out of our reach.
+    ConnectionLost {
+        /// How it closed.
+        detail: String,
+    },
+    /// The Jupyter server that runs the kernel says it died, restarted it, or no longer has it.
+    Remote {
+        /// What the server said, in words.
+        detail: String,
+    },
     /// Waiting on the process failed.
     WaitFailed {
         /// The OS error.
@@ -76,6 +92,8 @@ impl std::fmt::Display for Death {
             Death::HeartbeatLost { silent_for } => {
                 write!(f, "stopped answering its heartbeat for {}s", silent_for.as_secs())
             }
+            Death::ConnectionLost { detail } => write!(f, "lost its connection: {detail}"),
+            Death::Remote { detail } => write!(f, "{detail}"),
             Death::WaitFailed { error } => write!(f, "could not be waited on: {error}"),
             Death::Stopped => write!(f, "was stopped"),
             Death::Vanished => write!(f, "exited"),
@@ -132,13 +150,21 @@ pub enum KernelError {
         /// How long we waited.
         timeout: Duration,
     },
-    /// Something only the owner may do (a kill) was asked of a kernel somebody else started.
-    #[error("cannot {action} a kernel we did not start (attached through `{}`); do it where the kernel was started", connection_file.display())]
+    /// Something only the owner may do (a kill) was asked of a kernel whose process is not ours.
+    #[error("cannot {action} {address}: its process is not ours; do it where the kernel was started")]
     NotOwned {
         /// What was asked.
         action: &'static str,
-        /// Its connection file.
-        connection_file: PathBuf,
+        /// Where the kernel is reached.
+        address: KernelAddress,
+    },
+    /// A Jupyter server (a kernel gateway) refused or failed a request about a kernel.
+    #[error("the Jupyter gateway `{url}` {answer}")]
+    Gateway {
+        /// The gateway's base URL.
+        url: String,
+        /// What was asked and what it answered (or why it could not be reached), and what to do.
+        answer: String,
     },
     /// The kernel would not fork into a snapshot, or its copy did not come up.
     #[error("no snapshot: {reason}")]
@@ -178,12 +204,35 @@ pub struct Execution {
     pub user_expressions: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Where a kernel is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelAddress {
+    /// Through a connection file (one we wrote, or one we attached through).
+    ConnectionFile(PathBuf),
+    /// Through a Jupyter server's API: the kernel `id` on the server at `url`.
+    Gateway {
+        /// The server's base URL.
+        url: String,
+        /// The kernel's id there.
+        id: String,
+    },
+}
+
+impl std::fmt::Display for KernelAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KernelAddress::ConnectionFile(path) => write!(f, "the kernel of `{}`", path.display()),
+            KernelAddress::Gateway { url, id } => write!(f, "the kernel `{id}` on the gateway `{url}`"),
+        }
+    }
+}
+
 /// A connected kernel.
 pub struct Kernel {
     client: Client,
     info: KernelInfoReply,
-    connection_file: PathBuf,
-    /// The process, when we started it; `None` for a kernel somebody else started.
+    address: KernelAddress,
+    /// The process, when we started it; `None` for a kernel somebody else started or runs.
     process: Option<Box<KernelProcess>>,
 }
 
@@ -197,7 +246,8 @@ impl Kernel {
         let process = KernelProcess::start(&spec).await?;
         let started = async {
             let sockets = ClientSockets::connect(process.connection(), spec.startup_timeout).await?;
-            let client = Client::spawn(sockets, Liveness::Process(process.exit()));
+            let (transport, _heartbeat) = ZmqTransport::new(sockets);
+            let client = Client::spawn(transport, process.exit());
             let info = handshake(&client, spec.startup_timeout).await?;
             Ok::<_, KernelError>((client, info))
         };
@@ -205,7 +255,7 @@ impl Kernel {
             Ok((client, info)) => Ok(Kernel {
                 client,
                 info,
-                connection_file: process.connection_file().to_owned(),
+                address: KernelAddress::ConnectionFile(process.connection_file().to_owned()),
                 process: Some(Box::new(process)),
             }),
             Err(error) => Err(process.start_failed(error.to_string())),
@@ -220,9 +270,28 @@ impl Kernel {
     pub async fn attach(connection_file: &Path) -> Result<Kernel, KernelError> {
         let connection = ConnectionInfo::read(connection_file)?;
         let sockets = ClientSockets::connect(&connection, ATTACH_TIMEOUT).await?;
-        let client = Client::spawn(sockets, Liveness::Heartbeat);
+        let (transport, heartbeat) = ZmqTransport::new(sockets);
+        let client = Client::spawn(transport, heartbeat_watch(heartbeat));
         let info = handshake(&client, ATTACH_TIMEOUT).await?;
-        Ok(Kernel { client, info, connection_file: connection_file.to_owned(), process: None })
+        let address = KernelAddress::ConnectionFile(connection_file.to_owned());
+        Ok(Kernel { client, info, address, process: None })
+    }
+
+    /// Talks to the kernel at `address` through a Jupyter server's kernel WebSocket, once it
+    /// answers (within `timeout`). `liveness` says when the server no longer has the kernel; a
+    /// closed socket, or the server's `status: restarting` or `dead`, is its death too.
+    ///
+    /// # Errors
+    /// When the kernel does not answer in time, or the socket closes first.
+    pub async fn over_websocket(
+        socket: KernelWebSocket,
+        address: KernelAddress,
+        liveness: tokio::sync::watch::Receiver<Option<Death>>,
+        timeout: Duration,
+    ) -> Result<Kernel, KernelError> {
+        let client = Client::spawn(WebSocketTransport::new(socket, address.to_string()), liveness);
+        let info = handshake(&client, timeout).await?;
+        Ok(Kernel { client, info, address, process: None })
     }
 
     /// Runs `code` as a cell and returns its outputs once both the reply and the kernel's idle
@@ -263,6 +332,20 @@ impl Kernel {
         limits: OutputLimits,
     ) -> Result<RunningExecution, KernelError> {
         self.client.execute(request, limits)
+    }
+
+    /// Runs `code` with its outputs but out of the user's history and execution counter (an
+    /// install the session does on the user's behalf).
+    ///
+    /// # Errors
+    /// As [`Kernel::execute`].
+    pub async fn execute_unrecorded(
+        &self,
+        code: &str,
+        limits: OutputLimits,
+    ) -> Result<Execution, KernelError> {
+        let request = ExecuteRequest { store_history: false, ..ExecuteRequest::new(code) };
+        self.client.execute(request, limits)?.finish().await
     }
 
     /// Runs `code` leaving no trace a user could see: nothing broadcast, no history, no change
@@ -371,9 +454,18 @@ impl Kernel {
         &self.info
     }
 
-    /// The connection file: the one we wrote, or the one we attached through.
-    pub fn connection_file(&self) -> &Path {
-        &self.connection_file
+    /// Where the kernel is reached.
+    pub fn address(&self) -> &KernelAddress {
+        &self.address
+    }
+
+    /// The connection file (the one we wrote, or the one we attached through), unless the
+    /// kernel is reached through a Jupyter server.
+    pub fn connection_file(&self) -> Option<&Path> {
+        match &self.address {
+            KernelAddress::ConnectionFile(path) => Some(path),
+            KernelAddress::Gateway { .. } => None,
+        }
     }
 
     /// The kernel's process id, when we started it.
@@ -387,9 +479,7 @@ impl Kernel {
     }
 
     fn own_process(&self, action: &'static str) -> Result<&KernelProcess, KernelError> {
-        self.process
-            .as_deref()
-            .ok_or_else(|| KernelError::NotOwned { action, connection_file: self.connection_file.clone() })
+        self.process.as_deref().ok_or_else(|| KernelError::NotOwned { action, address: self.address.clone() })
     }
 
     async fn control_request(&self, what: &'static str, content: Content) -> Result<(), KernelError> {

@@ -53,7 +53,11 @@ wait_cell gives more or the end, and interrupt_cell stops the cell. list_cells s
 of cells, get_cell one cell's code and outputs; both answer even while a cell runs.\n\
 Kernels are sandboxed unless the server says otherwise (create_repl's `sandbox`): code may \
 write only inside its session (its working directory, $TMPDIR) and read the system, its \
-environment and its session; install packages with install_packages or %pip install.";
+environment and its session; install packages with install_packages or %pip install.\n\
+When create_repl reports a `gateway`, the session's kernels run on that Jupyter gateway, not on this \
+machine: their environment and confinement are the gateway's, install_packages runs %pip install in \
+them (and again in each new kernel of the session, before any replay), and files the code writes stay \
+on the gateway's side.";
 
 /// `run_code` arguments.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -190,11 +194,21 @@ impl PyReplServer {
         Ok(match outcome {
             Ok(id) => {
                 let sandbox = self.manager.sandbox();
-                let structured = json!({
-                    "session_id": id,
-                    "sandbox": sandbox.level().as_str(),
-                    "sandboxed": sandbox.is_enforced(),
-                });
+                let structured = match self.manager.gateway_url() {
+                    Some(url) => json!({
+                        "session_id": id,
+                        "gateway": url,
+                        "sandbox": "off",
+                        "sandboxed": false,
+                        "sandbox_note": "the kernels run on the Jupyter gateway, confined (or not) by it, not by mcp-pyrepl; \
+                            packages install through the kernel (%pip); snapshots are not available there",
+                    }),
+                    None => json!({
+                        "session_id": id,
+                        "sandbox": sandbox.level().as_str(),
+                        "sandboxed": sandbox.is_enforced(),
+                    }),
+                };
                 text_result(id.clone(), structured)
             }
             Err(error) => error_result(&error),
@@ -330,8 +344,9 @@ impl PyReplServer {
     }
 
     #[tool(
-        description = "Install Python packages into a session's virtualenv with uv. They can be imported at once, \
-        without a restart. Give plain requirements such as \"requests\" or \"polars>=1.0\".",
+        description = "Install Python packages into a session's virtualenv with uv (in a session on a Jupyter \
+        gateway: with %pip install in its kernels, repeated in every new kernel of the session). They can be \
+        imported at once, without a restart. Give plain requirements such as \"requests\" or \"polars>=1.0\".",
         annotations(
             title = "Install Python packages",
             read_only_hint = false,

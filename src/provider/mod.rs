@@ -10,19 +10,29 @@
 //! of [`ProviderRecord`] with its arm in [`ProviderRecord::open`], and its settings.
 //! - `local.rs`: kernels in the session's own uv venv, which we start, restart and stop.
 //! - `attached.rs`: one kernel somebody else started, reached through its connection file.
+//! - `gateway/`: kernels on a Jupyter gateway, through its REST API and kernel WebSocket.
 
 mod attached;
+mod gateway;
 mod local;
 
 pub use attached::AttachedProvider;
+pub use gateway::GatewayProvider;
 pub use local::LocalProvider;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::Limits;
-use crate::kernel::{Kernel, KernelError, PendingFork};
-use crate::venv::Venv;
+use crate::config::{GatewaySettings, Limits};
+use crate::kernel::{ExecutionStatus, Kernel, KernelError, Output, OutputLimits, PendingFork};
+use crate::venv::{Venv, pip_install_code};
+
+/// The file in a session's kernel directory that lists the ids of the gateway kernels it runs.
+const GATEWAY_KERNELS_FILE: &str = "gateway-kernels";
+
+/// How long an install through a kernel (`%pip install`) may take.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Starts, interrupts, kills and stops the kernels of one session.
 ///
@@ -52,6 +62,24 @@ pub trait KernelProvider: Send + Sync {
 
     /// What the session's record says of this provider.
     fn record(&self) -> ProviderRecord;
+
+    /// Whether `install_packages` installs through the kernels themselves (`%pip install`),
+    /// for kernels in no venv of ours that we may still install into; the provider then
+    /// remembers the installs ([`KernelProvider::remember_installs`]) and every kernel it
+    /// starts later installs them before it serves anything.
+    fn installs_through_kernels(&self) -> bool {
+        false
+    }
+
+    /// Remembers that `requirements` were installed into the running kernels, for the kernels
+    /// started later (and the session's record).
+    fn remember_installs(&self, _requirements: &[String]) {}
+
+    /// Gets rid of the kernels an earlier server started from this provider and left running
+    /// when it stopped without cleaning up (a crash). Local kernels are reaped through their
+    /// pid records (`kernel::launch::reap_orphans`) and attached ones are not ours, so the
+    /// default does nothing.
+    async fn reap_left_behind(&self) {}
 
     /// A new kernel, answering requests, with a fresh state (or, for a kernel somebody else
     /// started, whatever state it holds).
@@ -111,6 +139,18 @@ pub enum ProviderRecord {
         /// Its connection file.
         connection_file: PathBuf,
     },
+    /// Kernels on a Jupyter gateway. The token is never recorded: it comes from the settings,
+    /// and only when they name this same gateway.
+    Gateway {
+        /// The gateway's base URL.
+        url: String,
+        /// The kernelspec its kernels are started from.
+        kernel_name: String,
+        /// The requirements installed through the kernels, in order; every new kernel
+        /// installs them before it serves anything.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        installs: Vec<String>,
+    },
 }
 
 /// What a provider needs besides its record: where the session keeps its files, and limits.
@@ -126,17 +166,71 @@ pub struct ProviderContext {
     pub work_dir: PathBuf,
     /// The limits (and the sandbox) each kernel runs under.
     pub limits: Limits,
+    /// The gateway settings: the token of the gateway they name.
+    pub gateway: GatewaySettings,
 }
 
 impl ProviderRecord {
     /// The provider this record names.
-    pub fn open(&self, context: ProviderContext) -> Arc<dyn KernelProvider> {
-        match self {
+    ///
+    /// # Errors
+    /// When a gateway's TLS configuration cannot be built.
+    pub fn open(&self, context: ProviderContext) -> Result<Arc<dyn KernelProvider>, KernelError> {
+        Ok(match self {
             ProviderRecord::Local => Arc::new(LocalProvider::new(context)),
             ProviderRecord::Attached { connection_file } => {
                 Arc::new(AttachedProvider::new(connection_file.clone()))
             }
-        }
+            ProviderRecord::Gateway { url, kernel_name, installs } => {
+                // The token is the configured gateway's: never sent to another one.
+                let configured = context.gateway.url.as_deref().is_some_and(|configured| configured == url);
+                let (token, no_token_because) = match (configured, &context.gateway.gateway_token) {
+                    (true, Some(token)) => (Some(token.clone()), ""),
+                    (true, None) => (None, "set --gateway-token or MCP_PYREPL_GATEWAY_TOKEN"),
+                    (false, _) => (
+                        None,
+                        "the session's gateway is not the one --kernel-gateway names, and a token goes only to that one",
+                    ),
+                };
+                let started = context.kernel_dir.join(GATEWAY_KERNELS_FILE);
+                let provider = GatewayProvider::new(
+                    url,
+                    token,
+                    no_token_because,
+                    kernel_name.clone(),
+                    installs.clone(),
+                )?;
+                Arc::new(provider.with_started_record(started))
+            }
+        })
+    }
+}
+
+/// Runs `%pip install` of `requirements` (validated) in `kernel`; pip's output.
+///
+/// # Errors
+/// pip's output, or the kernel's death, when the install fails.
+pub async fn install_in_kernel(kernel: &Kernel, requirements: &[String]) -> Result<String, String> {
+    let code = pip_install_code(requirements);
+    let run =
+        tokio::time::timeout(INSTALL_TIMEOUT, kernel.execute_unrecorded(&code, OutputLimits::default()));
+    let execution = match run.await {
+        Err(_) => return Err(format!("the install took longer than {}s", INSTALL_TIMEOUT.as_secs())),
+        Ok(Err(error)) => return Err(error.to_string()),
+        Ok(Ok(execution)) => execution,
+    };
+    let text: String = execution
+        .outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Stream { text, .. } => Some(text.clone()),
+            other => other.traceback_text(),
+        })
+        .collect();
+    match execution.status {
+        ExecutionStatus::Ok => Ok(text),
+        ExecutionStatus::Died(death) => Err(format!("the kernel {death}\n{text}")),
+        ExecutionStatus::Error | ExecutionStatus::Aborted => Err(text),
     }
 }
 
@@ -156,5 +250,15 @@ mod tests {
         let back: ProviderRecord = serde_json::from_value(json!({ "provider": "local" })).unwrap();
         assert_eq!(back, ProviderRecord::Local);
         assert!(serde_json::from_value::<ProviderRecord>(json!({ "provider": "moon" })).is_err());
+        let gateway = ProviderRecord::Gateway {
+            url: "https://eg.example:8888".into(),
+            kernel_name: "python3".into(),
+            installs: vec!["six>=1".into()],
+        };
+        let value = json!({
+            "provider": "gateway", "url": "https://eg.example:8888", "kernel_name": "python3", "installs": ["six>=1"]
+        });
+        assert_eq!(serde_json::to_value(&gateway).unwrap(), value);
+        assert_eq!(serde_json::from_value::<ProviderRecord>(value).unwrap(), gateway);
     }
 }

@@ -80,6 +80,11 @@ impl SessionManager {
         &self.settings.limits.sandbox
     }
 
+    /// The Jupyter gateway new sessions' kernels start on, when the settings name one.
+    pub fn gateway_url(&self) -> Option<&str> {
+        self.settings.gateway.url.as_deref()
+    }
+
     /// A manager keeping its sessions under `settings.data_dir()`. Kernels left running by a
     /// server that crashed are killed and their files removed first; leftover spares and
     /// destroyed sessions are removed.
@@ -102,6 +107,7 @@ impl SessionManager {
             for entry in sessions.flatten() {
                 let paths = SessionPaths::new(entry.path());
                 killed += reap_orphans(&paths.kernel()).await;
+                manager.reap_remote_kernels(&paths);
                 // A spare of an earlier server was never handed out: nobody knows its id.
                 let spare = paths.spare_marker().exists();
                 if spare || entry.file_name().to_string_lossy().starts_with(DESTROYED_PREFIX) {
@@ -116,6 +122,29 @@ impl SessionManager {
             }
         }
         manager
+    }
+
+    /// Deletes, in the background, the kernels of the session in `paths` that live elsewhere
+    /// (on a gateway) and that a server which stopped without cleaning up left running.
+    fn reap_remote_kernels(&self, paths: &SessionPaths) {
+        let Ok(record) = SessionRecord::load(paths) else { return };
+        if record.provider == ProviderRecord::Local {
+            return;
+        }
+        let context = crate::provider::ProviderContext {
+            session_dir: paths.dir().to_owned(),
+            venv_dir: paths.venv(),
+            kernel_dir: paths.kernel(),
+            work_dir: paths.work(),
+            limits: self.settings.limits.clone(),
+            gateway: self.settings.gateway.clone(),
+        };
+        match record.provider.open(context) {
+            Ok(provider) => drop(tokio::spawn(async move { provider.reap_left_behind().await })),
+            Err(error) => {
+                tracing::warn!(%error, "cannot open a session's provider to clean up after a crash")
+            }
+        }
     }
 
     /// uv, found or installed on first use.
@@ -151,7 +180,9 @@ impl SessionManager {
 
     /// Creates a session: a spare one when one is ready, else a new private directory, a venv
     /// with ipykernel and the base packages and an empty graph on disk, its kernel starting in
-    /// the background (the first call waits for it). Nothing is left behind when a step fails.
+    /// the background (the first call waits for it); with a gateway, no venv, and its first
+    /// kernel started on the gateway before the id is handed out. Nothing is left behind when
+    /// a step fails.
     ///
     /// # Errors
     /// When uv or the kernel fails; the error carries their output.
@@ -166,34 +197,54 @@ impl SessionManager {
                 Ok(id)
             }
             None => {
-                let build = async |paths, id| self.venv_session(paths, id, progress).await;
-                self.add_session(KernelStart::InBackground, build).await
+                let build = async |paths, id| self.new_session(paths, id, progress).await;
+                // A gateway's kernel must answer now: a refused token or an unknown kernelspec
+                // is told to create_repl, not to the first run_code.
+                let start = if self.settings.gateway.url.is_some() {
+                    KernelStart::Now
+                } else {
+                    KernelStart::InBackground
+                };
+                self.add_session(start, build).await
             }
         };
         self.refill_spares();
         created
     }
 
-    /// A session with a new venv in `paths`, not started.
-    async fn venv_session(&self, paths: SessionPaths, id: String, progress: &Progress) -> Result<Session> {
-        let packages = self.settings.base_packages();
-        progress.report(1.0, Some(3.0), "finding uv");
-        let uv = self.uv().await?;
-        let mut installing: Vec<String> = crate::venv::KERNEL_PACKAGES.map(str::to_owned).into();
-        installing.extend(packages.iter().cloned());
-        progress.report(2.0, Some(3.0), format!("creating the venv with {}", installing.join(", ")));
-        // The local provider runs the session's kernels in this venv.
-        uv.create_venv(&paths.venv(), self.settings.python.as_deref(), &packages).await?;
-        progress.report(3.0, Some(3.0), "the kernel is starting");
-        let record = SessionRecord::new(ProviderRecord::Local);
-        Ok(Session::open(
+    /// A new session in `paths`, not started: its kernels on the gateway the settings name, or
+    /// else in a new venv of its own.
+    async fn new_session(&self, paths: SessionPaths, id: String, progress: &Progress) -> Result<Session> {
+        let gateway = &self.settings.gateway;
+        let provider = match &gateway.url {
+            Some(url) => {
+                progress.report(3.0, Some(3.0), format!("the kernel is starting on the gateway `{url}`"));
+                let kernel_name = gateway.gateway_kernel_name.clone();
+                ProviderRecord::Gateway { url: url.clone(), kernel_name, installs: Vec::new() }
+            }
+            None => {
+                let packages = self.settings.base_packages();
+                progress.report(1.0, Some(3.0), "finding uv");
+                let uv = self.uv().await?;
+                let mut installing: Vec<String> = crate::venv::KERNEL_PACKAGES.map(str::to_owned).into();
+                installing.extend(packages.iter().cloned());
+                progress.report(2.0, Some(3.0), format!("creating the venv with {}", installing.join(", ")));
+                // The local provider runs the session's kernels in this venv.
+                uv.create_venv(&paths.venv(), self.settings.python.as_deref(), &packages).await?;
+                progress.report(3.0, Some(3.0), "the kernel is starting");
+                ProviderRecord::Local
+            }
+        };
+        let record = SessionRecord::new(provider);
+        Session::open(
             id,
             self.settings.limits.clone(),
+            gateway,
             paths,
             &record,
             Graph::new(),
             &self.settings.base_packages(),
-        ))
+        )
     }
 
     /// A ready spare whose kernel still runs; spares whose kernel died meanwhile are thrown away.
@@ -245,7 +296,7 @@ impl SessionManager {
             create_session_dir(paths.dir())?;
             let marker = paths.spare_marker();
             std::fs::write(&marker, b"").map_err(|source| Error::Io { path: marker, source })?;
-            let mut session = self.venv_session(paths.clone(), id.clone(), &Progress::default()).await?;
+            let mut session = self.new_session(paths.clone(), id.clone(), &Progress::default()).await?;
             session.start_kernel().await?;
             session.warm_up(&self.settings.base_packages()).await?;
             session.save()?;
@@ -342,14 +393,16 @@ impl SessionManager {
         // Written by an older server, or its mode changed since: only we may enter it.
         create_session_dir(paths.dir())?;
         tracing::info!(session = id, cells = graph.len(), "session brought back from disk");
+        let limits = self.settings.limits.clone();
         let session = Session::open(
             id.to_owned(),
-            self.settings.limits.clone(),
+            limits,
+            &self.settings.gateway,
             paths,
             &record,
             graph,
             &self.settings.base_packages(),
-        );
+        )?;
         // Another call may have brought it back meanwhile: keep the first.
         let mut sessions = self.sessions.lock().expect("sessions lock");
         Ok(sessions.entry(id.to_owned()).or_insert_with(|| Entry::new(session)).clone())
@@ -384,14 +437,15 @@ impl SessionManager {
         // The kernel must answer now: an attach that cannot reach it is refused.
         self.add_session(KernelStart::Now, async |paths: SessionPaths, id: String| {
             let record = SessionRecord::new(ProviderRecord::Attached { connection_file });
-            Ok(Session::open(
+            Session::open(
                 id,
                 self.settings.limits.clone(),
+                &self.settings.gateway,
                 paths,
                 &record,
                 Graph::new(),
                 &self.settings.base_packages(),
-            ))
+            )
         })
         .await
     }
@@ -520,7 +574,7 @@ impl SessionManager {
 /// When a new session's kernel starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KernelStart {
-    /// Before the session is handed out (it must answer: an attached kernel).
+    /// Before the session is handed out (it must answer: an attached kernel, a gateway's).
     Now,
     /// Right after, in the background: the caller gets the session id while the kernel starts.
     InBackground,

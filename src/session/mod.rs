@@ -28,12 +28,12 @@ pub use run::{CellRun, MAX_CODE_BYTES};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Limits;
+use crate::config::{GatewaySettings, Limits};
 use crate::error::{Error, Result};
 use crate::graph::{CellId, CellStatus, Graph, KernelHead};
 use crate::jupyter::message::ExecuteRequest;
 use crate::kernel::{Execution, ExecutionStatus, Output, OutputLimits};
-use crate::provider::ProviderContext;
+use crate::provider::{ProviderContext, install_in_kernel};
 use crate::venv::{Uv, Venv, validate_requirement, warm_up_code};
 use live::LiveCell;
 use names::Names;
@@ -67,31 +67,37 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session whose kernels come from the provider `record` names, holding `graph`, its files
-    /// in `paths`, within `limits`; kernels start on first use.
+    /// A session whose kernels come from the provider `record` names (a gateway's token from
+    /// `gateway`), holding `graph`, its files in `paths`, within `limits`; kernels start on
+    /// first use.
+    ///
+    /// # Errors
+    /// When the provider cannot be opened (no TLS configuration for a gateway).
     /// A fresh kernel's snapshot imports `base_packages` silently, as a spare does.
     pub fn open(
         id: String,
         limits: Limits,
+        gateway: &GatewaySettings,
         paths: SessionPaths,
         record: &SessionRecord,
         graph: Graph,
         base_packages: &[String],
-    ) -> Self {
+    ) -> Result<Self> {
         let provider = record.provider.open(ProviderContext {
             session_dir: paths.dir().to_owned(),
             venv_dir: paths.venv(),
             kernel_dir: paths.kernel(),
             work_dir: paths.work(),
             limits: limits.clone(),
-        });
+            gateway: gateway.clone(),
+        })?;
         let work_dir = provider.working_dir().map(WorkDir::new);
         let records = Arc::new(Records::new(paths.clone(), graph, provider.venv().cloned(), work_dir));
         let budget = limits.kernel_pool_memory_mb.map(|mb| mb << 20);
         let pool = KernelPool::new(provider, limits.kernels_per_session, budget)
             .with_next_head(record.kernel_head.map_or(KernelHead::Fresh, KernelHead::At))
             .with_snapshots(limits.snapshots_per_session, warm_up_code(base_packages));
-        Session { id, limits, paths, records, pool }
+        Ok(Session { id, limits, paths, records, pool })
     }
 
     /// The session id.
@@ -368,12 +374,15 @@ impl Session {
         Ok((execution.await?, Some(Stop { reason, kernel_killed: true })))
     }
 
-    /// Installs `requirements` into the session's venv; the running kernel can import them at
-    /// once. Every requirement is validated before uv runs.
+    /// Installs `requirements` into the session's venv, or, for kernels in no venv of ours
+    /// that the provider installs into, through each running kernel (`%pip install`; a kernel is
+    /// started when none runs), then records them so that every later kernel installs them
+    /// first. The running kernels can import them at once. Every requirement is validated
+    /// before anything runs.
     ///
     /// # Errors
-    /// A refused requirement (nothing is installed), a session without a venv of its own, or
-    /// uv's failure.
+    /// A refused requirement (nothing is installed), a session whose kernels' environment is
+    /// not ours, or uv's or pip's failure.
     pub async fn install(
         &mut self,
         uv: &Uv,
@@ -381,7 +390,10 @@ impl Session {
         context: &CallContext,
     ) -> Result<String> {
         self.ensure_open()?;
-        let venv = self.own_venv("install_packages")?.clone();
+        let venv = match self.pool.provider().installs_through_kernels() {
+            true => None,
+            false => Some(self.own_venv("install_packages")?.clone()),
+        };
         if requirements.is_empty() {
             return Err(Error::InvalidArgument(
                 "packages is empty; pass a list of requirements such as [\"requests\", \"polars>=1\"]".into(),
@@ -395,7 +407,10 @@ impl Session {
         }
         let requirements: Vec<String> = requirements.iter().map(|r| r.trim().to_owned()).collect();
         context.progress.report(0.0, Some(1.0), format!("installing {}", requirements.join(", ")));
-        let report = uv.install(&venv, &requirements).await?;
+        let report = match venv {
+            Some(venv) => uv.install(&venv, &requirements).await?,
+            None => self.install_through_kernels(&requirements).await?,
+        };
         context.progress.report(1.0, Some(1.0), "installed");
         Ok(report)
     }
@@ -417,6 +432,27 @@ impl Session {
             });
         };
         Ok(work_dir.write(path, bytes)?)
+    }
+
+    /// `%pip install` of `requirements` in every running kernel (one is started when none
+    /// runs), then recorded for the kernels started later.
+    async fn install_through_kernels(&mut self, requirements: &[String]) -> Result<String> {
+        if !self.kernel_running() {
+            self.start_kernel().await?;
+        }
+        let mut report = String::new();
+        for held in self.pool.iter().filter(|held| held.kernel.is_alive()) {
+            report = install_in_kernel(&held.kernel, requirements).await.map_err(|output| {
+                Error::KernelInstallFailed {
+                    requirements: requirements.join(" "),
+                    provider: self.pool.provider().describe(),
+                    output,
+                }
+            })?;
+        }
+        self.pool.provider().remember_installs(requirements);
+        self.save_record()?;
+        Ok(report)
     }
 
     fn own_venv(&self, operation: &'static str) -> Result<&Venv> {

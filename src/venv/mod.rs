@@ -408,6 +408,21 @@ pub fn warm_up_code(packages: &[String]) -> String {
     )
 }
 
+/// A cell that installs `requirements` (each checked by [`validate_requirement`]) into the
+/// environment of the kernel that runs it, with IPython's `%pip install`, and raises when pip
+/// fails; imports see the new packages at once. For kernels in no venv of ours (a gateway's).
+/// `%pip` goes through a shell: each requirement is single-quoted, and a validated requirement
+/// holds no quote.
+pub fn pip_install_code(requirements: &[String]) -> String {
+    let quoted: Vec<String> = requirements.iter().map(|r| format!("'{}'", r.trim())).collect();
+    format!(
+        "%pip install --disable-pip-version-check --no-input {}\n\
+         if _exit_code:\n    raise RuntimeError(f'pip install failed with exit code {{_exit_code}}')\n\
+         __import__('importlib').invalidate_caches()",
+        quoted.join(" ")
+    )
+}
+
 /// The module to import for a package (its distribution name differs for a few); a dotted
 /// module name is kept as it is.
 fn import_name(package: &str) -> String {

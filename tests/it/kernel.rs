@@ -160,6 +160,7 @@ async fn the_local_provider_restarts_by_discarding_and_starting_fresh() {
         kernel_dir: dir.path().join("kernel"),
         work_dir: dir.path().join("work"),
         limits: settings.limits,
+        gateway: settings.gateway,
     });
     assert!(provider.can_restart());
     assert_eq!(provider.working_dir(), Some(dir.path().join("work").as_path()));

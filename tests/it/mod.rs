@@ -5,6 +5,8 @@ mod display;
 mod exec_cli;
 mod faults;
 mod files;
+mod gateway;
+mod gateway_harness;
 mod graph_tools;
 mod http;
 mod in_process;
