@@ -92,9 +92,12 @@ def _mcp_pyrepl_bound_streams():
 _mcp_pyrepl_bound_streams()
 
 
-def _mcp_pyrepl_snapshot(connection_file, server_pid):
+def _mcp_pyrepl_snapshot(connection_file, pid_file, server_pid, command_file):
     """Fork this kernel into a snapshot: a child holding the same state that serves on new
-    sockets, described by `connection_file` (written with a "pid" key once it listens).
+    sockets, described by `connection_file` (written with a "pid" key once it listens). Its pid
+    goes into `pid_file` at once, as the server's pid records have it (`server_pid`, and the
+    connection file `command_file` its command line names), so that a server started after a
+    crash can find it.
 
     Returns at once in this kernel; never returns in the copy. Raises RuntimeError, forking
     nothing, when a fork would not give a working copy.
@@ -122,8 +125,10 @@ def _mcp_pyrepl_snapshot(connection_file, server_pid):
                 os.setpgid(pid, pid)
             except OSError:
                 pass
-            # The server watches this pid until the copy listens.
-            _mcp_pyrepl_write_private(connection_file + ".pid", str(pid))
+            import json
+
+            record = {"kernel": pid, "server": server_pid, "command_file": command_file}
+            _mcp_pyrepl_write_private(pid_file, json.dumps(record))
             os._exit(0)
         _mcp_pyrepl_serve_fork(connection_file, server_pid)
     except BaseException as error:
@@ -148,7 +153,9 @@ def _mcp_pyrepl_check_forkable():
 
     if ipykernel.version_info[0] != 7:
         raise RuntimeError(f"snapshots need ipykernel 7, this kernel has {ipykernel.__version__}")
-    ours = ("ipykernel.", "IPython.", "zmq.", "jupyter_client.")
+    # The kernel's own threads, and those of kaleido's browser (choreographer's): a copy
+    # starts a browser of its own.
+    ours = ("ipykernel.", "IPython.", "zmq.", "jupyter_client.", "choreographer.", "kaleido.", "logistro.")
     foreign = [
         t.name
         for t in threading.enumerate()
@@ -188,6 +195,10 @@ def _mcp_pyrepl_serve_fork(connection_file, server_pid):
 
     os.setpgid(0, 0)
     gc.freeze()
+    for finder in sys.meta_path:
+        if isinstance(finder, _McpPyreplPlotly):
+            # The origin's browser and its thread are not ours: the copy starts its own.
+            finder.kaleido = None
     app = IPKernelApp.instance()
 
     def collect_again(*_):
@@ -345,7 +356,7 @@ class _McpPyreplJson:
 
 class _McpPyreplPlotly:
     """plotly figures as one PNG image each: kaleido with the browser the server found
-    (`MCP_PYREPL_CHROMIUM`, empty when none), one browser kept for the kernel's life; without
+    (`PYREPL_KALEIDO_BROWSER`, empty when none), one browser kept for the kernel's life; without
     one, or when it fails, a short text summary of the figure instead.
 
     Installed as plotly.io._renderers is imported (a meta path hook), so `fig.show()`,
@@ -359,7 +370,7 @@ class _McpPyreplPlotly:
     def __init__(self):
         import os
 
-        self.browser = os.environ.get("MCP_PYREPL_CHROMIUM", "")
+        self.browser = os.environ.get("PYREPL_KALEIDO_BROWSER", "")
         if self.browser:
             # plotly's own to_image and write_image find it too.
             os.environ.setdefault("BROWSER_PATH", self.browser)

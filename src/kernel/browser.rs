@@ -1,14 +1,14 @@
 //! The Chromium or Chrome a kernel renders plotly figures with (kaleido drives it): named by
 //! the server's `--chromium`, else the first of the usual names on `PATH`.
 //!
-//! Owns only the finding; the kernel learns the result from `MCP_PYREPL_CHROMIUM` (empty:
+//! Owns only the finding; the kernel learns the result from `PYREPL_KALEIDO_BROWSER` (empty:
 //! none, and figures come back as text summaries), which the startup file reads.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// The variable that tells a kernel's startup file which browser to use (empty: none).
-pub const BROWSER_ENV: &str = "MCP_PYREPL_CHROMIUM";
+pub const BROWSER_ENV: &str = "PYREPL_KALEIDO_BROWSER";
 
 /// Executable names tried on `PATH`, in order: Debian's headless shell (made for this, and
 /// the lightest), then the full browsers.

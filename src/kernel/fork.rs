@@ -12,14 +12,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::actor::Client;
-use super::launch::{KernelProcess, Lineage};
+use super::launch::{KernelProcess, Lineage, names_kernel_file};
 use super::reaper::process_lives;
 use super::transport::ZmqTransport;
 use super::{
     Execution, ExecutionStatus, Kernel, KernelAddress, KernelError, Output, OutputLimits, RunningExecution,
     handshake,
 };
-use crate::jupyter::connection::ConnectionInfo;
+use crate::jupyter::connection::{ConnectionInfo, Transport};
 use crate::jupyter::message::ExecuteRequest;
 use crate::jupyter::socket::ClientSockets;
 
@@ -34,6 +34,7 @@ pub struct PendingFork {
     request: RunningExecution,
     instance: String,
     connection_file: PathBuf,
+    pid_file: PathBuf,
     lineage: Lineage,
 }
 
@@ -50,10 +51,18 @@ impl Kernel {
         let dir =
             self.connection_file().and_then(|file| file.parent()).map(PathBuf::from).unwrap_or_default();
         let connection_file = dir.join(format!("kernel-{instance}.json"));
-        let path = serde_json::to_string(&connection_file.to_string_lossy()).expect("a string serialises");
-        let code = format!("_mcp_pyrepl_snapshot({path}, {})", std::process::id());
+        let pid_file = dir.join(format!("kernel-{instance}.pid"));
+        let lineage = origin.lineage();
+        let literal = |text: &str| serde_json::to_string(text).expect("a string serialises");
+        let code = format!(
+            "_mcp_pyrepl_snapshot({}, {}, {}, {})",
+            literal(&connection_file.to_string_lossy()),
+            literal(&pid_file.to_string_lossy()),
+            std::process::id(),
+            literal(lineage.command_file()),
+        );
         let request = self.client.execute(ExecuteRequest::silent(code), OutputLimits::default())?;
-        Ok(PendingFork { request, instance, connection_file, lineage: origin.lineage() })
+        Ok(PendingFork { request, instance, connection_file, pid_file, lineage })
     }
 }
 
@@ -64,6 +73,25 @@ impl PendingFork {
     /// [`KernelError::ForkRefused`] when the kernel said a copy would not work (threads the
     /// user started, CUDA, an ipykernel we do not fork); a copy that does not come up in time.
     pub async fn finish(mut self) -> Result<Kernel, KernelError> {
+        let (pid_file, connection_file) = (self.pid_file.clone(), self.connection_file.clone());
+        let copy = self.come_up().await;
+        if copy.is_err() {
+            // A copy that came up too late, or half-way, is of no use: nothing of it is left.
+            if let Some(pid) = recorded_pid(&pid_file)
+                && names_kernel_file(pid, self.lineage.command_file()) == Some(true)
+            {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = std::fs::remove_file(&pid_file);
+            let _ = std::fs::remove_file(&connection_file);
+        }
+        copy
+    }
+
+    async fn come_up(&mut self) -> Result<Kernel, KernelError> {
         // The copy's file is the proof of the fork: a kernel that dies right after forking
         // (the next cell kills it) may never send the request's idle status.
         let mut deadline = tokio::time::Instant::now() + FORK_TIMEOUT;
@@ -79,19 +107,10 @@ impl PendingFork {
                     reason: format!("the copy failed to start: {reason}"),
                 });
             }
-            let early_pid = self.connection_file.with_extension("json.pid");
-            if let Some(pid) =
-                std::fs::read_to_string(&early_pid).ok().and_then(|pid| pid.trim().parse().ok())
+            if let Some(pid) = recorded_pid(&self.pid_file)
                 && !process_lives(nix::unistd::Pid::from_raw(pid))
             {
-                let _ = std::fs::remove_file(&early_pid);
                 return Err(KernelError::ForkRefused { reason: "the copy died before it listened".into() });
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(KernelError::Timeout {
-                    what: "a forked copy's connection file",
-                    timeout: FORK_TIMEOUT,
-                });
             }
             if answered {
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -114,6 +133,20 @@ impl PendingFork {
                 () = wait => {}
             }
         };
+        // The file is the kernel's to write: act on its pid only if that is a kernel of ours,
+        // and on its sockets (removed when the copy goes) only if they are in its directory.
+        if names_kernel_file(pid, self.lineage.command_file()) != Some(true) {
+            return Err(KernelError::ForkRefused {
+                reason: format!("pid {pid} of the copy's file is no fork of this kernel"),
+            });
+        }
+        let own_dir = self.connection_file.parent();
+        if connection.transport == Transport::Ipc && std::path::Path::new(&connection.ip).parent() != own_dir
+        {
+            return Err(KernelError::ForkRefused {
+                reason: format!("the copy's sockets `{}` are outside its directory", connection.ip),
+            });
+        }
         let process = KernelProcess::adopt(
             &self.lineage,
             pid,
@@ -125,7 +158,7 @@ impl PendingFork {
         let (transport, _heartbeat) = ZmqTransport::new(sockets);
         let client = Client::spawn(transport, process.exit());
         let info = handshake(&client, FORK_TIMEOUT).await?;
-        let address = KernelAddress::ConnectionFile(self.connection_file);
+        let address = KernelAddress::ConnectionFile(self.connection_file.clone());
         Ok(Kernel { client, info, address, process: Some(Box::new(process)) })
     }
 }
@@ -140,6 +173,12 @@ fn refusal(reply: &Execution) -> String {
             _ => None,
         })
         .unwrap_or_else(|| format!("the snapshot request ended with {:?}", reply.status))
+}
+
+/// The pid a pid record names, once the fork's middle process has written it.
+fn recorded_pid(path: &std::path::Path) -> Option<i32> {
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    record["kernel"].as_i64().and_then(|pid| i32::try_from(pid).ok())
 }
 
 /// The copy's connection file and pid, once it has written them (it renames the file into

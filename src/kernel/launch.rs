@@ -406,10 +406,12 @@ impl KernelProcess {
     pub async fn kill(&self, timeout: Duration) {
         self.signal_group(Signal::SIGKILL);
         self.wait_exit(timeout).await;
-        // The rest of the group are no children of ours: wait (bounded) until they have been
-        // reaped, so that "stopped" means no process of the kernel is left.
+        // Wait (bounded) until the rest of the group has been reaped, so that "stopped" means
+        // no process of the kernel is left.
         let deadline = tokio::time::Instant::now() + timeout;
         while self.group_exists() && tokio::time::Instant::now() < deadline {
+            // Adopted by the server (a child subreaper), they are its zombies to reap.
+            super::reaper::reap_group(self.pid);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -434,6 +436,13 @@ pub(crate) struct Lineage {
     command_file: String,
     log_path: PathBuf,
     interrupt_mode: InterruptMode,
+}
+
+impl Lineage {
+    /// The connection file the command line of every kernel of this lineage names.
+    pub(crate) fn command_file(&self) -> &str {
+        &self.command_file
+    }
 }
 
 /// Who started a kernel: written next to its connection file so that a server started after a
@@ -504,10 +513,7 @@ pub async fn reap_orphans(dir: &Path) -> usize {
                     .is_some_and(|n| n.chars().all(|c| c.is_ascii_alphanumeric()))
             })
             .unwrap_or_else(|| connection_file.clone());
-        let ours = match std::fs::read(format!("/proc/{}/cmdline", record.kernel)) {
-            Ok(cmdline) => String::from_utf8_lossy(&cmdline).contains(&command_file),
-            Err(error) => error.kind() == std::io::ErrorKind::NotFound,
-        };
+        let ours = names_kernel_file(record.kernel, &command_file).unwrap_or(true);
         if !ours {
             tracing::warn!(
                 pid = record.kernel,
@@ -524,7 +530,11 @@ pub async fn reap_orphans(dir: &Path) -> usize {
         let written = ConnectionInfo::read(&dir.join(&connection_file))
             .ok()
             .filter(|connection| Path::new(&connection.ip).parent() == Some(dir));
-        let _ = std::fs::remove_file(dir.join(connection_file));
+        let _ = std::fs::remove_file(dir.join(&connection_file));
+        // What a fork's copy writes on its way to listening.
+        for unfinished in ["part", "tmp", "failed"] {
+            let _ = std::fs::remove_file(dir.join(format!("{connection_file}.{unfinished}")));
+        }
         if let Some(connection) = written.or_else(|| ConnectionInfo::ipc(&dir.join(instance)).ok()) {
             remove_stale_sockets(&connection);
         }
@@ -536,6 +546,16 @@ pub async fn reap_orphans(dir: &Path) -> usize {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     killed.len()
+}
+
+/// Whether the command line of process `pid` names the kernel connection file `command_file`
+/// (as every kernel of ours and its forks do); `None` when there is no such process. A pid
+/// read from a file a kernel can write is acted on only when this says yes.
+pub(crate) fn names_kernel_file(pid: i32, command_file: &str) -> Option<bool> {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => Some(String::from_utf8_lossy(&cmdline).contains(command_file)),
+        Err(_) => None,
+    }
 }
 
 /// How long [`reap_orphans`] waits for the process groups it killed to be gone.

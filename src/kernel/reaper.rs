@@ -37,7 +37,7 @@ pub fn adopt_orphans() -> bool {
             let mut seen = HashSet::new();
             loop {
                 std::thread::sleep(SWEEP_EVERY);
-                let zombies = zombie_children();
+                let zombies: HashSet<i32> = zombie_children().into_iter().map(|(pid, _)| pid).collect();
                 for pid in zombies.intersection(&seen) {
                     let _ = waitpid(Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG));
                 }
@@ -81,18 +81,32 @@ pub(super) fn process_lives(pid: Pid) -> bool {
     }
 }
 
-/// The pids of the server's children that are zombies now.
-fn zombie_children() -> HashSet<i32> {
+/// Reaps the zombies among the server's children in process group `group`, except its leader
+/// (whoever started the leader waits for it): what a killed kernel's own children leave once
+/// they are adopted, so that "no process of the group is left" comes true at once.
+pub(super) fn reap_group(group: Pid) {
+    for (pid, pgid) in zombie_children() {
+        if pgid == group.as_raw() && pid != group.as_raw() {
+            let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+        }
+    }
+}
+
+/// The server's children that are zombies now: (pid, process group).
+fn zombie_children() -> HashSet<(i32, i32)> {
     let me = std::process::id().to_string();
     let Ok(entries) = std::fs::read_dir("/proc") else { return HashSet::new() };
     entries
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-            let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid pgrp ...`; comm may hold any byte.
+            let (_, rest) = stat.rsplit_once(')')?;
             let mut fields = rest.split_whitespace();
-            fields.next() == Some("Z") && fields.next() == Some(me.as_str())
+            let zombie = fields.next() == Some("Z") && fields.next() == Some(me.as_str());
+            let group = fields.next()?.parse().ok()?;
+            zombie.then_some((pid, group))
         })
         .collect()
 }

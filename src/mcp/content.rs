@@ -88,13 +88,12 @@ pub fn cell_result(reply: &Reply, run: &CellRun) -> CallToolResult {
 /// do not (a kernel that is not ours to fork, threads the user started), why, so a model knows
 /// going back will replay.
 fn snapshot_report(run: &CellRun) -> Value {
-    match &run.snapshots {
-        Snapshots::Unavailable(reason) if !run.from_snapshot => {
-            json!({ "used": false, "available": false, "reason": reason })
-        }
-        Snapshots::Untried if !run.from_snapshot => json!({ "used": false, "available": null }),
-        _ => json!({ "used": run.from_snapshot, "available": true }),
-    }
+    let (available, reason) = match &run.snapshots {
+        Snapshots::Available => (Value::Bool(true), None),
+        Snapshots::Unavailable(reason) => (Value::Bool(false), Some(reason)),
+        Snapshots::Untried => (Value::Null, None),
+    };
+    json!({ "used": run.from_snapshot, "available": available, "reason": reason })
 }
 
 /// The reply about a cell running in the background: its result when `outcome` is there,

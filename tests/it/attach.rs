@@ -149,7 +149,13 @@ async fn attach_kernel_makes_a_session_that_goes_forward_and_never_stops_the_ker
     assert_eq!(structured["sandboxed"], false, "attached kernels are not ours to confine");
     let session = structured["session_id"].as_str().unwrap().to_owned();
 
-    let (_, a) = server.ok(&session, "x = 1", None).await;
+    let first = server.run(&session, "x = 1", None).await;
+    assert_ne!(first.is_error, Some(true), "{:?}", texts(&first));
+    let a = texts(&first).last().unwrap().clone();
+    // No snapshots of a kernel that is not ours, and the reply says so.
+    let snapshot = first.structured_content.unwrap()["snapshot"].clone();
+    assert_eq!(snapshot["available"], false, "{snapshot}");
+    assert!(snapshot["reason"].as_str().unwrap_or_default().contains("cannot be forked"), "{snapshot}");
     let (out, b) = server.ok(&session, "x += 1\nprint(x)", Some(&a)).await;
     assert_eq!(out, "2\n");
     let (out, _) = server.ok(&session, "print(x * 10)", Some(&b)).await;

@@ -132,3 +132,22 @@ async fn snapshots_off_means_replay() {
     assert_eq!(reply["snapshot"]["used"], json!(false), "{reply}");
     assert_eq!(reply["replayed_cell_ids"], json!([first]), "{reply}");
 }
+
+#[tokio::test]
+async fn a_snapshot_of_a_kernel_holding_a_browser_draws_plotly_figures_with_its_own() {
+    let (_guard, data) = data_dir();
+    let server = Server::start_with(&data, "numpy,pandas,plotly,kaleido", |_| {}).await;
+    let session = server.create_repl().await;
+    // The first figure starts the kernel's browser (kaleido's, in a thread of the kernel).
+    let figure = "import plotly.express as px\nfig = px.scatter(x=[1, 2, 3], y=[3, 1, 2])\n\
+                  fig.update_layout(width=320, height=240)\nfig.show()";
+    let drawn = server.run(&session, figure, None).await;
+    assert_eq!(super::mcp_client::images(&drawn).len(), 1, "{:?}", texts(&drawn));
+    let first = texts(&drawn).last().unwrap().clone();
+    // Copied with that browser thread in it, then the kernel moves on.
+    ok(&server, &session, "y = 1", Some(&first)).await;
+    let again = server.run(&session, "fig.show()", Some(&first)).await;
+    let reply = structured(&again);
+    assert!(served_by_snapshot(&reply), "{reply}");
+    assert_eq!(super::mcp_client::images(&again).len(), 1, "the copy drew no image: {:?}", texts(&again));
+}
