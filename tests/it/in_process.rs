@@ -137,21 +137,40 @@ async fn every_tool_says_whether_it_reads_destroys_or_reaches_outside() {
     assert_eq!(hint("upload_file", |a| a.idempotent_hint), Some(true));
 }
 
+/// A session with one cell (`x = 1`) and, under it, a cell that runs until `flag/go` exists.
+struct Blocked {
+    server: InProcess,
+    session: String,
+    cell: String,
+    flag: tempfile::TempDir,
+    running: String,
+}
+
+impl Blocked {
+    async fn start() -> Blocked {
+        let server = InProcess::start().await;
+        let session = server.create_repl().await;
+        let (_, cell) = server.ok(&session, "x = 1", None).await;
+        let flag = tempfile::tempdir().unwrap();
+        let code = format!(
+            "import os, time\nwhile not os.path.exists({:?}): time.sleep(0.02)",
+            flag.path().join("go").to_str().unwrap()
+        );
+        let early = server
+            .call(
+                "run_code",
+                json!({"session_id": session, "code": code, "parent_cell_id": cell, "wait_s": 0}),
+            )
+            .await;
+        assert_eq!(early.structured_content.clone().unwrap()["status"], "running");
+        let running = texts(&early).last().unwrap().clone();
+        Blocked { server, session, cell, flag, running }
+    }
+}
+
 #[tokio::test]
 async fn reads_answer_while_a_cell_runs() {
-    let server = InProcess::start().await;
-    let session = server.create_repl().await;
-    let (_, cell) = server.ok(&session, "x = 1", None).await;
-    let flag = tempfile::tempdir().unwrap();
-    let code = format!(
-        "import os, time\nwhile not os.path.exists({:?}): time.sleep(0.02)",
-        flag.path().join("go").to_str().unwrap()
-    );
-    let early = server
-        .call("run_code", json!({"session_id": session, "code": code, "parent_cell_id": cell, "wait_s": 0}))
-        .await;
-    assert_eq!(early.structured_content.clone().unwrap()["status"], "running");
-    let running = texts(&early).last().unwrap().clone();
+    let Blocked { server, session, cell, flag, running } = Blocked::start().await;
     let listed = within(10, server.call("list_cells", json!({"session_id": session}))).await;
     assert_eq!(listed.structured_content.unwrap()["cells"].as_array().unwrap().len(), 1);
     let shown = within(10, server.call("get_cell", json!({"session_id": session, "cell_id": cell}))).await;
@@ -367,18 +386,7 @@ async fn a_misspelt_argument_is_refused_rather_than_ignored() {
 
 #[tokio::test]
 async fn resources_answer_while_a_cell_runs_and_bad_uris_are_refused_by_name() {
-    let server = InProcess::start().await;
-    let session = server.create_repl().await;
-    let (_, cell) = server.ok(&session, "x = 1", None).await;
-    let flag = tempfile::tempdir().unwrap();
-    let code = format!(
-        "import os, time\nwhile not os.path.exists({:?}): time.sleep(0.02)",
-        flag.path().join("go").to_str().unwrap()
-    );
-    let early = server
-        .call("run_code", json!({"session_id": session, "code": code, "parent_cell_id": cell, "wait_s": 0}))
-        .await;
-    assert_eq!(early.structured_content.clone().unwrap()["status"], "running");
+    let Blocked { server, session, cell, flag, running } = Blocked::start().await;
 
     // While it runs: reading the text of a recorded cell's output, and listing, answer at once.
     let output = format!("pyrepl://sessions/{session}/cells/{cell}/outputs/0");
@@ -435,11 +443,7 @@ async fn resources_answer_while_a_cell_runs_and_bad_uris_are_refused_by_name() {
         }
     }
     std::fs::write(flag.path().join("go"), "").unwrap();
-    let done = server
-        .call(
-            "wait_cell",
-            json!({"session_id": session, "cell_id": texts(&early).last().unwrap(), "wait_s": 60}),
-        )
-        .await;
+    let done =
+        server.call("wait_cell", json!({"session_id": session, "cell_id": running, "wait_s": 60})).await;
     assert_eq!(done.structured_content.unwrap()["status"], "ok");
 }
