@@ -635,10 +635,22 @@ fn read_tail(path: &Path, bytes: u64) -> String {
 mod tests {
     use super::*;
 
-    /// Starts `sh -c 'sleep 30' <tag>` in a process group of its own, as a kernel's would be.
+    /// Starts `sh -c 'sleep 30; true' <tag>` in a process group of its own, as a kernel's would
+    /// be (the `; true` keeps the shell, and the tag in its command line, from exec'ing `sleep`).
     fn group_leader(tag: &str) -> std::process::Child {
         use std::os::unix::process::CommandExt;
-        std::process::Command::new("sh").args(["-c", "sleep 30", tag]).process_group(0).spawn().unwrap()
+        let child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; true", tag])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        // Until it has exec'd, its command line is still ours.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while names_kernel_file(child.id() as i32, tag) != Some(true) && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child
     }
 
     #[tokio::test]
