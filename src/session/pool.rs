@@ -313,19 +313,12 @@ impl KernelPool {
                 index += 1;
             }
         }
-        loop {
-            let kept = self.kernels.iter().filter(|held| held.snapshot && held.head != KernelHead::Fresh);
-            if kept.count() <= self.snapshot_limit {
-                break;
-            }
-            let oldest = self
-                .kernels
-                .iter()
-                .enumerate()
-                .filter(|(_, held)| held.snapshot && held.head != KernelHead::Fresh)
-                .min_by_key(|(_, held)| held.last_used)
-                .map(|(index, _)| index)
-                .expect("a snapshot is over the limit");
+        // The fresh state's copy is kept besides the limit.
+        let counted = |_: usize, held: &HeldKernel| held.snapshot && held.head != KernelHead::Fresh;
+        while self.kernels.iter().enumerate().filter(|&(i, held)| counted(i, held)).count()
+            > self.snapshot_limit
+        {
+            let oldest = self.oldest(counted).expect("a snapshot is over the limit");
             let evicted = self.kernels.remove(oldest);
             self.provider.discard(evicted.kernel).await;
         }
@@ -389,11 +382,9 @@ impl KernelPool {
         let mut total: u64 = self.kernels.iter().map(resident).sum();
         let mut keep = keep;
         while total > budget {
-            let Some(oldest) = self.least_recently_used(Some(keep)) else { break };
-            let evicted = self.kernels.remove(oldest);
-            if oldest < keep {
-                keep -= 1;
-            }
+            let Some(oldest) = self.oldest(|index, _| index != keep) else { break };
+            let evicted;
+            (evicted, keep) = self.remove_keeping(oldest, keep);
             total = total.saturating_sub(resident(&evicted));
             tracing::info!("memory budget: stopping the least recently used kernel");
             self.provider.stop(evicted.kernel).await;
@@ -406,24 +397,28 @@ impl KernelPool {
     async fn fit_capacity(&mut self, mut keep: usize) -> usize {
         while self.kernels.iter().filter(|held| !held.snapshot).count() > self.capacity {
             let oldest = self
-                .kernels
-                .iter()
-                .enumerate()
-                .filter(|&(index, held)| !held.snapshot && index != keep)
-                .min_by_key(|(_, held)| held.last_used)
-                .map(|(index, _)| index)
+                .oldest(|index, held| !held.snapshot && index != keep)
                 .expect("more kernels serve than the one kept");
-            let evicted = self.kernels.remove(oldest);
-            if oldest < keep {
-                keep -= 1;
-            }
+            let evicted;
+            (evicted, keep) = self.remove_keeping(oldest, keep);
             self.provider.discard(evicted.kernel).await;
         }
         keep
     }
 
-    fn least_recently_used(&self, except: Option<usize>) -> Option<usize> {
-        least_recently_used(self.kernels.iter().map(|held| held.last_used), except)
+    /// The least recently used kernel among those `eligible` says may go.
+    fn oldest(&self, eligible: impl Fn(usize, &HeldKernel) -> bool) -> Option<usize> {
+        let kernels = self.kernels.iter().enumerate();
+        kernels
+            .filter(|&(index, held)| eligible(index, held))
+            .min_by_key(|(_, held)| held.last_used)
+            .map(|(i, _)| i)
+    }
+
+    /// Removes the kernel at `index`; returns it and where the kernel at `keep` is now.
+    fn remove_keeping(&mut self, index: usize, keep: usize) -> (HeldKernel, usize) {
+        let removed = self.kernels.remove(index);
+        (removed, if index < keep { keep - 1 } else { keep })
     }
 
     /// How long since any kernel was used, when kernels run that may be stopped for idleness
