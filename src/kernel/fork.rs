@@ -30,12 +30,17 @@ const FORK_TIMEOUT: Duration = Duration::from_secs(10);
 const DEAD_ORIGIN_WAIT: Duration = Duration::from_secs(2);
 
 /// A fork asked of a kernel: the request is on its way, ahead of anything sent after it.
+/// Dropped before it delivered its copy (failed, timed out, abandoned with its session), it
+/// kills the copy and removes its files, whatever moved since.
 pub struct PendingFork {
     request: RunningExecution,
     instance: String,
     connection_file: PathBuf,
     pid_file: PathBuf,
     lineage: Lineage,
+    /// The copy's pid, once its pid record has been read.
+    copy_pid: Option<i32>,
+    delivered: bool,
 }
 
 impl Kernel {
@@ -62,7 +67,15 @@ impl Kernel {
             literal(lineage.command_file()),
         );
         let request = self.client.execute(ExecuteRequest::silent(code), OutputLimits::default())?;
-        Ok(PendingFork { request, instance, connection_file, pid_file, lineage })
+        Ok(PendingFork {
+            request,
+            instance,
+            connection_file,
+            pid_file,
+            lineage,
+            copy_pid: None,
+            delivered: false,
+        })
     }
 }
 
@@ -73,22 +86,17 @@ impl PendingFork {
     /// [`KernelError::ForkRefused`] when the kernel said a copy would not work (threads the
     /// user started, CUDA, an ipykernel we do not fork); a copy that does not come up in time.
     pub async fn finish(mut self) -> Result<Kernel, KernelError> {
-        let (pid_file, connection_file) = (self.pid_file.clone(), self.connection_file.clone());
         let copy = self.come_up().await;
-        if copy.is_err() {
-            // A copy that came up too late, or half-way, is of no use: nothing of it is left.
-            if let Some(pid) = recorded_pid(&pid_file)
-                && names_kernel_file(pid, self.lineage.command_file()) == Some(true)
-            {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let _ = std::fs::remove_file(&pid_file);
-            let _ = std::fs::remove_file(&connection_file);
-        }
+        self.delivered = copy.is_ok();
         copy
+    }
+
+    /// The copy's pid as its pid record (written as soon as it is forked) names it.
+    fn copy_pid(&mut self) -> Option<i32> {
+        if self.copy_pid.is_none() {
+            self.copy_pid = recorded_pid(&self.pid_file);
+        }
+        self.copy_pid
     }
 
     async fn come_up(&mut self) -> Result<Kernel, KernelError> {
@@ -100,6 +108,11 @@ impl PendingFork {
             if let Some(found) = read_fork_file(&self.connection_file)? {
                 break found;
             }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(KernelError::ForkRefused {
+                    reason: format!("the copy did not come up within {} s", FORK_TIMEOUT.as_secs()),
+                });
+            }
             let failed = self.connection_file.with_extension("json.failed");
             if let Ok(reason) = std::fs::read_to_string(&failed) {
                 let _ = std::fs::remove_file(&failed);
@@ -107,7 +120,7 @@ impl PendingFork {
                     reason: format!("the copy failed to start: {reason}"),
                 });
             }
-            if let Some(pid) = recorded_pid(&self.pid_file)
+            if let Some(pid) = self.copy_pid()
                 && !process_lives(nix::unistd::Pid::from_raw(pid))
             {
                 return Err(KernelError::ForkRefused { reason: "the copy died before it listened".into() });
@@ -133,6 +146,7 @@ impl PendingFork {
                 () = wait => {}
             }
         };
+        self.copy_pid.get_or_insert(pid);
         // The file is the kernel's to write: act on its pid only if that is a kernel of ours,
         // and on its sockets (removed when the copy goes) only if they are in its directory.
         if names_kernel_file(pid, self.lineage.command_file()) != Some(true) {
@@ -160,6 +174,23 @@ impl PendingFork {
         let info = handshake(&client, FORK_TIMEOUT).await?;
         let address = KernelAddress::ConnectionFile(self.connection_file.clone());
         Ok(Kernel { client, info, address, process: Some(Box::new(process)) })
+    }
+}
+
+impl Drop for PendingFork {
+    /// A copy that came up too late, half-way or for nobody is of no use: nothing of it is left.
+    fn drop(&mut self) {
+        if self.delivered {
+            return;
+        }
+        if let Some(pid) = self.copy_pid()
+            && names_kernel_file(pid, self.lineage.command_file()) == Some(true)
+        {
+            let _ =
+                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = std::fs::remove_file(&self.pid_file);
+        let _ = std::fs::remove_file(&self.connection_file);
     }
 }
 

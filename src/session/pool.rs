@@ -438,9 +438,12 @@ impl KernelPool {
         }
     }
 
-    /// Gets rid of every kernel at once, their states being thrown away.
+    /// Gets rid of every kernel at once, their states being thrown away: copies still coming
+    /// up are not waited for (a pending fork dropped kills its copy).
     pub async fn discard_all(&mut self) {
-        self.collect_snapshots(true).await;
+        for pending in self.pending.drain(..) {
+            pending.copy.abort();
+        }
         for held in std::mem::take(&mut self.kernels) {
             self.provider.discard(held.kernel).await;
         }
