@@ -11,11 +11,14 @@
 //!
 //! Snapshots are kernels too: before a kernel runs code that changes the state it holds, the
 //! pool asks the provider to fork it ([`KernelPool::keep_copy`]) when nothing else holds that
-//! state and rebuilding it would cost more than [`SNAPSHOT_WORTH`]. The copy is parked at the
-//! same head and serves like any kernel when it is the cheapest way to a parent; the copy of a
-//! fresh kernel (with the base packages imported) is kept always, so a restart is a fork, not
-//! a kernel start. Snapshots are capped by count (least recently made go first) and, with the
-//! kernels, by memory (PSS, which counts the pages a copy still shares with its origin once).
+//! state and rebuilding it from the nearest state kept would cost more than [`SNAPSHOT_WORTH`]
+//! (so a run of cheap cells is forked once in a while, not before every cell). The copy is
+//! parked at the same head and serves like any kernel when it is the cheapest way to a parent;
+//! the copy of a fresh kernel (with the base packages imported) is kept always, so a restart is
+//! a fork, not a kernel start. Snapshots are capped by count, the one whose loss costs least
+//! going first, aged as others go (GreedyDual: an old snapshot of an expensive state loses to a
+//! new one eventually), and, with the kernels, by memory (PSS, which counts the pages a copy
+//! still shares with its origin once).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,8 +31,8 @@ use crate::graph::{ChainHash, GraphError, KernelHead, Reach};
 use crate::kernel::{Kernel, KernelError};
 use crate::provider::KernelProvider;
 
-/// Rebuilding a state by replay must be expected to cost at least this much for a snapshot of
-/// it to be made: a fork costs the kernel a few milliseconds, and a cheap path replays as fast.
+/// Rebuilding a state by replay from the nearest state kept must cost at least this much for a
+/// snapshot of it to be made: a fork costs the next cell some 20 ms, a cheap path replays as fast.
 pub const SNAPSHOT_WORTH: Duration = Duration::from_millis(100);
 
 /// A kernel of the pool and the state it holds.
@@ -42,6 +45,15 @@ pub struct HeldKernel {
     pub last_used: Instant,
     /// Whether it is a snapshot no code has run on since it was forked.
     pub snapshot: bool,
+    /// For a snapshot, its rank in the count limit: the lowest goes first.
+    rank: Duration,
+}
+
+impl HeldKernel {
+    /// A kernel that serves, holding `head`, used now.
+    fn serving(kernel: Kernel, head: KernelHead) -> Self {
+        HeldKernel { kernel, head, last_used: Instant::now(), snapshot: false, rank: Duration::ZERO }
+    }
 }
 
 /// A snapshot being made: the kernel has been asked to fork; the copy comes up in the
@@ -103,8 +115,11 @@ pub struct KernelPool {
     snapshots_from: u64,
     /// Code that imports the base packages without a trace, run in a fresh snapshot.
     warm_up: Option<String>,
-    /// What rebuilding each state by replay cost, as measured when its cells last ran.
+    /// What rebuilding each state by replay from the nearest state kept then cost, as measured
+    /// when its cells last ran.
     rebuild_cost: HashMap<ChainHash, Duration>,
+    /// The rank of the last snapshot dropped for the count limit: new ones rank above it.
+    dropped_rank: Duration,
     /// What the next kernel started holds. Fresh, except for a provider that cannot restart:
     /// its kernel outlives us and our connection, so it holds what it held when last seen (the
     /// session record says, after a server restart), or something unknown once it was seen dead.
@@ -128,6 +143,7 @@ impl KernelPool {
             snapshots_from: 0,
             warm_up: None,
             rebuild_cost: HashMap::new(),
+            dropped_rank: Duration::ZERO,
             next_head: KernelHead::Fresh,
         }
     }
@@ -148,11 +164,15 @@ impl KernelPool {
         &self.snapshots
     }
 
-    /// Records that reaching the state `head` by replay costs its parent state's cost plus
-    /// `run_time` (the time its own cell just took).
+    /// Records that reaching the state `head` by replay costs `run_time` (the time its own
+    /// cell just took) over its parent state, which costs nothing more when it is kept (fresh,
+    /// or a snapshot made or being made).
     pub fn note_cost(&mut self, parent: KernelHead, head: ChainHash, run_time: Duration) {
+        let kept = self.kernels.iter().any(|held| held.snapshot && held.head == parent)
+            || self.pending.iter().any(|pending| pending.head == parent);
         let before = match parent {
             KernelHead::Fresh => Some(Duration::ZERO),
+            KernelHead::At(_) if kept => Some(Duration::ZERO),
             KernelHead::At(hash) => self.rebuild_cost.get(&hash).copied(),
             KernelHead::Unknown => None,
         };
@@ -236,7 +256,7 @@ impl KernelPool {
             Choice::Start => {
                 let kernel = self.provider.start().await?;
                 let head = std::mem::replace(&mut self.next_head, KernelHead::Fresh);
-                self.kernels.push(HeldKernel { kernel, head, last_used: Instant::now(), snapshot: false });
+                self.kernels.push(HeldKernel::serving(kernel, head));
                 self.kernels.len() - 1
             }
             Choice::Restart(_) if !self.provider.can_restart() => {
@@ -246,13 +266,7 @@ impl KernelPool {
                 let old = self.kernels.remove(index);
                 self.provider.discard(old.kernel).await;
                 let kernel = self.provider.start().await?;
-                let fresh = HeldKernel {
-                    kernel,
-                    head: KernelHead::Fresh,
-                    last_used: Instant::now(),
-                    snapshot: false,
-                };
-                self.kernels.insert(index, fresh);
+                self.kernels.insert(index, HeldKernel::serving(kernel, KernelHead::Fresh));
                 index
             }
         };
@@ -314,12 +328,18 @@ impl KernelPool {
             }
         }
         // The fresh state's copy is kept besides the limit.
-        let counted = |_: usize, held: &HeldKernel| held.snapshot && held.head != KernelHead::Fresh;
-        while self.kernels.iter().enumerate().filter(|&(i, held)| counted(i, held)).count()
-            > self.snapshot_limit
-        {
-            let oldest = self.oldest(counted).expect("a snapshot is over the limit");
-            let evicted = self.kernels.remove(oldest);
+        let counted = |held: &&HeldKernel| held.snapshot && held.head != KernelHead::Fresh;
+        while self.kernels.iter().filter(counted).count() > self.snapshot_limit {
+            let (lowest, rank) = self
+                .kernels
+                .iter()
+                .enumerate()
+                .filter(|(_, held)| counted(held))
+                .map(|(index, held)| (index, held.rank))
+                .min_by_key(|&(_, rank)| rank)
+                .expect("a snapshot is over the limit");
+            self.dropped_rank = rank;
+            let evicted = self.kernels.remove(lowest);
             self.provider.discard(evicted.kernel).await;
         }
     }
@@ -342,8 +362,19 @@ impl KernelPool {
                     tracing::debug!(%error, "a fresh snapshot could not be warmed up");
                 }
                 self.found(pending.asked, Snapshots::Available);
-                let held =
-                    HeldKernel { kernel, head: pending.head, last_used: Instant::now(), snapshot: true };
+                // What losing it would cost, over the rank of the last one dropped.
+                let saves = match pending.head {
+                    KernelHead::At(hash) => self.rebuild_cost.get(&hash).copied().unwrap_or(Duration::MAX),
+                    KernelHead::Fresh | KernelHead::Unknown => Duration::MAX,
+                };
+                let rank = self.dropped_rank.saturating_add(saves);
+                let held = HeldKernel {
+                    kernel,
+                    head: pending.head,
+                    last_used: Instant::now(),
+                    snapshot: true,
+                    rank,
+                };
                 self.kernels.push(held);
             }
             Err(error) => {

@@ -98,6 +98,41 @@ async fn a_new_root_is_a_fork_of_the_fresh_kernel_not_a_kernel_start() {
     assert_eq!(reply["execution_count"], json!(1), "the fresh copy's counter moved: {reply}");
 }
 
+/// How many kernels of the session have a pid record: the serving ones and every snapshot,
+/// made or being made.
+fn kernel_records(data: &std::path::Path, session: &str) -> usize {
+    let dir = data.join("sessions").join(session).join("kernel");
+    let entries = std::fs::read_dir(dir).unwrap().flatten();
+    entries.filter(|entry| entry.file_name().to_string_lossy().ends_with(".pid")).count()
+}
+
+#[tokio::test]
+async fn cheap_cells_are_not_forked_one_by_one_and_going_back_among_them_replays_from_the_last_snapshot() {
+    let (_guard, data) = data_dir();
+    let server = Server::start_with(&data, "", |command| {
+        command.args(["--snapshots-per-session", "16"]);
+    })
+    .await;
+    let session = server.create_repl().await;
+    let (_, mut tip, _) = ok(&server, &session, EXPENSIVE, None).await;
+    let mut chain = Vec::new();
+    for _ in 0..10 {
+        (_, tip, _) = ok(&server, &session, "n += 1", Some(&tip)).await;
+        chain.push(tip.clone());
+    }
+    // The serving kernel, the fresh state's copy, the expensive cell's, and at most one more:
+    // not one before each of the ten cheap cells.
+    let records = kernel_records(&data, &session);
+    assert!((3..=4).contains(&records), "{records} kernels for one expensive and ten cheap cells");
+
+    // Back to the fourth cheap cell: from the expensive cell's copy, its cheap cells replayed.
+    let (seen, _, reply) = ok(&server, &session, "print(n, xs)", Some(&chain[3])).await;
+    assert_eq!(seen, "4 [1, 2, 3]\n");
+    assert_eq!(reply["snapshot"]["used"], json!(true), "{reply}");
+    assert_eq!(reply["kernel_restarted"], json!(false), "{reply}");
+    assert_eq!(reply["replayed_cell_ids"], json!(chain[..4]), "{reply}");
+}
+
 #[tokio::test]
 async fn threads_the_user_started_turn_snapshots_off_and_the_reply_says_why() {
     let (_guard, data) = data_dir();
