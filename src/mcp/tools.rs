@@ -25,7 +25,7 @@ use crate::graph::CellId;
 use crate::session::Session;
 use crate::session::manager::{SessionManager, SharedSession};
 use crate::session::workdir::decode_upload;
-use crate::session::{CallContext, Progress, ProgressUpdate, parse_seconds};
+use crate::session::{CallContext, Progress, ProgressUpdate, copy_when_idle, parse_seconds};
 
 /// What the server tells the model about itself.
 const INSTRUCTIONS: &str = "\
@@ -245,8 +245,11 @@ impl PyReplServer {
             let parent = args.parent_cell_id.as_deref().map(CellId::parse).transpose()?;
             let timeout = args.timeout_s.map(|s| parse_seconds("timeout_s", s, false)).transpose()?;
             let session = self.manager.get(&args.session_id)?;
-            let mut session = lock_unless_cancelled(&session, &call).await?;
-            session.run_cell(&args.code, parent.as_ref(), timeout, &call, None).await
+            let mut locked = lock_unless_cancelled(&session, &call).await?;
+            let run = locked.run_cell(&args.code, parent.as_ref(), timeout, &call, None).await?;
+            drop(locked);
+            copy_when_idle(session, &run);
+            Ok(run)
         })
         .await;
         Ok(match outcome {

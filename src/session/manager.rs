@@ -533,6 +533,9 @@ impl SessionManager {
         tokio::spawn(async move {
             let context = CallContext { interrupt: running.interrupter().clone(), ..CallContext::default() };
             let outcome = session.run_cell(&code, parent.as_ref(), timeout, &context, Some(&running)).await;
+            if let Ok(run) = &outcome {
+                super::copy_when_idle(tokio::sync::OwnedMutexGuard::mutex(&session).clone(), run);
+            }
             running.finish(outcome);
             let mut live = manager.live.lock().expect("live lock");
             if live.get(&session_id).is_some_and(|current| current.id() == running.id()) {

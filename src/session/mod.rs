@@ -57,6 +57,23 @@ struct Reached {
     snapshot: bool,
 }
 
+/// Once no cell has run for a moment (the model is thinking), keeps a copy of the state the
+/// successful cell `run` left, unless the session has moved on from it or is busy: going back
+/// to it (a retry of the next cell, a branch beside it) is then one round trip, whatever it
+/// cost to build.
+pub fn copy_when_idle(session: Arc<tokio::sync::Mutex<Session>>, run: &CellRun) {
+    if run.cell.status != CellStatus::Ok {
+        return;
+    }
+    let cell = run.cell.id.clone();
+    tokio::spawn(async move {
+        crate::background::idle().await;
+        if let Ok(mut session) = session.try_lock() {
+            session.keep_copy_of(&cell);
+        }
+    });
+}
+
 /// One session.
 pub struct Session {
     id: String,
@@ -492,6 +509,15 @@ impl Session {
     /// How long since a call last used a kernel, when kernels run that may be stopped for it.
     pub fn idle_kernels(&self) -> Option<Duration> {
         self.pool.idle_for()
+    }
+
+    /// Keeps a copy of the state `cell` left, if a kernel still holds it (see
+    /// [`copy_when_idle`]).
+    fn keep_copy_of(&mut self, cell: &CellId) {
+        if let Ok(cell) = self.records.graph().cell(cell) {
+            let head = KernelHead::At(cell.chain_hash);
+            self.pool.keep_copy_of(head);
+        }
     }
 
     /// Whether a kernel runs for this session.

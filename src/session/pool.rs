@@ -280,17 +280,23 @@ impl KernelPool {
     /// the kernel next; the copy comes up in the background.
     pub fn keep_copy(&mut self, index: usize) {
         let head = self.kernels[index].head;
-        if self.snapshot_limit == 0 {
-            return;
-        }
         let worth = match head {
             KernelHead::Fresh => true,
             KernelHead::At(hash) => self.rebuild_cost.get(&hash).is_none_or(|cost| *cost >= SNAPSHOT_WORTH),
             KernelHead::Unknown => false,
         };
+        if worth {
+            self.fork_unless_held(index);
+        }
+    }
+
+    /// Forks the kernel at `index` unless another kernel holds, or is being made to hold, its
+    /// state.
+    fn fork_unless_held(&mut self, index: usize) {
+        let head = self.kernels[index].head;
         let held_elsewhere = self.kernels.iter().enumerate().any(|(i, held)| i != index && held.head == head)
             || self.pending.iter().any(|pending| pending.head == head);
-        if !worth || held_elsewhere {
+        if self.snapshot_limit == 0 || held_elsewhere {
             return;
         }
         self.forks_asked += 1;
@@ -298,6 +304,17 @@ impl KernelPool {
         match self.provider.fork(&self.kernels[index].kernel) {
             Ok(fork) => self.pending.push(PendingSnapshot { head, asked, copy: tokio::spawn(fork.finish()) }),
             Err(error) => self.found(asked, Snapshots::Unavailable(error.to_string())),
+        }
+    }
+
+    /// Keeps a copy of the state `head` a serving kernel holds, however cheap it is to rebuild,
+    /// unless another kernel holds it already: made while the session is idle (the model
+    /// thinking), it costs no call anything, and going back to that state (a retry of the next
+    /// cell) is then one round trip.
+    pub fn keep_copy_of(&mut self, head: KernelHead) {
+        let held = self.kernels.iter().position(|held| !held.snapshot && held.head == head);
+        if let (Some(index), KernelHead::At(_)) = (held, head) {
+            self.fork_unless_held(index);
         }
     }
 
@@ -340,7 +357,7 @@ impl KernelPool {
                 .expect("a snapshot is over the limit");
             self.dropped_rank = rank;
             let evicted = self.kernels.remove(lowest);
-            self.provider.discard(evicted.kernel).await;
+            self.discard_in_background(evicted.kernel);
         }
     }
 
@@ -432,7 +449,7 @@ impl KernelPool {
                 .expect("more kernels serve than the one kept");
             let evicted;
             (evicted, keep) = self.remove_keeping(oldest, keep);
-            self.provider.discard(evicted.kernel).await;
+            self.discard_in_background(evicted.kernel);
         }
         keep
     }
@@ -444,6 +461,12 @@ impl KernelPool {
             .filter(|&(index, held)| eligible(index, held))
             .min_by_key(|(_, held)| held.last_used)
             .map(|(i, _)| i)
+    }
+
+    /// Discards `kernel` without waiting for it to end (a call is waiting for the pool).
+    fn discard_in_background(&self, kernel: Kernel) {
+        let provider = self.provider.clone();
+        tokio::spawn(async move { provider.discard(kernel).await });
     }
 
     /// Removes the kernel at `index`; returns it and where the kernel at `keep` is now.
@@ -461,12 +484,11 @@ impl KernelPool {
         self.kernels.iter().map(|held| held.last_used.elapsed()).min()
     }
 
-    /// Stops every kernel gracefully.
+    /// Stops every kernel gracefully, all at once (snapshots being made are waited for, so
+    /// that none comes up after).
     pub async fn stop_all(&mut self) {
         self.collect_snapshots(true).await;
-        for held in std::mem::take(&mut self.kernels) {
-            self.provider.stop(held.kernel).await;
-        }
+        self.end_all(true).await;
     }
 
     /// Gets rid of every kernel at once, their states being thrown away: copies still coming
@@ -475,9 +497,23 @@ impl KernelPool {
         for pending in self.pending.drain(..) {
             pending.copy.abort();
         }
+        self.end_all(false).await;
+    }
+
+    /// Stops (`graceful`) or discards every kernel, side by side, until all have ended.
+    async fn end_all(&mut self, graceful: bool) {
+        let mut ending = tokio::task::JoinSet::new();
         for held in std::mem::take(&mut self.kernels) {
-            self.provider.discard(held.kernel).await;
+            let provider = self.provider.clone();
+            ending.spawn(async move {
+                if graceful {
+                    provider.stop(held.kernel).await;
+                } else {
+                    provider.discard(held.kernel).await;
+                }
+            });
         }
+        ending.join_all().await;
     }
 }
 

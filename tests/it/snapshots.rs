@@ -134,6 +134,22 @@ async fn cheap_cells_are_not_forked_one_by_one_and_going_back_among_them_replays
 }
 
 #[tokio::test]
+async fn a_cheap_state_is_copied_while_the_model_thinks_so_a_retry_replays_nothing() {
+    let (_guard, data) = data_dir();
+    let server = Server::start_with(&data, "", |_| {}).await;
+    let session = server.create_repl().await;
+    let (_, first, _) = ok(&server, &session, "xs = [1]", None).await;
+    let (_, second, _) = ok(&server, &session, "xs.append(2)", Some(&first)).await;
+    // The model thinks: the server is idle long enough to copy the state `second` left.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let failed = server.run(&session, "xs.append(3)\n1/0", Some(&second)).await;
+    assert_eq!(failed.is_error, Some(true));
+    let (seen, _, reply) = ok(&server, &session, "print(xs)", Some(&second)).await;
+    assert_eq!(seen, "[1, 2]\n");
+    assert!(served_by_snapshot(&reply), "the retry was not served by a snapshot: {reply}");
+}
+
+#[tokio::test]
 async fn threads_the_user_started_turn_snapshots_off_and_the_reply_says_why() {
     let (_guard, data) = data_dir();
     let server = Server::start_with(&data, "", |_| {}).await;
