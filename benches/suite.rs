@@ -15,8 +15,8 @@
 //! - the server process's own memory (kernels excluded) with 20 sessions;
 //! - going back (`suite/going_back.rs`): a 20-call analysis conversation against its cells' own
 //!   run times, fresh and warm; a retry and a return to the last five cells (back to back, and
-//!   with a model's think time between calls) against a
-//!   continue; `1+1` with background work due; a snapshot's memory.
+//!   with a model's think time between calls) against a continue; `1+1` with background work
+//!   due; a snapshot's memory.
 //!
 //! `cargo bench --bench suite` runs it in full (a few minutes on two cores); run without
 //! `--bench` (as `cargo test --benches` does) it takes a few samples of each, as a smoke test.

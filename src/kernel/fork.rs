@@ -26,6 +26,10 @@ use crate::jupyter::socket::ClientSockets;
 /// How long a copy may take to listen and answer once the kernel has forked.
 const FORK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often to look for the copy's files: a retry waiting for its copy waits this much more at
+/// worst, and the server reads three files each time.
+const POLL: Duration = Duration::from_millis(5);
+
 /// How long to look for the copy of a kernel that died as it forked.
 const DEAD_ORIGIN_WAIT: Duration = Duration::from_secs(2);
 
@@ -126,10 +130,10 @@ impl PendingFork {
                 return Err(KernelError::ForkRefused { reason: "the copy died before it listened".into() });
             }
             if answered {
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                tokio::time::sleep(POLL).await;
                 continue;
             }
-            let wait = tokio::time::sleep(Duration::from_millis(2));
+            let wait = tokio::time::sleep(POLL);
             tokio::select! {
                 reply = self.request.finish() => {
                     answered = true;

@@ -357,13 +357,21 @@ impl Kernel {
         self.client.execute(ExecuteRequest::silent(code), OutputLimits::default())?.finish().await
     }
 
-    /// Queues `code` to run as [`Kernel::execute_silently`] does, without waiting for it:
-    /// whatever is sent afterwards runs after it.
-    ///
-    /// # Errors
-    /// When the kernel is already gone.
-    pub fn execute_silently_queued(&self, code: &str) -> Result<(), KernelError> {
-        self.client.execute(ExecuteRequest::silent(code), OutputLimits::default()).map(drop)
+    /// Queues `code` to run as [`Kernel::execute_silently`] does once `ready` is done (work
+    /// that waits for the machine to be free), or at once when [`Deferred::send_now`] comes
+    /// first; it is sent once either way, and not at all to a kernel gone by then.
+    pub fn execute_silently_after(
+        &self,
+        code: String,
+        ready: impl Future<Output = ()> + Send + 'static,
+    ) -> Deferred {
+        let deferred = Deferred { client: self.client.clone(), code: code.into(), sent: Default::default() };
+        let later = deferred.clone();
+        tokio::spawn(async move {
+            ready.await;
+            later.send_now();
+        });
+        deferred
     }
 
     /// Evaluates `expressions` (name to Python expression) in the user namespace as
@@ -524,4 +532,25 @@ async fn handshake(client: &Client, timeout: Duration) -> Result<KernelInfoReply
         }
     }
     Err(KernelError::Timeout { what: "kernel_info_request", timeout })
+}
+
+/// Silent code queued for later ([`Kernel::execute_silently_after`]).
+#[derive(Clone)]
+pub struct Deferred {
+    client: Client,
+    code: std::sync::Arc<str>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Deferred {
+    /// Sends the code now, unless it was sent already: whatever is sent afterwards runs after it.
+    pub fn send_now(&self) {
+        if self.sent.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        if let Err(error) = self.client.execute(ExecuteRequest::silent(&*self.code), OutputLimits::default())
+        {
+            tracing::debug!(%error, "silent code not sent");
+        }
+    }
 }

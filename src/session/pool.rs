@@ -9,10 +9,11 @@
 //! cannot restart gets a pool of one kernel that refuses to. Which cells to replay is the
 //! graph's (`Graph::plan`); running them is the session's.
 //!
-//! Snapshots are kernels too: before a kernel runs code that changes the state it holds, the
-//! pool asks the provider to fork it ([`KernelPool::keep_copy`]) when nothing else holds that
-//! state and rebuilding it from the nearest state kept would cost more than [`SNAPSHOT_WORTH`]
-//! (so a run of cheap cells is forked once in a while, not before every cell). The copy is
+//! Snapshots are kernels too: while the session is idle the state its last cell left is
+//! forked ([`KernelPool::keep_copy_of`]); before a kernel runs code that changes the state it
+//! holds, the pool asks the provider to fork it ([`KernelPool::keep_copy`]) when nothing else
+//! holds that state and rebuilding it from the nearest state kept would cost more than
+//! [`SNAPSHOT_WORTH`] (so calls back to back on cheap cells fork once in a while). The copy is
 //! parked at the same head and serves like any kernel when it is the cheapest way to a parent;
 //! the copy of a fresh kernel (with the base packages imported) is kept always, so a restart is
 //! a fork, not a kernel start. Snapshots are capped by count, the one whose loss costs least
@@ -28,12 +29,15 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::graph::{ChainHash, GraphError, KernelHead, Reach};
-use crate::kernel::{Kernel, KernelError};
+use crate::kernel::{Deferred, Kernel, KernelError};
 use crate::provider::KernelProvider;
 
 /// Rebuilding a state by replay from the nearest state kept must cost at least this much for a
-/// snapshot of it to be made: a fork costs the next cell some 20 ms, a cheap path replays as fast.
-pub const SNAPSHOT_WORTH: Duration = Duration::from_millis(100);
+/// snapshot of it to be made before the next cell: a fork costs that cell some 20 ms and the
+/// kernel's following cells their first writes to each page, so calls back to back on cheap
+/// cells pay about a tenth of this once in a while. (While the model thinks, the last state is
+/// copied whatever it cost: see `copy_when_idle`.)
+pub const SNAPSHOT_WORTH: Duration = Duration::from_millis(250);
 
 /// A kernel of the pool and the state it holds.
 pub struct HeldKernel {
@@ -47,12 +51,22 @@ pub struct HeldKernel {
     pub snapshot: bool,
     /// For a snapshot, its rank in the count limit: the lowest goes first.
     rank: Duration,
+    /// For a fresh snapshot, its base-package imports, due once no cell runs: sent at once
+    /// when it is taken into service first.
+    warm_up: Option<Deferred>,
 }
 
 impl HeldKernel {
     /// A kernel that serves, holding `head`, used now.
     fn serving(kernel: Kernel, head: KernelHead) -> Self {
-        HeldKernel { kernel, head, last_used: Instant::now(), snapshot: false, rank: Duration::ZERO }
+        HeldKernel {
+            kernel,
+            head,
+            last_used: Instant::now(),
+            snapshot: false,
+            rank: Duration::ZERO,
+            warm_up: None,
+        }
     }
 }
 
@@ -251,6 +265,9 @@ impl KernelPool {
                 let held = &mut self.kernels[index];
                 let snapshot = std::mem::replace(&mut held.snapshot, false);
                 held.last_used = Instant::now();
+                if let Some(warm_up) = held.warm_up.take() {
+                    warm_up.send_now();
+                }
                 return Ok(Served { index, started: false, snapshot });
             }
             Choice::Start => {
@@ -275,8 +292,8 @@ impl KernelPool {
 
     /// Keeps a copy of the state the kernel at `index` holds before code changes it: forks it
     /// when snapshots are on, no other kernel of the pool holds or is being made to hold that
-    /// state, and rebuilding it would cost at least [`SNAPSHOT_WORTH`] (a fresh state always
-    /// does: it is a kernel start). The fork request is queued ahead of whatever is sent to
+    /// state, and rebuilding it from the nearest state kept would cost at least
+    /// [`SNAPSHOT_WORTH`] (a fresh state always does: it is a kernel start). The fork request is queued ahead of whatever is sent to
     /// the kernel next; the copy comes up in the background.
     pub fn keep_copy(&mut self, index: usize) {
         let head = self.kernels[index].head;
@@ -361,8 +378,8 @@ impl KernelPool {
         }
     }
 
-    /// Parks a snapshot that has come up (a fresh one first imports the base packages, queued
-    /// ahead of any cell); one that failed is logged and said.
+    /// Parks a snapshot that has come up (a fresh one imports the base packages once no cell
+    /// runs, or before its first cell); one that failed is logged and said.
     async fn adopt_snapshot(&mut self, pending: PendingSnapshot) {
         let copy = match pending.copy.await {
             Ok(copy) => copy,
@@ -372,12 +389,12 @@ impl KernelPool {
         };
         match copy {
             Ok(kernel) => {
-                if pending.head == KernelHead::Fresh
-                    && let Some(code) = &self.warm_up
-                    && let Err(error) = kernel.execute_silently_queued(code)
-                {
-                    tracing::debug!(%error, "a fresh snapshot could not be warmed up");
-                }
+                let warm_up = match (&self.warm_up, pending.head) {
+                    (Some(code), KernelHead::Fresh) => {
+                        Some(kernel.execute_silently_after(code.clone(), crate::background::idle()))
+                    }
+                    _ => None,
+                };
                 self.found(pending.asked, Snapshots::Available);
                 // What losing it would cost, over the rank of the last one dropped.
                 let saves = match pending.head {
@@ -391,6 +408,7 @@ impl KernelPool {
                     last_used: Instant::now(),
                     snapshot: true,
                     rank,
+                    warm_up,
                 };
                 self.kernels.push(held);
             }

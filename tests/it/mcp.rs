@@ -15,6 +15,8 @@ async fn the_branching_example_sees_exactly_each_parents_state_across_a_server_r
 
     let (_, imports) = server.ok(&session, "import numpy as np\nimport matplotlib.pyplot as plt", None).await;
     let (_, wave) = server.ok(&session, "x = np.linspace(0, 10, 100)\ny = np.sin(x)", Some(&imports)).await;
+    // The model reads the reply before it branches: meanwhile the server copies that state.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
 
     // Branch A: statistics printed.
     let (stats, stats_cell) = server
@@ -44,8 +46,8 @@ async fn the_branching_example_sees_exactly_each_parents_state_across_a_server_r
     assert_eq!(structured["parent_cell_id"], json!(wave));
     assert_eq!(structured["status"], "ok");
     assert!(structured["execution_count"].as_u64().is_some());
-    // The kernel was at branch A: a snapshot of it taken before branch A ran serves branch B,
-    // so nothing is replayed and no kernel started.
+    // The kernel was at branch A: the copy of the wave's state serves branch B, so nothing is
+    // replayed and no kernel started.
     assert_eq!(structured["replayed_cell_ids"], json!([]), "{structured}");
     assert_eq!(structured["kernel_restarted"], json!(false));
     assert_eq!(structured["snapshot"]["used"], json!(true));
