@@ -396,9 +396,13 @@ impl KernelPool {
                     _ => None,
                 };
                 self.found(pending.asked, Snapshots::Available);
-                // What losing it would cost, over the rank of the last one dropped.
+                // What losing it would cost (going back without it forks the nearest state kept
+                // and replays from there, however cheap the cells), over the rank of the last one
+                // dropped: recent states outrank old ones unless those are much dearer.
                 let saves = match pending.head {
-                    KernelHead::At(hash) => self.rebuild_cost.get(&hash).copied().unwrap_or(Duration::MAX),
+                    KernelHead::At(hash) => {
+                        self.rebuild_cost.get(&hash).map_or(Duration::MAX, |cost| SNAPSHOT_WORTH + *cost)
+                    }
                     KernelHead::Fresh | KernelHead::Unknown => Duration::MAX,
                 };
                 let rank = self.dropped_rank.saturating_add(saves);
