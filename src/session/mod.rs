@@ -65,11 +65,11 @@ pub fn copy_when_idle(session: Arc<tokio::sync::Mutex<Session>>, run: &CellRun) 
     if run.cell.status != CellStatus::Ok {
         return;
     }
-    let cell = run.cell.id.clone();
+    let head = KernelHead::At(run.cell.chain_hash);
     tokio::spawn(async move {
         crate::background::idle().await;
         if let Ok(mut session) = session.try_lock() {
-            session.keep_copy_of(&cell);
+            session.pool.keep_copy_of(head);
         }
     });
 }
@@ -509,15 +509,6 @@ impl Session {
     /// How long since a call last used a kernel, when kernels run that may be stopped for it.
     pub fn idle_kernels(&self) -> Option<Duration> {
         self.pool.idle_for()
-    }
-
-    /// Keeps a copy of the state `cell` left, if a kernel still holds it (see
-    /// [`copy_when_idle`]).
-    fn keep_copy_of(&mut self, cell: &CellId) {
-        if let Ok(cell) = self.records.graph().cell(cell) {
-            let head = KernelHead::At(cell.chain_hash);
-            self.pool.keep_copy_of(head);
-        }
     }
 
     /// Whether a kernel runs for this session.

@@ -293,8 +293,9 @@ impl KernelPool {
     /// Keeps a copy of the state the kernel at `index` holds before code changes it: forks it
     /// when snapshots are on, no other kernel of the pool holds or is being made to hold that
     /// state, and rebuilding it from the nearest state kept would cost at least
-    /// [`SNAPSHOT_WORTH`] (a fresh state always does: it is a kernel start). The fork request is queued ahead of whatever is sent to
-    /// the kernel next; the copy comes up in the background.
+    /// [`SNAPSHOT_WORTH`] (a fresh state always does: it is a kernel start). The fork request
+    /// is queued ahead of whatever is sent to the kernel next; the copy comes up in the
+    /// background.
     pub fn keep_copy(&mut self, index: usize) {
         let head = self.kernels[index].head;
         let worth = match head {
@@ -350,7 +351,7 @@ impl KernelPool {
     }
 
     /// Moves the snapshots that have come up into the pool (all of them, waiting for each,
-    /// when `wait`), then drops the oldest beyond the count limit.
+    /// when `wait`), then drops the lowest ranked beyond the count limit.
     async fn collect_snapshots(&mut self, wait: bool) {
         let mut index = 0;
         while index < self.pending.len() {
@@ -364,16 +365,11 @@ impl KernelPool {
         // The fresh state's copy is kept besides the limit.
         let counted = |held: &&HeldKernel| held.snapshot && held.head != KernelHead::Fresh;
         while self.kernels.iter().filter(counted).count() > self.snapshot_limit {
-            let (lowest, rank) = self
-                .kernels
-                .iter()
-                .enumerate()
-                .filter(|(_, held)| counted(held))
-                .map(|(index, held)| (index, held.rank))
-                .min_by_key(|&(_, rank)| rank)
+            let lowest = self
+                .lowest(|_, held| counted(&held), |held| held.rank)
                 .expect("a snapshot is over the limit");
-            self.dropped_rank = rank;
             let evicted = self.kernels.remove(lowest);
+            self.dropped_rank = evicted.rank;
             self.discard_in_background(evicted.kernel);
         }
     }
@@ -452,7 +448,7 @@ impl KernelPool {
         let mut total: u64 = self.kernels.iter().map(resident).sum();
         let mut keep = keep;
         while total > budget {
-            let Some(oldest) = self.oldest(|index, _| index != keep) else { break };
+            let Some(oldest) = self.lowest(|index, _| index != keep, |held| held.last_used) else { break };
             let evicted;
             (evicted, keep) = self.remove_keeping(oldest, keep);
             total = total.saturating_sub(resident(&evicted));
@@ -467,7 +463,7 @@ impl KernelPool {
     async fn fit_capacity(&mut self, mut keep: usize) -> usize {
         while self.kernels.iter().filter(|held| !held.snapshot).count() > self.capacity {
             let oldest = self
-                .oldest(|index, held| !held.snapshot && index != keep)
+                .lowest(|index, held| !held.snapshot && index != keep, |held| held.last_used)
                 .expect("more kernels serve than the one kept");
             let evicted;
             (evicted, keep) = self.remove_keeping(oldest, keep);
@@ -476,12 +472,17 @@ impl KernelPool {
         keep
     }
 
-    /// The least recently used kernel among those `eligible` says may go.
-    fn oldest(&self, eligible: impl Fn(usize, &HeldKernel) -> bool) -> Option<usize> {
+    /// The kernel among those `eligible` says may go with the lowest `key` (its last use, its
+    /// rank).
+    fn lowest<K: Ord>(
+        &self,
+        eligible: impl Fn(usize, &HeldKernel) -> bool,
+        key: impl Fn(&HeldKernel) -> K,
+    ) -> Option<usize> {
         let kernels = self.kernels.iter().enumerate();
         kernels
             .filter(|&(index, held)| eligible(index, held))
-            .min_by_key(|(_, held)| held.last_used)
+            .min_by_key(|(_, held)| key(held))
             .map(|(i, _)| i)
     }
 
