@@ -92,6 +92,43 @@ def _mcp_pyrepl_bound_streams():
 _mcp_pyrepl_bound_streams()
 
 
+class _McpPyreplChain:
+    """The chain hash of the cells this kernel has run, kept by the kernel itself as the server
+    computes it (sha256 of the previous hash, 32 zero bytes at first, and the cell's code): a
+    snapshot names the state it holds by it, so the server takes a copy only for the state it
+    asked for. Cells are the requests stored in history; silent and unrecorded ones (warm-ups,
+    forks, listings, installs) change nothing."""
+
+    def __init__(self):
+        self.head = bytes(32)
+        self.cells = 0
+        self.pending = None
+
+    def before(self, info):
+        """pre_run_cell hook: the cell about to run, when it is one."""
+        self.pending = info.raw_cell if info.store_history and not info.silent else None
+
+    def after(self, result=None):
+        """post_run_cell hook: the state now includes the cell, whatever it did (as the server
+        names a cell that raised or was interrupted by its chain hash too)."""
+        if self.pending is None:
+            return
+        import hashlib
+
+        self.head = hashlib.sha256(self.head + self.pending.encode("utf-8", "surrogatepass")).digest()
+        self.cells += 1
+        self.pending = None
+
+    def hex(self):
+        """The state as the server names it: empty for a fresh kernel, else the hash in hex."""
+        return self.head.hex() if self.cells else ""
+
+
+_mcp_pyrepl_chain = _McpPyreplChain()
+get_ipython().events.register("pre_run_cell", _mcp_pyrepl_chain.before)  # noqa: F821
+get_ipython().events.register("post_run_cell", _mcp_pyrepl_chain.after)  # noqa: F821
+
+
 def _mcp_pyrepl_snapshot(connection_file, pid_file, server_pid, command_file):
     """Fork this kernel into a snapshot: a child holding the same state that serves on new
     sockets, described by `connection_file` (written with a "pid" key once it listens). Its pid
@@ -99,23 +136,53 @@ def _mcp_pyrepl_snapshot(connection_file, pid_file, server_pid, command_file):
     connection file `command_file` its command line names), so that a server started after a
     crash can find it.
 
+    The fork is made from a thread of its own, which is the only thread the child keeps: the
+    copy starts serving at the bottom of that thread's stack, not on top of the cell that asked
+    for it. (Forked from the main thread, every copy ran nested inside its origin's execute
+    handler, about 20 frames deeper per generation, until a copy of copies hit the recursion
+    limit and ordinary cells failed with "Unexpected exception formatting exception".)
+
     Returns at once in this kernel; never returns in the copy. Raises RuntimeError, forking
     nothing, when a fork would not give a working copy.
     """
     import gc
-    import os
-    import sys
     import threading
 
     _mcp_pyrepl_check_forkable()
+    forked = threading.Event()
+    failure = []
+
+    def fork_and_reap():
+        import os
+
+        try:
+            middle = os.fork()
+        except BaseException as error:
+            failure.append(error)
+            forked.set()
+            return
+        if middle == 0:
+            _mcp_pyrepl_become_copy(connection_file, pid_file, server_pid, command_file)
+        forked.set()
+        os.waitpid(middle, 0)
+
     gc.freeze()  # the copy never collects these objects, so it never touches their pages
-    middle = os.fork()
-    if middle:
+    try:
+        threading.Thread(target=fork_and_reap, name="mcp-pyrepl-fork", daemon=True).start()
+        forked.wait()
+    finally:
         gc.unfreeze()
-        threading.Thread(target=os.waitpid, args=(middle, 0), name="mcp-pyrepl-reaper", daemon=True).start()
-        return
-    # The middle process forks the copy and exits, so the copy is an orphan from the start and
-    # the server (a child subreaper) adopts it and sees how it ends.
+    if failure:
+        raise RuntimeError(f"the kernel could not fork: {failure[0]}")
+
+
+def _mcp_pyrepl_become_copy(connection_file, pid_file, server_pid, command_file):
+    """In the middle process (only the forking thread is left): fork the copy and exit, so the
+    copy is an orphan from the start and the server (a child subreaper) adopts it and sees how
+    it ends. Never returns."""
+    import os
+    import sys
+
     try:
         pid = os.fork()
         if pid:
@@ -194,6 +261,7 @@ def _mcp_pyrepl_serve_fork(connection_file, server_pid):
     from ipykernel.kernelapp import IPKernelApp
 
     os.setpgid(0, 0)
+    threading.current_thread().name = "MainThread"  # the forking thread is the copy's only one
     gc.freeze()
     for finder in sys.meta_path:
         if isinstance(finder, _McpPyreplPlotly):
@@ -229,6 +297,7 @@ def _mcp_pyrepl_serve_fork(connection_file, server_pid):
     with open(app.connection_file) as f:
         info = json.load(f)
     info["pid"] = os.getpid()
+    info["chain"] = _mcp_pyrepl_chain.hex()
     _mcp_pyrepl_write_private(connection_file + ".tmp", json.dumps(info))
     os.replace(connection_file + ".tmp", connection_file)
     os.unlink(app.connection_file)

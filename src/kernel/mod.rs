@@ -166,10 +166,17 @@ pub enum KernelError {
         /// What was asked and what it answered (or why it could not be reached), and what to do.
         answer: String,
     },
-    /// The kernel would not fork into a snapshot, or its copy did not come up.
+    /// The kernel would not fork into a snapshot: no copy of its will work.
     #[error("no snapshot: {reason}")]
     ForkRefused {
         /// Why, as the kernel said it.
+        reason: String,
+    },
+    /// One copy is of no use (it did not come up or answer in time, died, or holds another
+    /// state than asked for): it is discarded, and later forks may work.
+    #[error("snapshot discarded: {reason}")]
+    ForkLost {
+        /// What went wrong with it.
         reason: String,
     },
     /// The socket task stopped (only when the runtime is shutting down).

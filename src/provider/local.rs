@@ -60,7 +60,7 @@ impl KernelProvider for LocalProvider {
         Kernel::launch(self.spec.clone()).await
     }
 
-    fn fork(&self, kernel: &Kernel) -> Result<PendingFork, KernelError> {
-        kernel.fork()
+    fn fork(&self, kernel: &Kernel, state: String) -> Result<PendingFork, KernelError> {
+        kernel.fork(state)
     }
 }

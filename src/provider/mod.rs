@@ -89,13 +89,14 @@ pub trait KernelProvider: Send + Sync {
     async fn start(&self) -> Result<Kernel, KernelError>;
 
     /// Asks `kernel` to fork into a snapshot of the state it will hold once what was sent to
-    /// it has run (the request is queued before anything sent later).
+    /// it has run (the request is queued before anything sent later), which must be `state`
+    /// (a chain hash in hex, empty for a fresh kernel).
     ///
     /// # Errors
     /// [`KernelError::ForkRefused`] where the kernels cannot be forked (the default: a kernel
     /// somebody else started, or one on another machine).
-    fn fork(&self, kernel: &Kernel) -> Result<PendingFork, KernelError> {
-        let _ = kernel;
+    fn fork(&self, kernel: &Kernel, state: String) -> Result<PendingFork, KernelError> {
+        let _ = (kernel, state);
         Err(KernelError::ForkRefused { reason: format!("{} cannot be forked", self.describe()) })
     }
 

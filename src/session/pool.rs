@@ -39,6 +39,12 @@ use crate::provider::KernelProvider;
 /// copied whatever it cost: see `copy_when_idle`.)
 pub const SNAPSHOT_WORTH: Duration = Duration::from_millis(250);
 
+/// The shortest and longest a call waits for a snapshot still coming up that would serve it
+/// (it waits about what replaying that state would cost): a copy comes up in some 60 ms, but
+/// one that is slow, stuck or dead must not hold the call up longer than replay would.
+const FORK_WAIT_MIN: Duration = Duration::from_millis(500);
+const FORK_WAIT_MAX: Duration = Duration::from_secs(3);
+
 /// A kernel of the pool and the state it holds.
 pub struct HeldKernel {
     /// The kernel.
@@ -234,6 +240,8 @@ impl KernelPool {
     /// [`Error::CannotBranch`] (with `held` empty, for the caller to fill) when that kernel
     /// would need a restart; a kernel that does not start; `reach`'s own errors.
     pub async fn serve(&mut self, reach: impl Fn(KernelHead) -> Result<Reach, GraphError>) -> Result<Served> {
+        // A copy still coming up is waited for once per call, for about what it saves.
+        let mut waited = false;
         let choice = loop {
             self.collect_snapshots(false).await;
             // After the snapshots come in: one may have died since it came up.
@@ -244,7 +252,9 @@ impl KernelPool {
                 Choice::Use(index) => reach(self.kernels[index].head)?,
                 Choice::Start | Choice::Restart(_) => Reach { restart: true, replay: usize::MAX },
             };
-            // A snapshot still coming up that beats the choice is worth its last milliseconds.
+            // A snapshot still coming up that beats the choice is worth its last milliseconds,
+            // but no more than rebuilding its state would cost: one that is slow to come up
+            // goes on in the background, and the call is served without it.
             let mut better = None;
             for (position, pending) in self.pending.iter().enumerate() {
                 if reach(pending.head)? < chosen {
@@ -253,11 +263,19 @@ impl KernelPool {
                 }
             }
             match better {
-                Some(position) => {
-                    let pending = self.pending.swap_remove(position);
-                    self.adopt_snapshot(pending).await;
+                Some(position) if !waited => {
+                    waited = true;
+                    let mut pending = self.pending.swap_remove(position);
+                    let wait = self.copy_wait(pending.head);
+                    match tokio::time::timeout(wait, &mut pending.copy).await {
+                        Ok(copy) => self.adopt_snapshot(pending.head, pending.asked, copy),
+                        Err(_) => {
+                            tracing::info!(?wait, "a snapshot is slow to come up: serving without it");
+                            self.pending.push(pending);
+                        }
+                    }
                 }
-                None => break choice,
+                _ => break choice,
             }
         };
         let index = match choice {
@@ -312,6 +330,11 @@ impl KernelPool {
     /// state.
     fn fork_unless_held(&mut self, index: usize) {
         let head = self.kernels[index].head;
+        let state = match head {
+            KernelHead::Fresh => String::new(),
+            KernelHead::At(hash) => hash.to_hex(),
+            KernelHead::Unknown => return,
+        };
         let held_elsewhere = self.kernels.iter().enumerate().any(|(i, held)| i != index && held.head == head)
             || self.pending.iter().any(|pending| pending.head == head);
         if self.snapshot_limit == 0 || held_elsewhere {
@@ -319,7 +342,7 @@ impl KernelPool {
         }
         self.forks_asked += 1;
         let asked = self.forks_asked;
-        match self.provider.fork(&self.kernels[index].kernel) {
+        match self.provider.fork(&self.kernels[index].kernel, state) {
             Ok(fork) => self.pending.push(PendingSnapshot { head, asked, copy: tokio::spawn(fork.finish()) }),
             Err(error) => self.found(asked, Snapshots::Unavailable(error.to_string())),
         }
@@ -350,6 +373,16 @@ impl KernelPool {
         self.collect_snapshots(false).await;
     }
 
+    /// How long a call may wait for the copy of `head` to come up: what rebuilding that state
+    /// by replay was measured to cost, within bounds.
+    fn copy_wait(&self, head: KernelHead) -> Duration {
+        let rebuild = match head {
+            KernelHead::At(hash) => self.rebuild_cost.get(&hash).copied().unwrap_or(FORK_WAIT_MAX),
+            KernelHead::Fresh | KernelHead::Unknown => FORK_WAIT_MAX,
+        };
+        rebuild.clamp(FORK_WAIT_MIN, FORK_WAIT_MAX)
+    }
+
     /// Moves the snapshots that have come up into the pool (all of them, waiting for each,
     /// when `wait`), then drops the lowest ranked beyond the count limit.
     async fn collect_snapshots(&mut self, wait: bool) {
@@ -357,7 +390,8 @@ impl KernelPool {
         while index < self.pending.len() {
             if wait || self.pending[index].copy.is_finished() {
                 let pending = self.pending.swap_remove(index);
-                self.adopt_snapshot(pending).await;
+                let copy = pending.copy.await;
+                self.adopt_snapshot(pending.head, pending.asked, copy);
             } else {
                 index += 1;
             }
@@ -374,47 +408,46 @@ impl KernelPool {
         }
     }
 
-    /// Parks a snapshot that has come up (a fresh one imports the base packages once no cell
-    /// runs, or before its first cell); one that failed is logged and said.
-    async fn adopt_snapshot(&mut self, pending: PendingSnapshot) {
-        let copy = match pending.copy.await {
-            Ok(copy) => copy,
-            Err(join) => {
-                Err(KernelError::ForkRefused { reason: format!("the snapshot task failed: {join}") })
-            }
-        };
+    /// Parks the snapshot of `head` (fork number `asked`) that has come up (a fresh one imports
+    /// the base packages once no cell runs, or before its first cell). One the kernel refused is
+    /// said in the replies; one that was lost on the way is only logged: the call it would have
+    /// served is served by replay, and the next fork may work.
+    fn adopt_snapshot(
+        &mut self,
+        head: KernelHead,
+        asked: u64,
+        copy: std::result::Result<std::result::Result<Kernel, KernelError>, tokio::task::JoinError>,
+    ) {
+        let copy = copy.unwrap_or_else(|join| {
+            Err(KernelError::ForkLost { reason: format!("the snapshot task failed: {join}") })
+        });
         match copy {
             Ok(kernel) => {
-                let warm_up = match (&self.warm_up, pending.head) {
+                let warm_up = match (&self.warm_up, head) {
                     (Some(code), KernelHead::Fresh) => {
                         Some(kernel.execute_silently_after(code.clone(), crate::background::idle()))
                     }
                     _ => None,
                 };
-                self.found(pending.asked, Snapshots::Available);
+                self.found(asked, Snapshots::Available);
                 // What losing it would cost (going back without it forks the nearest state kept
                 // and replays from there, however cheap the cells), over the rank of the last one
                 // dropped: recent states outrank old ones unless those are much dearer.
-                let saves = match pending.head {
+                let saves = match head {
                     KernelHead::At(hash) => {
                         self.rebuild_cost.get(&hash).map_or(Duration::MAX, |cost| SNAPSHOT_WORTH + *cost)
                     }
                     KernelHead::Fresh | KernelHead::Unknown => Duration::MAX,
                 };
                 let rank = self.dropped_rank.saturating_add(saves);
-                let held = HeldKernel {
-                    kernel,
-                    head: pending.head,
-                    last_used: Instant::now(),
-                    snapshot: true,
-                    rank,
-                    warm_up,
-                };
+                let held =
+                    HeldKernel { kernel, head, last_used: Instant::now(), snapshot: true, rank, warm_up };
                 self.kernels.push(held);
             }
+            Err(error @ KernelError::ForkLost { .. }) => tracing::info!(%error),
             Err(error) => {
                 tracing::info!(%error, "no snapshot");
-                self.found(pending.asked, Snapshots::Unavailable(error.to_string()));
+                self.found(asked, Snapshots::Unavailable(error.to_string()));
             }
         }
     }

@@ -202,3 +202,53 @@ async fn a_snapshot_of_a_kernel_holding_a_browser_draws_plotly_figures_with_its_
     assert!(served_by_snapshot(&reply), "{reply}");
     assert_eq!(super::mcp_client::images(&again).len(), 1, "the copy drew no image: {:?}", texts(&again));
 }
+
+/// How deep the cell's code runs, and in which process: `(frames on the stack, pid)`.
+const DEPTH: &str = "import os, traceback\nprint(len(traceback.extract_stack()), os.getpid())";
+
+#[tokio::test]
+async fn copies_of_copies_run_cells_as_shallow_as_the_first_kernel() {
+    let (_guard, data) = data_dir();
+    let server = Server::start_with(&data, "", |_| {}).await;
+    let session = server.create_repl().await;
+    // Each new root is served by the copy of the fresh state, which is itself forked before it
+    // serves: the fifth root runs in a copy four generations down.
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let (out, _, _) = ok(&server, &session, DEPTH, None).await;
+        let (depth, pid) = out.trim().split_once(' ').expect("depth and pid");
+        seen.push((depth.parse::<usize>().unwrap(), pid.to_owned()));
+    }
+    let pids: std::collections::BTreeSet<_> = seen.iter().map(|(_, pid)| pid).collect();
+    assert_eq!(pids.len(), seen.len(), "every root ran in a new copy: {seen:?}");
+    // A copy serves at the bottom of its own stack, not nested in the cell that forked it (it
+    // was some 20 frames deeper a generation, until cells failed at the recursion limit).
+    let copies = &seen[1..];
+    assert!(copies.iter().all(|&(depth, _)| depth == copies[0].0), "stack depths grow: {seen:?}");
+    assert!(copies[0].0 <= seen[0].0 + 5, "a copy runs deeper than its kernel: {seen:?}");
+}
+
+#[tokio::test]
+async fn a_copy_keeps_signals_interrupts_and_its_main_thread() {
+    let (_guard, data) = data_dir();
+    let server = Server::start_with(&data, "", |_| {}).await;
+    let session = server.create_repl().await;
+    ok(&server, &session, "x = 1", None).await;
+    // The second root runs in the copy of the fresh state.
+    let probe = "import signal, os, threading\ngot = []\n\
+                 signal.signal(signal.SIGUSR1, lambda *_: got.append(1))\n\
+                 os.kill(os.getpid(), signal.SIGUSR1)\n\
+                 print(threading.current_thread() is threading.main_thread(), \
+                 threading.current_thread().name, got)";
+    let (seen, _, reply) = ok(&server, &session, probe, None).await;
+    assert!(served_by_snapshot(&reply), "the second root was not served by a snapshot: {reply}");
+    assert_eq!(seen, "True MainThread [1]\n");
+    let running = server
+        .call("run_code", json!({"session_id": session, "code": "import time\ntime.sleep(30)", "wait_s": 1}))
+        .await;
+    let cell = structured(&running)["cell_id"].as_str().unwrap().to_owned();
+    server.call("interrupt_cell", json!({"session_id": session, "cell_id": cell})).await;
+    let ended = server.call("wait_cell", json!({"session_id": session, "cell_id": cell})).await;
+    assert!(texts(&ended).join("\n").contains("KeyboardInterrupt"), "{:?}", texts(&ended));
+    assert_eq!(structured(&ended)["status"], "interrupted");
+}

@@ -9,6 +9,12 @@
 //! ignored `long_soak_of_a_thousand_calls` runs over a thousand calls with kills (`.ci/run` runs
 //! it when `MCP_PYREPL_LONG_SOAK=1`).
 //!
+//! The snapshot shape (`snapshot_shaped_soak…`) draws more new roots, has cells that SIGKILL
+//! their own kernel (each followed by a call under its parent), and kills single kernel
+//! processes, copies included, so that the pool's copies of copies, copies that die coming up
+//! and copies of dying kernels are all met; its long run (`long_soak_of_two_thousand_calls`)
+//! makes 2,001 calls.
+//!
 //! No timing decides an outcome: a cell to be killed midway touches a marker file and then waits
 //! on a file the test removes after the kill, so the kill always lands in the cell's own code and
 //! never in the replay before it; and a kill between calls waits until the server has reaped the
@@ -30,8 +36,8 @@ use super::mcp_client::{Server, data_dir, texts};
 const SESSIONS: usize = 3;
 /// `run_code` calls per session unless `MCP_PYREPL_SOAK_CALLS` says otherwise.
 const CALLS_PER_SESSION: usize = 70;
-/// `run_code` calls per session of the long soak: 1,002 in all.
-const LONG_SOAK_CALLS_PER_SESSION: usize = 334;
+/// `run_code` calls per session of the long soak: 2,001 in all.
+const LONG_SOAK_CALLS_PER_SESSION: usize = 667;
 /// The variables cells assign; the printed state lists those defined, in this order.
 const NAMES: [char; 4] = ['a', 'b', 'c', 'd'];
 /// Every value is reduced modulo this prime, so Python ints stay small and print exactly.
@@ -90,6 +96,30 @@ enum Kind {
     /// Waits after its first statement until the test kills its kernel. Replayed later, it does
     /// not wait, so its children see its full effects.
     KilledMidway,
+    /// SIGKILLs its own kernel after its first statement: never a parent, never run again.
+    KillsItself,
+}
+
+/// How a soak draws its calls.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// A new root one call in this many.
+    roots_one_in: usize,
+    /// Kills kernels between and during calls.
+    kills: bool,
+    /// Cells that kill their own kernel, one call in this many (0: none), and kills of one
+    /// process of the session (a kernel or a copy) between calls.
+    self_kills_one_in: usize,
+}
+
+impl Shape {
+    /// The first soak's: few roots, kills of every kernel of the session when `kills`.
+    const fn plain(kills: bool) -> Self {
+        Shape { roots_one_in: 8, kills, self_kills_one_in: 0 }
+    }
+
+    /// The snapshot shape: a root one call in five, a self-kill one in 25, single kills too.
+    const SNAPSHOTS: Shape = Shape { roots_one_in: 5, kills: true, self_kills_one_in: 25 };
 }
 
 /// A generated cell: its code, the state it leaves and what it prints when it runs to the end.
@@ -156,6 +186,7 @@ fn generate(rng: &mut Rng, parent_state: &State, kind: Kind, marker: &Path, hold
                  __import__('time').sleep(0.01)\n\
              {PRINT_STATE}"
         ),
+        Kind::KillsItself => format!("{first}\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)"),
     };
     let printed = printed(&state);
     Generated { code, kind, state, printed }
@@ -209,25 +240,24 @@ impl SessionModel {
         path
     }
 
-    /// A random parent: none, the latest cell (the common "continue" case), or any cell. Right
-    /// after a rerun of cell X, often a descendant of X: the kernel holds X's chain hash, so it
-    /// only has to run the rest of the path, a case nothing else reaches.
-    fn pick_parent(&mut self) -> Option<usize> {
+    /// A random parent: none (one call in `roots_one_in`), the latest cell (the common
+    /// "continue" case), or any cell; never a cell that killed its own kernel. Right after a
+    /// rerun of cell X, often a descendant of X: the kernel holds X's chain hash, so it only has
+    /// to run the rest of the path, a case nothing else reaches.
+    fn pick_parent(&mut self, roots_one_in: usize) -> Option<usize> {
+        let parents: Vec<usize> =
+            (0..self.cells.len()).filter(|&c| self.cells[c].kind != Kind::KillsItself).collect();
         if let Some(original) = self.rerun_of.take() {
             let below: Vec<usize> =
-                (original + 1..self.cells.len()).filter(|&c| self.descends(c, original)).collect();
+                parents.iter().copied().filter(|&c| c > original && self.descends(c, original)).collect();
             if !below.is_empty() && !self.rng.one_in(3) {
                 return Some(self.rng.pick(below));
             }
         }
-        if self.cells.is_empty() || self.rng.one_in(8) {
+        if parents.is_empty() || self.rng.one_in(roots_one_in) {
             return None;
         }
-        if self.rng.below(7) < 4 {
-            Some(self.cells.len() - 1)
-        } else {
-            Some(self.rng.below(self.cells.len()))
-        }
+        if self.rng.below(7) < 4 { parents.last().copied() } else { Some(self.rng.pick(parents)) }
     }
 }
 
@@ -237,14 +267,16 @@ struct Soak<'a> {
     data: &'a Path,
     seed: u64,
     calls_per_session: usize,
-    /// Kills kernels between and during calls.
-    kills: bool,
+    shape: Shape,
     /// Numbers calls across the sessions, in the order they start.
     counter: AtomicUsize,
 }
 
 impl Soak<'_> {
     async fn drive(&self, mut session: SessionModel) {
+        let shape = self.shape;
+        // After a cell that killed its own kernel: its parent, for the next call.
+        let mut under: Option<Option<usize>> = None;
         for call in 0..self.calls_per_session {
             // Touched by the kernel, so inside its session: the sandbox lets it write nowhere else.
             let marker = self
@@ -255,13 +287,19 @@ impl Soak<'_> {
                 .join(format!("soak-{call}.started"));
             let hold = self.data.join(format!("soak-{}-{call}.hold", session.index));
             // Kills are random, plus one of each kind at a fixed call so that every run has them.
-            let kill_midway = self.kills && (call == self.calls_per_session / 2 || session.rng.one_in(25));
-            let kill_after = self.kills && (call == self.calls_per_session / 3 || session.rng.one_in(15));
+            let kill_midway = shape.kills && (call == self.calls_per_session / 2 || session.rng.one_in(25));
+            let kill_after = shape.kills && (call == self.calls_per_session / 3 || session.rng.one_in(15));
+            let kills_itself = shape.self_kills_one_in > 0
+                && !kill_midway
+                && (call == self.calls_per_session / 4 || session.rng.one_in(shape.self_kills_one_in));
+            let kill_one = shape.self_kills_one_in > 0 && !kill_after && session.rng.one_in(10);
             let again = session.rng.below(session.cells.len().max(1));
             let mut rerun = None;
             let (parent, generated) = if !kill_midway
+                && !kills_itself
+                && under.is_none()
                 && session.rng.one_in(12)
-                && session.cells.get(again).is_some_and(|c| c.kind != Kind::KilledMidway)
+                && session.cells.get(again).is_some_and(|c| matches!(c.kind, Kind::Ok | Kind::Raises))
             {
                 // The code of an earlier cell again, under the same parent: a new cell with the
                 // same chain hash, which a kernel holding the first one may take as its state.
@@ -275,9 +313,15 @@ impl Soak<'_> {
                 };
                 (cell.parent, generated)
             } else {
-                let parent = session.pick_parent();
+                let parent = match under.take() {
+                    Some(parent) => parent,
+                    None => session.pick_parent(shape.roots_one_in),
+                };
                 let kind = if kill_midway {
                     Kind::KilledMidway
+                } else if kills_itself {
+                    under = Some(parent);
+                    Kind::KillsItself
                 } else if session.rng.one_in(10) {
                     Kind::Raises
                 } else {
@@ -289,11 +333,16 @@ impl Soak<'_> {
             self.call(&mut session, parent, generated, &marker, &hold).await;
             session.rerun_of = rerun;
             if kill_after {
-                let killed = kill_kernels(&session.id).await;
+                let killed = kill_kernels(&session.id, None).await;
                 if !killed.is_empty() {
                     session.kernel_killed = true;
                 }
                 session.history.push(format!("killed kernel {killed:?} between calls"));
+            } else if kill_one {
+                // A kernel or a copy: the others may still serve, so no restart is expected.
+                let pick = session.rng.next();
+                let killed = kill_kernels(&session.id, Some(pick)).await;
+                session.history.push(format!("killed one process {killed:?} between calls"));
             }
         }
     }
@@ -323,25 +372,27 @@ impl Soak<'_> {
                     ),
                     () = appears(marker) => {}
                 }
-                let killed = kill_kernels(&session.id).await;
+                let killed = kill_kernels(&session.id, None).await;
                 if killed.is_empty() {
                     context.fail("no kernel process to kill while the call ran", None);
                 }
                 std::fs::remove_file(hold).unwrap();
                 call.await
             }
-            Kind::Ok | Kind::Raises => {
+            Kind::Ok | Kind::Raises | Kind::KillsItself => {
                 self.server.run(&session.id, &generated.code, parent_id.as_deref()).await
             }
         };
         let cell_id = context.check(&result);
 
-        let kernel_died = generated.kind == Kind::KilledMidway;
-        session.kernel_killed = kernel_died;
-        session.history.push(format!(
-            "call #{index} on {parent_id:?} -> {cell_id}{}",
-            if kernel_died { " (killed midway)" } else { "" }
-        ));
+        // A cell that killed its own kernel leaves the other kernels and copies alive.
+        session.kernel_killed = generated.kind == Kind::KilledMidway;
+        let note = match generated.kind {
+            Kind::KilledMidway => " (killed midway)",
+            Kind::KillsItself => " (killed itself)",
+            Kind::Ok | Kind::Raises => "",
+        };
+        session.history.push(format!("call #{index} on {parent_id:?} -> {cell_id}{note}"));
         session.cells.push(ModelCell {
             id: cell_id,
             parent,
@@ -371,7 +422,7 @@ impl Context<'_> {
         let (status, is_error) = match self.generated.kind {
             Kind::Ok => ("ok", false),
             Kind::Raises => ("error", true),
-            Kind::KilledMidway => ("kernel_died", true),
+            Kind::KilledMidway | Kind::KillsItself => ("kernel_died", true),
         };
         if structured["status"] != status || result.is_error.unwrap_or(false) != is_error {
             self.fail(&format!("expected status {status:?} with is_error {is_error}"), Some(result));
@@ -393,7 +444,7 @@ impl Context<'_> {
                 _ => self.fail("expected a `ValueError: soak` traceback", Some(result)),
             },
             // What a killed cell printed is not checked; its effects are, through its children.
-            Kind::KilledMidway => return cell_id,
+            Kind::KilledMidway | Kind::KillsItself => return cell_id,
         };
         if stdout != self.generated.printed {
             self.fail(
@@ -433,9 +484,9 @@ impl Context<'_> {
         let session = self.session;
         let seed = self.soak.seed;
         let mut message = format!(
-            "soak (seed {seed}; rerun with MCP_PYREPL_SOAK_SEED={seed}, kills: {}) diverged at call #{} \
+            "soak (seed {seed}; rerun with MCP_PYREPL_SOAK_SEED={seed}, {:?}) diverged at call #{} \
              (session {} = {}, its call #{}) on parent {:?}: {what}\n",
-            self.soak.kills,
+            self.soak.shape,
             self.index,
             session.index,
             session.id,
@@ -479,11 +530,12 @@ async fn appears(path: &Path) {
 }
 
 /// SIGKILLs the kernel processes of session `session_id` (those whose command line names the
-/// session's kernel directory: its kernels and their snapshots), then waits until they have
-/// been reaped, so that the server knows they are dead before the next call. Returns their pids.
-async fn kill_kernels(session_id: &str) -> Vec<i32> {
+/// session's kernel directory: its kernels and their snapshots), or only the one `pick` draws,
+/// then waits until they have been reaped, so that the server knows they are dead before the
+/// next call. Returns their pids.
+async fn kill_kernels(session_id: &str, pick: Option<u64>) -> Vec<i32> {
     let needle = format!("/sessions/{session_id}/kernel/");
-    let pids: Vec<i32> = std::fs::read_dir("/proc")
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| {
@@ -493,6 +545,12 @@ async fn kill_kernels(session_id: &str) -> Vec<i32> {
             cmdline.split(|&b| b == 0).any(|arg| String::from_utf8_lossy(arg).contains(&needle))
         })
         .collect();
+    if let Some(pick) = pick
+        && !pids.is_empty()
+    {
+        pids.sort_unstable();
+        pids = vec![pids[(pick % pids.len() as u64) as usize]];
+    }
     for &pid in &pids {
         // Gone already (it may have just exited) is fine.
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
@@ -525,8 +583,8 @@ fn calls_per_session() -> usize {
 }
 
 /// Drives `SESSIONS` sessions of one server in parallel against the model, `calls_per_session`
-/// `run_code` calls each.
-async fn soak(kills: bool, calls_per_session: usize) {
+/// `run_code` calls each, drawn as `shape` says.
+async fn soak(shape: Shape, calls_per_session: usize) {
     let seed = seed();
     let (_guard, data) = data_dir();
     // Plain Python is all the cells need: no base packages, so kernels start fast.
@@ -544,7 +602,7 @@ async fn soak(kills: bool, calls_per_session: usize) {
         });
     }
     let soak =
-        Soak { server: &server, data: &data, seed, calls_per_session, kills, counter: AtomicUsize::new(0) };
+        Soak { server: &server, data: &data, seed, calls_per_session, shape, counter: AtomicUsize::new(0) };
     let mut sessions = sessions.into_iter();
     let [first, second, third] = [(); SESSIONS].map(|()| sessions.next().unwrap());
     tokio::join!(soak.drive(first), soak.drive(second), soak.drive(third));
@@ -553,16 +611,21 @@ async fn soak(kills: bool, calls_per_session: usize) {
 
 #[tokio::test]
 async fn random_branching_matches_the_model() {
-    soak(false, calls_per_session()).await;
+    soak(Shape::plain(false), calls_per_session()).await;
 }
 
 #[tokio::test]
 async fn random_branching_matches_the_model_while_kernels_are_killed() {
-    soak(true, calls_per_session()).await;
+    soak(Shape::plain(true), calls_per_session()).await;
 }
 
 #[tokio::test]
-#[ignore = "1,002 calls with kernel kills, about 6 minutes; `.ci/run` runs it when MCP_PYREPL_LONG_SOAK=1"]
-async fn long_soak_of_a_thousand_calls() {
-    soak(true, LONG_SOAK_CALLS_PER_SESSION).await;
+async fn snapshot_shaped_soak_matches_the_model() {
+    soak(Shape::SNAPSHOTS, calls_per_session()).await;
+}
+
+#[tokio::test]
+#[ignore = "2,001 calls of the snapshot shape, about 12 minutes; `.ci/run` runs it when MCP_PYREPL_LONG_SOAK=1"]
+async fn long_soak_of_two_thousand_calls() {
+    soak(Shape::SNAPSHOTS, LONG_SOAK_CALLS_PER_SESSION).await;
 }
