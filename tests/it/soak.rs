@@ -5,7 +5,7 @@
 //! Each cell sets or deletes a few of the variables `a`..`d` from their values in its parent's
 //! state and prints all of them, so the printed text names the kernel's whole state. A seeded
 //! xorshift generator draws parents, code and kills; set `MCP_PYREPL_SOAK_SEED` to replay a
-//! failure (the message prints the seed) and `MCP_PYREPL_SOAK_CALLS` for a longer soak. The
+//! failure (the message prints the seed) and `MCP_PYREPL_SOAK_CALLS` for a longer one. The
 //! ignored `long_soak_of_a_thousand_calls` runs over a thousand calls with kills (`.ci/run` runs
 //! it when `MCP_PYREPL_LONG_SOAK=1`).
 //!
@@ -36,6 +36,9 @@ use super::mcp_client::{Server, data_dir, texts};
 const SESSIONS: usize = 3;
 /// `run_code` calls per session unless `MCP_PYREPL_SOAK_CALLS` says otherwise.
 const CALLS_PER_SESSION: usize = 70;
+/// `run_code` calls per session of the snapshot-shaped soak unless `MCP_PYREPL_SOAK_CALLS` says
+/// otherwise: enough for the lineages of copies of copies that once hit the recursion limit.
+const SNAPSHOT_SOAK_CALLS_PER_SESSION: usize = 150;
 /// `run_code` calls per session of the long soak: 2,001 in all.
 const LONG_SOAK_CALLS_PER_SESSION: usize = 667;
 /// The variables cells assign; the printed state lists those defined, in this order.
@@ -118,8 +121,9 @@ impl Shape {
         Shape { roots_one_in: 8, kills, self_kills_one_in: 0 }
     }
 
-    /// The snapshot shape: a root one call in five, a self-kill one in 25, single kills too.
-    const SNAPSHOTS: Shape = Shape { roots_one_in: 5, kills: true, self_kills_one_in: 25 };
+    /// The snapshot shape: a root one call in five, a self-kill one in 25, and single kills,
+    /// but no kill of every kernel (that would start each lineage of copies afresh).
+    const SNAPSHOTS: Shape = Shape { roots_one_in: 5, kills: false, self_kills_one_in: 25 };
 }
 
 /// A generated cell: its code, the state it leaves and what it prints when it runs to the end.
@@ -575,11 +579,11 @@ fn seed() -> u64 {
     }
 }
 
-/// The calls per session from `MCP_PYREPL_SOAK_CALLS`, else [`CALLS_PER_SESSION`].
-fn calls_per_session() -> usize {
+/// The calls per session from `MCP_PYREPL_SOAK_CALLS`, else `default`.
+fn calls_per_session(default: usize) -> usize {
     std::env::var("MCP_PYREPL_SOAK_CALLS")
         .map(|calls| calls.parse().expect("MCP_PYREPL_SOAK_CALLS is a number"))
-        .unwrap_or(CALLS_PER_SESSION)
+        .unwrap_or(default)
 }
 
 /// Drives `SESSIONS` sessions of one server in parallel against the model, `calls_per_session`
@@ -611,17 +615,17 @@ async fn soak(shape: Shape, calls_per_session: usize) {
 
 #[tokio::test]
 async fn random_branching_matches_the_model() {
-    soak(Shape::plain(false), calls_per_session()).await;
+    soak(Shape::plain(false), calls_per_session(CALLS_PER_SESSION)).await;
 }
 
 #[tokio::test]
 async fn random_branching_matches_the_model_while_kernels_are_killed() {
-    soak(Shape::plain(true), calls_per_session()).await;
+    soak(Shape::plain(true), calls_per_session(CALLS_PER_SESSION)).await;
 }
 
 #[tokio::test]
 async fn snapshot_shaped_soak_matches_the_model() {
-    soak(Shape::SNAPSHOTS, calls_per_session()).await;
+    soak(Shape::SNAPSHOTS, calls_per_session(SNAPSHOT_SOAK_CALLS_PER_SESSION)).await;
 }
 
 #[tokio::test]
