@@ -371,9 +371,10 @@ impl KernelProcess {
         self.pid.as_raw() as u32
     }
 
-    /// Whether the process is still running.
+    /// Whether the process is still running: its exit not seen yet, and no zombie or gone in
+    /// `/proc` either (a killed kernel is so before its exit is seen).
     pub fn is_running(&self) -> bool {
-        self.exit.borrow().is_none()
+        self.exit.borrow().is_none() && super::reaper::process_lives(self.pid)
     }
 
     /// Sends `signal` to the kernel's whole process group. A group that is already gone is not

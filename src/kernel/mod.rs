@@ -453,10 +453,12 @@ impl Kernel {
         process.terminate(SHUTDOWN_GRACE).await;
     }
 
-    /// Whether the kernel is still alive as far as we know (process running, or heartbeat
-    /// answered for attached kernels).
+    /// Whether the kernel is still alive: for a kernel we started or adopted, its process runs
+    /// as the OS says now (its death reaches the client a poll later, and a cell sent in that
+    /// moment would die with it); for an attached kernel, its heartbeat answered.
     pub fn is_alive(&self) -> bool {
         self.client.death().borrow().is_none()
+            && self.process.as_ref().is_none_or(|process| process.is_running())
     }
 
     /// Why the kernel is gone, if it is.

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -535,8 +535,8 @@ async fn appears(path: &Path) {
 
 /// SIGKILLs the kernel processes of session `session_id` (those whose command line names the
 /// session's kernel directory: its kernels and their snapshots), or only the one `pick` draws,
-/// then waits until they have been reaped, so that the server knows they are dead before the
-/// next call. Returns their pids.
+/// then waits until they are dead, so that the server knows it before the next call. Returns
+/// their pids.
 async fn kill_kernels(session_id: &str, pick: Option<u64>) -> Vec<i32> {
     let needle = format!("/sessions/{session_id}/kernel/");
     let mut pids: Vec<i32> = std::fs::read_dir("/proc")
@@ -560,13 +560,22 @@ async fn kill_kernels(session_id: &str, pick: Option<u64>) -> Vec<i32> {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
     within(10, async {
-        // A killed child stays a zombie, with its /proc entry, until the server reaps it.
-        while pids.iter().any(|pid| PathBuf::from(format!("/proc/{pid}")).exists()) {
+        // Dead: gone, or a zombie (one the server does not wait for, such as a copy still
+        // coming up, stays one until a sweep reaps it; the server takes a zombie for dead).
+        while pids.iter().any(|&pid| runs(pid)) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await;
     pids
+}
+
+/// Whether process `pid` exists and is no zombie.
+fn runs(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // `pid (comm) state …`, and comm may hold any byte.
+        stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    })
 }
 
 /// The seed from `MCP_PYREPL_SOAK_SEED`, else a new one from the clock.
