@@ -19,6 +19,7 @@ use sha2::Digest;
 use tokio::process::Command;
 
 use crate::atomic_file;
+use crate::sandbox::Sandbox;
 use bytecode::BytecodeStore;
 
 /// The packages a session's venv gets besides ipykernel.
@@ -90,6 +91,8 @@ pub struct Uv {
     path: PathBuf,
     /// Where the versions new venvs resolved to are pinned, one file per recipe.
     pins_dir: PathBuf,
+    /// What confines the Python runs of ours in the venvs it builds (the bytecode compile).
+    sandbox: Sandbox,
 }
 
 impl Uv {
@@ -112,7 +115,15 @@ impl Uv {
         } else {
             Uv::install_from_pypi(data_dir).await?
         };
-        Ok(Uv { path, pins_dir: data_dir.join("venvs").join("pins") })
+        Ok(Uv { path, pins_dir: data_dir.join("venvs").join("pins"), sandbox: Sandbox::default() })
+    }
+
+    /// This uv, with the Python that runs in the venvs it builds to fill the bytecode store
+    /// confined by `sandbox` as a kernel would be: that run imports the packages, and what it
+    /// compiles every later venv of the set runs.
+    pub fn with_sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.sandbox = sandbox;
+        self
     }
 
     fn installed_path(data_dir: &Path) -> PathBuf {
