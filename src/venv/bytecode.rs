@@ -27,8 +27,26 @@ use std::path::{Path, PathBuf};
 
 use super::{Uv, Venv, VenvError, run, warm_up_code};
 
-/// What a kernel imports as it starts, besides the packages a venv was built with.
-const KERNEL_MODULES: [&str; 2] = ["ipykernel.kernelapp", "matplotlib_inline.backend_inline"];
+/// What a kernel imports as it starts and runs its first cell, besides the packages a venv was
+/// built with: ipykernel's app and debugger (with debugpy), and what IPython and tornado import
+/// only once the kernel runs. A sandboxed kernel cannot write its venv, so a module missing here
+/// is compiled anew by every kernel that imports it (debugpy alone: about 100 modules).
+const KERNEL_MODULES: [&str; 14] = [
+    "ipykernel_launcher",
+    "ipykernel.kernelapp",
+    "ipykernel.debugger",
+    "matplotlib_inline.backend_inline",
+    "IPython.core.completerlib",
+    "IPython.core.debugger",
+    "IPython.core.logger",
+    "IPython.core.oinspect",
+    "IPython.extensions.storemagic",
+    "IPython.utils.wildcard",
+    "tornado.gen",
+    "tornado.locks",
+    "tornado.queues",
+    "tornado.platform.asyncio",
+];
 
 const PYCACHE: &str = "__pycache__";
 

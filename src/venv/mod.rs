@@ -438,6 +438,9 @@ pub fn pip_install_code(requirements: &[String]) -> String {
 /// module name is kept as it is.
 fn import_name(package: &str) -> String {
     let name = package.split(['[', '=', '<', '>', '~', '!', ' ']).next().unwrap_or(package);
+    if name.contains('.') {
+        return name.to_owned();
+    }
     match name.to_ascii_lowercase().as_str() {
         "scikit-learn" => "sklearn".to_owned(),
         "matplotlib" => "matplotlib.pyplot".to_owned(),
@@ -602,6 +605,14 @@ mod tests {
             let reason = validate_requirement(bad).expect_err(bad);
             assert!(!reason.is_empty());
         }
+    }
+
+    #[test]
+    fn packages_map_to_their_module_and_dotted_modules_are_kept() {
+        assert_eq!(import_name("scikit-learn>=1"), "sklearn");
+        assert_eq!(import_name("Jinja2"), "jinja2");
+        assert_eq!(import_name("typing-extensions"), "typing_extensions");
+        assert_eq!(import_name("IPython.core.oinspect"), "IPython.core.oinspect");
     }
 
     #[test]

@@ -289,11 +289,17 @@ async fn shared_venv_files_are_read_only(level: &str) {
                   header = pyc.read(16)\n    pyc.seek(0)\n    \
                   pyc.write(header + marshal.dumps(compile(source, traitlets.__file__, 'exec')))\n    pyc.truncate()";
     assert_refused(&server.run(&session, poison, Some(&cell)).await);
-    // Linked where the kernel may write, the same inode would be writable there.
-    let link = "import os\ntry:\n    os.link(zmq.__file__, 'zmq_init.py')\n    print('linked')\n\
-                except OSError as error:\n    print('refused:', error.errno)";
-    let (linked, _) = server.ok(&session, link, Some(&cell)).await;
-    assert!(linked.starts_with("refused:"), "{linked}");
+    // Nor truncated, renamed or removed (to put another file in its place); nor linked where
+    // the kernel may write, where the same inode would be writable.
+    let others = "import os\n\
+                  attempts = {'truncate': lambda: os.truncate(zmq.__file__, 0),\n\
+                  'rename': lambda: os.rename(zmq.__file__, zmq.__file__ + '.old'),\n\
+                  'remove': lambda: os.remove(zmq.__file__),\n\
+                  'link': lambda: os.link(zmq.__file__, 'zmq_init.py')}\n\
+                  for name, attempt in attempts.items():\n    try:\n        attempt()\n        print(name, 'done')\n    \
+                  except OSError as error:\n        print(name, 'refused', error.errno)";
+    let (tried, _) = server.ok(&session, others, Some(&cell)).await;
+    assert_eq!(tried.matches("refused").count(), 4, "{tried}");
 
     assert_eq!(
         [std::fs::read(&zmq).unwrap(), std::fs::read(&pyc).unwrap()],
