@@ -84,7 +84,8 @@ pub async fn run(
     let kernel = match &args.connection_file {
         Some(file) => Kernel::attach(file).await?,
         None => {
-            let uv = Uv::locate(settings.uv.as_deref(), &data_dir).await?;
+            let sandbox = Sandbox::resolve(&settings.sandbox).await?;
+            let uv = Uv::locate(settings.uv.as_deref(), &data_dir).await?.with_sandbox(sandbox.clone());
             let venv = uv
                 .ensure_venv(
                     &settings.shared_venv_dir(),
@@ -92,7 +93,6 @@ pub async fn run(
                     &settings.base_packages(),
                 )
                 .await?;
-            let sandbox = Sandbox::resolve(&settings.sandbox).await?;
             let dir = kernel_dir.insert(tempdir_in(&data_dir.join("exec"))?);
             let confinement = sandbox.confinement(dir.path(), &[dir.path().to_owned()], venv.dir());
             let spec = LaunchSpec::new(venv.python(), dir.path())

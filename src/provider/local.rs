@@ -1,6 +1,7 @@
 //! Kernels in the session's own uv venv: started by us in their own process group, restarted
 //! by starting a fresh one, stopped for good when the session is done with them; each confined
-//! to its session by the server's sandbox. Their working directory is the session's `work/`,
+//! to its session by the server's sandbox, which leaves the venv read-only (`%pip install` in a
+//! cell goes to the session's `packages/`). Their working directory is the session's `work/`,
 //! apart from their own files in `kernel/`, so uploads and downloads never meet connection files.
 
 use std::path::{Path, PathBuf};
@@ -23,8 +24,13 @@ impl LocalProvider {
     pub fn new(context: ProviderContext) -> Self {
         let venv = Venv::at(context.venv_dir);
         let memory = context.limits.kernel_memory_mb.map(|mb| mb << 20);
-        let writable = [venv.dir().to_owned(), context.kernel_dir.clone(), context.work_dir.clone()];
-        let confinement = context.limits.sandbox.confinement(&context.session_dir, &writable, venv.dir());
+        // The venv is only readable: its files are hard links into uv's cache (and its bytecode
+        // into the shared store), so writing one would change every venv that shares it.
+        let writable = [context.kernel_dir.clone(), context.work_dir.clone()];
+        let confinement =
+            context.limits.sandbox.confinement(&context.session_dir, &writable, venv.dir()).map(
+                |confinement| confinement.with_installs_into(&context.session_dir.join("packages"), &venv),
+            );
         let spec = LaunchSpec::new(venv.python(), context.kernel_dir)
             .with_working_dir(context.work_dir.clone())
             .with_resource_limits(memory, context.limits.kernel_cpu_seconds)

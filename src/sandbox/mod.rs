@@ -5,8 +5,8 @@
 //! own binary confines itself (a user namespace of its own, Landlock, and for `strict` a
 //! network namespace of its own) and then execs the kernel, which keeps its pid and process group. `confine.rs` owns
 //! that side; this module owns what goes into a [`Policy`] and when a kernel gets one. The
-//! server itself, uv and `install_packages` are never confined; attached kernels are not ours
-//! to confine.
+//! server itself, uv and `install_packages` are never confined (the compile run that fills the
+//! shared bytecode store is, like a kernel); attached kernels are not ours to confine.
 
 mod confine;
 
@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::SandboxSettings;
+use crate::venv::Venv;
 
 /// How much a kernel we start is confined (`--sandbox`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -23,8 +24,8 @@ use crate::config::SandboxSettings;
 pub enum Level {
     /// Not at all: the kernel has every right of the server's user.
     Off,
-    /// Writes only inside its session directory, reads only the system, its interpreter, uv's
-    /// cache, its session and the directories named readable; network as usual.
+    /// Writes only inside its session directory (never its venv), reads only the system, its
+    /// interpreter, uv's cache, its session and the directories named readable; network as usual.
     Files,
     /// `files`, and no network at all (no TCP, UDP or DNS); the kernel's own ipc sockets work.
     Strict,
@@ -62,8 +63,8 @@ pub struct Policy {
     /// Whether the kernel gets a network namespace of its own (no network at all) and may
     /// neither bind nor connect TCP ports.
     pub no_network: bool,
-    /// Environment variables naming directories for the kernel's temporary files and caches:
-    /// each is created, then set, before the kernel starts.
+    /// Environment variables naming directories for the kernel's temporary files, caches and
+    /// private installs: each is created, then set, before the kernel starts.
     pub scratch: BTreeMap<String, PathBuf>,
 }
 
@@ -84,6 +85,20 @@ pub struct Confinement {
 }
 
 impl Confinement {
+    /// Lets `%pip install` (and `!pip install`) in the confined kernel install into `prefix`
+    /// rather than into `venv`, which it may only read: `prefix` is writable, pip is pointed at
+    /// it (`PIP_PREFIX`) and Python at its site-packages (`PYTHONPATH`, made before the kernel
+    /// starts, so a package installed there imports at once). Unchanged when `venv` has no
+    /// site-packages (then such an install is refused like any write to the venv).
+    pub fn with_installs_into(mut self, prefix: &Path, venv: &Venv) -> Self {
+        let Ok(site_packages) = venv.site_packages() else { return self };
+        let Ok(relative) = site_packages.strip_prefix(venv.dir()) else { return self };
+        self.policy.write.push(prefix.to_owned());
+        self.policy.scratch.insert("PIP_PREFIX".to_owned(), prefix.to_owned());
+        self.policy.scratch.insert("PYTHONPATH".to_owned(), prefix.join(relative));
+        self
+    }
+
     /// The command line that runs `argv` under this confinement.
     pub fn wrap(&self, argv: &[String]) -> Vec<String> {
         let policy = serde_json::to_string(&self.policy).expect("a policy serialises");
@@ -173,11 +188,13 @@ impl Sandbox {
         self.enforced
     }
 
-    /// How to confine a kernel that runs the interpreter of `venv_dir`, whose session keeps its
-    /// files in `session_dir` (readable) and which may write only `writable` (its working and
-    /// kernel directory, a session's own venv) and the scratch directories made in
-    /// `session_dir`; `None` when kernels are not confined. The session's records (graph,
-    /// outputs, `session.json`) stay unwritable: the server trusts what it reads back.
+    /// How to confine a kernel (or a compile run of ours) that runs the interpreter of
+    /// `venv_dir`, whose session keeps its files in `session_dir` (readable) and which may write
+    /// only `writable` (its working and kernel directory) and the scratch directories made in
+    /// `session_dir`; `None` when kernels are not confined. The venv is only readable: its files
+    /// are hard links shared with uv's cache, the bytecode store and every other venv. The
+    /// session's records (graph, outputs, `session.json`) stay unwritable: the server trusts
+    /// what it reads back.
     pub fn confinement(
         &self,
         session_dir: &Path,
@@ -287,15 +304,17 @@ mod tests {
     }
 
     #[test]
-    fn a_policy_writes_only_the_working_dirs_and_the_named_ones_never_the_records() {
-        let writable = ["/s/1/venv".into(), "/s/1/kernel".into()];
+    fn a_policy_writes_only_the_working_dirs_and_the_named_ones_never_the_records_nor_the_venv() {
+        let writable = ["/s/1/work".into(), "/s/1/kernel".into()];
         let policy =
             enforced().confinement(Path::new("/s/1"), &writable, Path::new("/s/1/venv")).unwrap().policy;
         assert_eq!(
             policy.write[..4],
-            ["/s/1/venv", "/s/1/kernel", "/s/1/tmp", "/s/1/cache"].map(PathBuf::from)
+            ["/s/1/work", "/s/1/kernel", "/s/1/tmp", "/s/1/cache"].map(PathBuf::from)
         );
         assert!(!policy.write.contains(&PathBuf::from("/s/1")), "the session's records are writable");
+        assert!(policy.write.iter().all(|dir| !dir.starts_with("/s/1/venv")), "the venv is writable");
+        assert!(policy.read.contains(&PathBuf::from("/s/1/venv")));
         assert!(policy.read.contains(&PathBuf::from("/s/1")));
         assert_eq!(policy.write.last().unwrap(), Path::new("/data/out"));
         assert!(policy.read.contains(&PathBuf::from("/usr")));
@@ -320,6 +339,25 @@ mod tests {
     }
 
     #[test]
+    fn private_installs_go_to_a_writable_prefix_that_python_searches() {
+        let session = tempfile::tempdir().unwrap();
+        let venv = session.path().join("venv");
+        std::fs::create_dir_all(venv.join("lib/python3.12/site-packages")).unwrap();
+        let packages = session.path().join("packages");
+        let confinement = enforced()
+            .confinement(session.path(), &[], &venv)
+            .unwrap()
+            .with_installs_into(&packages, &Venv::at(&venv));
+        let policy = confinement.policy;
+        assert!(policy.write.contains(&packages));
+        assert!(policy.write.iter().all(|dir| !dir.starts_with(&venv)), "the venv is writable");
+        assert_eq!(policy.scratch["PIP_PREFIX"], packages);
+        assert_eq!(policy.scratch["PYTHONPATH"], packages.join("lib/python3.12/site-packages"));
+        let without = enforced().confinement(session.path(), &[], Path::new("/no/venv")).unwrap();
+        assert_eq!(without.clone().with_installs_into(&packages, &Venv::at("/no/venv")), without);
+    }
+
+    #[test]
     fn unenforced_sandboxes_confine_nothing() {
         assert_eq!(Sandbox::default().confinement(Path::new("/s"), &[], Path::new("/v")), None);
     }
@@ -329,7 +367,7 @@ mod tests {
         let confinement = enforced()
             .confinement(
                 Path::new("/s/1"),
-                &["/s/1/venv".into(), "/s/1/kernel".into()],
+                &["/s/1/work".into(), "/s/1/kernel".into()],
                 Path::new("/s/1/venv"),
             )
             .unwrap();

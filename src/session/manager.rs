@@ -147,13 +147,20 @@ impl SessionManager {
         }
     }
 
-    /// uv, found or installed on first use.
+    /// uv, found or installed on first use; what it runs in the venvs it builds is confined by
+    /// the sessions' sandbox.
     ///
     /// # Errors
     /// When there is no uv and it cannot be installed.
     pub async fn uv(&self) -> Result<&Uv> {
         let data_dir = self.settings.data_dir();
-        Ok(self.uv.get_or_try_init(|| Uv::locate(self.settings.uv.as_deref(), &data_dir)).await?)
+        let sandbox = self.settings.limits.sandbox.clone();
+        let locate = async || {
+            Ok::<_, crate::venv::VenvError>(
+                Uv::locate(self.settings.uv.as_deref(), &data_dir).await?.with_sandbox(sandbox),
+            )
+        };
+        Ok(self.uv.get_or_try_init(locate).await?)
     }
 
     fn sessions_dir(&self) -> PathBuf {

@@ -19,6 +19,7 @@ use sha2::Digest;
 use tokio::process::Command;
 
 use crate::atomic_file;
+use crate::sandbox::Sandbox;
 use bytecode::BytecodeStore;
 
 /// The packages a session's venv gets besides ipykernel.
@@ -90,6 +91,8 @@ pub struct Uv {
     path: PathBuf,
     /// Where the versions new venvs resolved to are pinned, one file per recipe.
     pins_dir: PathBuf,
+    /// What confines the Python runs of ours in the venvs it builds (the bytecode compile).
+    sandbox: Sandbox,
 }
 
 impl Uv {
@@ -112,7 +115,15 @@ impl Uv {
         } else {
             Uv::install_from_pypi(data_dir).await?
         };
-        Ok(Uv { path, pins_dir: data_dir.join("venvs").join("pins") })
+        Ok(Uv { path, pins_dir: data_dir.join("venvs").join("pins"), sandbox: Sandbox::default() })
+    }
+
+    /// This uv, with the Python that runs in the venvs it builds to fill the bytecode store
+    /// confined by `sandbox` as a kernel would be: that run imports the packages, and what it
+    /// compiles every later venv of the set runs.
+    pub fn with_sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.sandbox = sandbox;
+        self
     }
 
     fn installed_path(data_dir: &Path) -> PathBuf {
@@ -427,6 +438,9 @@ pub fn pip_install_code(requirements: &[String]) -> String {
 /// module name is kept as it is.
 fn import_name(package: &str) -> String {
     let name = package.split(['[', '=', '<', '>', '~', '!', ' ']).next().unwrap_or(package);
+    if name.contains('.') {
+        return name.to_owned();
+    }
     match name.to_ascii_lowercase().as_str() {
         "scikit-learn" => "sklearn".to_owned(),
         "matplotlib" => "matplotlib.pyplot".to_owned(),
@@ -591,6 +605,14 @@ mod tests {
             let reason = validate_requirement(bad).expect_err(bad);
             assert!(!reason.is_empty());
         }
+    }
+
+    #[test]
+    fn packages_map_to_their_module_and_dotted_modules_are_kept() {
+        assert_eq!(import_name("scikit-learn>=1"), "sklearn");
+        assert_eq!(import_name("Jinja2"), "jinja2");
+        assert_eq!(import_name("typing-extensions"), "typing_extensions");
+        assert_eq!(import_name("IPython.core.oinspect"), "IPython.core.oinspect");
     }
 
     #[test]

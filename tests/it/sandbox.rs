@@ -191,3 +191,185 @@ async fn a_bogus_level_is_refused_at_start_up() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bogus") && stderr.contains("files"), "{stderr}");
 }
+
+/// A server at `level` with `six` as its only base package (a pin set of its own, so its
+/// bytecode store is filled anew), `env` set and `flags` given; `None` as [`start`].
+async fn start_six(data: &Path, level: &str, env: &[(&str, &Path)], flags: &[&str]) -> Option<Server> {
+    if no_sandbox() {
+        return None;
+    }
+    let flags: Vec<String> = flags.iter().map(|flag| flag.to_string()).collect();
+    let env: Vec<(String, std::path::PathBuf)> =
+        env.iter().map(|(name, value)| (name.to_string(), value.to_path_buf())).collect();
+    Some(
+        Server::start_with(data, "six", |command| {
+            command.envs(env).args(["--sandbox", level]).args(&flags);
+        })
+        .await,
+    )
+}
+
+/// Waits until the bytecode store of the server's pin set is filled (whatever its layout).
+async fn wait_for_bytecode_store(data: &Path) {
+    let pins = data.join("venvs").join("pins");
+    super::common::within(300, async {
+        loop {
+            let filled = std::fs::read_dir(&pins).into_iter().flatten().flatten().any(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                entry.path().is_dir() && !name.ends_with(".build")
+            });
+            if filled {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+}
+
+/// Every file below `dir` whose inode is `ino`.
+fn files_with_inode(dir: &Path, ino: u64) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            found.extend(files_with_inode(&entry.path(), ino));
+        } else if kind.is_file() && entry.metadata().unwrap().ino() == ino {
+            found.push(entry.path());
+        }
+    }
+    found
+}
+
+/// Whether the payload the attacks below plant ran in a new session's kernel as it started
+/// (its kernel imports both zmq and traitlets).
+async fn payload_ran(server: &Server, level: &str) -> String {
+    let session = confined_session(server, level).await;
+    let check =
+        "import builtins, zmq, traitlets\nprint(getattr(builtins, 'MCP_PYREPL_PAYLOAD', 'no payload'))";
+    server.ok(&session, check, None).await.0
+}
+
+/// The venv's files are hard links into uv's cache (here a cache of the test's own, so that
+/// the attack on code without the fix poisons no other venv of this machine), and its bytecode
+/// links from the shared store: a kernel can write neither, nor link them where it may write,
+/// and no other venv, the cache or a new session sees a change.
+async fn shared_venv_files_are_read_only(level: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let (_guard, data) = data_dir();
+    let cache = tempfile::tempdir().unwrap();
+    let Some(server) = start_six(&data, level, &[("UV_CACHE_DIR", cache.path())], &[]).await else { return };
+    let first = confined_session(&server, level).await;
+    wait_for_bytecode_store(&data).await;
+    let session = confined_session(&server, level).await;
+
+    let where_ = "import zmq, traitlets, importlib.util\n\
+                  print(zmq.__file__)\nprint(importlib.util.cache_from_source(traitlets.__file__))";
+    let (paths, cell) = server.ok(&session, where_, None).await;
+    let [zmq, pyc] = [0, 1].map(|line| std::path::PathBuf::from(paths.lines().nth(line).unwrap()));
+    assert!(zmq.metadata().unwrap().nlink() > 1, "{zmq:?} is not shared: the attack proves nothing");
+    assert!(pyc.metadata().unwrap().nlink() > 1, "{pyc:?} is not linked from the store");
+    let in_cache = files_with_inode(cache.path(), zmq.metadata().unwrap().ino());
+    assert!(!in_cache.is_empty(), "{zmq:?} is not a hard link into uv's cache");
+    let in_first = data
+        .join("sessions")
+        .join(&first)
+        .join(zmq.strip_prefix(data.join("sessions").join(&session)).unwrap());
+    let before = [std::fs::read(&zmq).unwrap(), std::fs::read(&pyc).unwrap()];
+
+    // A payload appended to zmq's source, run by every kernel that imports zmq.
+    let append =
+        "open(zmq.__file__, 'a').write('\\nimport builtins; builtins.MCP_PYREPL_PAYLOAD = \"ran\"\\n')";
+    assert_refused(&server.run(&session, append, Some(&cell)).await);
+    // traitlets' bytecode rewritten with its header kept, so Python takes it as valid.
+    let poison = "import marshal\n\
+                  source = open(traitlets.__file__).read() + '\\nimport builtins; builtins.MCP_PYREPL_PAYLOAD = \"ran\"\\n'\n\
+                  with open(importlib.util.cache_from_source(traitlets.__file__), 'r+b') as pyc:\n    \
+                  header = pyc.read(16)\n    pyc.seek(0)\n    \
+                  pyc.write(header + marshal.dumps(compile(source, traitlets.__file__, 'exec')))\n    pyc.truncate()";
+    assert_refused(&server.run(&session, poison, Some(&cell)).await);
+    // Nor truncated, renamed or removed (to put another file in its place); nor linked where
+    // the kernel may write, where the same inode would be writable.
+    let others = "import os\n\
+                  attempts = {'truncate': lambda: os.truncate(zmq.__file__, 0),\n\
+                  'rename': lambda: os.rename(zmq.__file__, zmq.__file__ + '.old'),\n\
+                  'remove': lambda: os.remove(zmq.__file__),\n\
+                  'link': lambda: os.link(zmq.__file__, 'zmq_init.py')}\n\
+                  for name, attempt in attempts.items():\n    try:\n        attempt()\n        print(name, 'done')\n    \
+                  except OSError as error:\n        print(name, 'refused', error.errno)";
+    let (tried, _) = server.ok(&session, others, Some(&cell)).await;
+    assert_eq!(tried.matches("refused").count(), 4, "{tried}");
+
+    assert_eq!(
+        [std::fs::read(&zmq).unwrap(), std::fs::read(&pyc).unwrap()],
+        before,
+        "the venv's files changed"
+    );
+    for file in in_cache.iter().chain([&in_first]) {
+        assert_eq!(std::fs::read(file).unwrap(), before[0], "{file:?} changed");
+    }
+    assert_eq!(payload_ran(&server, level).await, "no payload\n", "a new session ran the payload");
+}
+
+#[tokio::test]
+async fn files_kernels_cannot_write_what_their_venv_shares_with_uvs_cache_and_the_bytecode_store() {
+    shared_venv_files_are_read_only("files").await;
+}
+
+#[tokio::test]
+async fn strict_kernels_cannot_write_what_their_venv_shares_with_uvs_cache_and_the_bytecode_store() {
+    shared_venv_files_are_read_only("strict").await;
+}
+
+/// `%pip install` in a confined kernel cannot write its venv, so it installs into the
+/// session's own `packages/`, which imports at once and is the session's alone.
+#[tokio::test]
+async fn pip_in_a_cell_installs_into_the_sessions_own_packages() {
+    let (_guard, data) = data_dir();
+    let Some(server) = start_six(&data, "files", &[], &[]).await else { return };
+    let session = confined_session(&server, "files").await;
+    let other = confined_session(&server, "files").await;
+    let pip = "%pip install --quiet iniconfig\nimport iniconfig\nprint(iniconfig.__file__)";
+    let (installed, _) = server.ok(&session, pip, None).await;
+    let packages = data.join("sessions").join(&session).join("packages");
+    let file = Path::new(installed.lines().last().unwrap());
+    assert!(file.starts_with(&packages), "{installed}");
+    let missing = server.run(&other, "import iniconfig", None).await;
+    assert_eq!(missing.is_error, Some(true), "another session sees it: {:?}", texts(&missing));
+}
+
+/// The compile run that fills the bytecode store for a new pin set runs confined as a kernel:
+/// code it runs (here a `sitecustomize` the server's environment puts on its path, acting only
+/// in that run) cannot write outside, only where a kernel could.
+#[tokio::test]
+async fn the_bytecode_compile_of_a_new_pin_set_runs_confined() {
+    let (_guard, data) = data_dir();
+    let (site, outside, allowed) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (escaped, refused) = (outside.path().join("escaped"), allowed.path().join("refused"));
+    std::fs::write(
+        site.path().join("sitecustomize.py"),
+        format!(
+            "import sys\n\
+             if any('_mcp_pyrepl_warm' in arg for arg in sys.orig_argv):\n    \
+             try:\n        open({escaped:?}, 'w').write('x')\n    \
+             except OSError as error:\n        open({refused:?}, 'w').write(repr(error))\n"
+        ),
+    )
+    .unwrap();
+    let flags = [
+        "--sandbox-read",
+        site.path().to_str().unwrap(),
+        "--sandbox-write",
+        allowed.path().to_str().unwrap(),
+    ];
+    let Some(server) = start_six(&data, "files", &[("PYTHONPATH", site.path())], &flags).await else {
+        return;
+    };
+    confined_session(&server, "files").await;
+    wait_for_bytecode_store(&data).await;
+    assert!(!escaped.exists(), "the compile run wrote outside the sandbox");
+    let said = std::fs::read_to_string(&refused).expect("the compile run did not run the sitecustomize");
+    assert!(said.contains("PermissionError"), "{said}");
+}

@@ -130,7 +130,8 @@ async fn a_new_venv_reuses_the_last_resolution_of_its_packages() {
 }
 
 /// The bytecode a kernel compiles in the first venv of a pinned set is compiled once, in the
-/// background, and hard-linked into the next venvs of the set, where Python accepts it as is.
+/// background (outside that venv), and hard-linked into the next venvs of the set, where Python
+/// accepts it as is.
 #[tokio::test]
 async fn new_venvs_share_the_bytecode_their_pinned_set_compiled() {
     use std::os::unix::fs::MetadataExt;
@@ -146,7 +147,7 @@ async fn new_venvs_share_the_bytecode_their_pinned_set_compiled() {
             let stores: Vec<_> = std::fs::read_dir(&pins_dir)
                 .unwrap()
                 .map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|e| e == "pyc") && p.is_dir())
+                .filter(|p| p.extension().is_some_and(|e| e == "bytecode") && p.is_dir())
                 .collect();
             if let [store] = stores.as_slice() {
                 return store.clone();
@@ -158,18 +159,19 @@ async fn new_venvs_share_the_bytecode_their_pinned_set_compiled() {
 
     let second = create("second").await;
     let site_packages = second.site_packages().unwrap();
-    let pyc_of = |dir: &std::path::Path, module: &str| {
-        let cache = dir.join("__pycache__");
+    let pyc_in = |cache: std::path::PathBuf, module: &str| {
         std::fs::read_dir(&cache)
             .unwrap_or_else(|e| panic!("{}: {e}", cache.display()))
             .map(|e| e.unwrap().path())
             .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{module}.cpython-")))
             .unwrap_or_else(|| panic!("no bytecode of {module} in {}", cache.display()))
     };
+    let pyc_of = |dir: &std::path::Path, module: &str| pyc_in(dir.join("__pycache__"), module);
     let six = pyc_of(&site_packages, "six");
     let kernelapp = pyc_of(&site_packages.join("ipykernel"), "kernelapp");
     let inode = |path: &std::path::Path| std::fs::metadata(path).unwrap().ino();
-    assert_eq!(inode(&six), inode(&pyc_of(&store, "six")), "linked from the store");
+    // The store is laid out as `PYTHONPYCACHEPREFIX` writes bytecode: beside the sources' places.
+    assert_eq!(inode(&six), inode(&pyc_in(store.clone(), "six")), "linked from the store");
     let (six_before, kernelapp_before) = (inode(&six), inode(&kernelapp));
 
     let import = std::process::Command::new(second.python())
