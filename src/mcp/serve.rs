@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
+use super::stdio::LineTransport;
 use super::tools::PyReplServer;
 use crate::config::{InRange, Settings};
 use crate::sandbox::{Sandbox, SandboxError};
@@ -190,14 +191,17 @@ pub async fn run(mut settings: Settings, args: &ServeArgs, shutdown: impl Future
 
 /// Serves MCP over stdin/stdout until the client closes stdin or `shutdown` completes, then
 /// stops every kernel. Stdout carries only JSON-RPC: logs go to stderr, kernels write to their
-/// own log files.
+/// own log files. Every line that is no message is answered (`stdio.rs`), and a line may hold
+/// an upload of `--max-upload-bytes` in base64.
 ///
 /// # Errors
 /// When the MCP handshake fails.
 pub async fn serve_stdio(manager: Arc<SessionManager>, shutdown: impl Future<Output = ()>) -> Result<()> {
     let server = PyReplServer::new(manager.clone());
+    let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
+    let max_line = super::stdio::max_line_bytes(manager.limits().max_upload_bytes);
     let running = server
-        .serve(rmcp::transport::io::stdio_pipes())
+        .serve(LineTransport::new(stdin, stdout, max_line))
         .await
         .map_err(|source| ServeError::Handshake { source: Box::new(source) })?;
     let cancel = running.cancellation_token();
