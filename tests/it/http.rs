@@ -64,9 +64,19 @@ impl HttpServer {
     /// Starts the server and waits until it says where it serves, reading the token it made
     /// (if any) from its login line, as a user would.
     async fn start(data_dir: &Path, extra: &[&str]) -> HttpServer {
+        HttpServer::start_with(data_dir, extra, |_| {}).await
+    }
+
+    /// [`HttpServer::start`] with `adjust` applied to its command first.
+    async fn start_with(
+        data_dir: &Path,
+        extra: &[&str],
+        adjust: impl FnOnce(&mut tokio::process::Command),
+    ) -> HttpServer {
         let port = free_port();
         let (log, out) = (data_dir.join("server.log"), data_dir.join("server.out"));
         let mut command = command(data_dir, port, extra, uv().await.path());
+        adjust(&mut command);
         command.stdout(std::fs::File::create(&out).unwrap()).stderr(std::fs::File::create(&log).unwrap());
         let child = command.spawn().unwrap();
         let url = format!("http://127.0.0.1:{port}/mcp");
@@ -340,12 +350,15 @@ async fn loopback_needs_a_token_exactly_while_kernels_are_sandboxed() {
 }
 
 /// A cell that looks for another session through the server's loopback HTTP listener, as a
-/// model's code would: `initialize`, `list_sessions`, then `run_code` printing `secret` in every
-/// other session. It tries no token, the one in its environment and any `--token` on a
+/// model's code would: `initialize`, `list_sessions`, `list_cells`, then `run_code` printing
+/// `secret` under every cell of every other session. It tries no token, the one in its environment and any `--token` on a
 /// server's command line, and prints `STOLEN …` or `refused: …` for each.
 const STEER_THE_SERVER: &str = r#"
 import glob, http.client, json, os, re
 PORT = {port}
+
+class Refused(Exception):
+    pass
 
 def rpc(method, params, token, id=None, sid=None):
     headers = {'content-type': 'application/json', 'accept': 'application/json, text/event-stream'}
@@ -360,15 +373,15 @@ def rpc(method, params, token, id=None, sid=None):
     connection.request('POST', '/mcp', json.dumps(body), headers)
     response = connection.getresponse()
     if response.status >= 300:
-        raise PermissionError(f'HTTP {response.status}')
+        raise Refused(f'HTTP {response.status}')
     sid = response.getheader('mcp-session-id') or sid
     if id is None:
         return sid, None
     for line in response:
-        if line.startswith(b'data:'):
-            message = json.loads(line[5:])
-            if message.get('id') == id:
-                return sid, message
+        data = line[5:].strip() if line.startswith(b'data:') else b''
+        message = json.loads(data) if data.startswith(b'{') else {}
+        if message.get('id') == id:
+            return sid, message
     raise RuntimeError('no reply')
 
 def steal(token):
@@ -379,10 +392,15 @@ def steal(token):
     mine = os.path.basename(os.path.dirname(os.getcwd()))
     stolen = []
     for other in set(re.findall(r'\b[0-9a-f]{16}\b', json.dumps(listed))) - {mine}:
-        run = {'name': 'run_code', 'arguments': {'session_id': other, 'code': 'print(secret)'}}
-        stolen.append(json.dumps(rpc('tools/call', run, token, id=3, sid=sid)[1]))
+        cells = {'name': 'list_cells', 'arguments': {'session_id': other}}
+        cells = rpc('tools/call', cells, token, id=3, sid=sid)[1]['result'].get('structuredContent', {})
+        for cell in cells.get('cells', []):
+            code = {'session_id': other, 'code': 'print(secret)', 'parent_cell_id': cell['cell_id']}
+            run = rpc('tools/call', {'name': 'run_code', 'arguments': code}, token, id=4, sid=sid)[1]
+            stolen += [item['text'] for item in run['result']['content'] if item['type'] == 'text']
     return stolen
 
+print('environment token:', repr(os.environ.get('MCP_PYREPL_TOKEN')))
 candidates = [('no token', None), ('the environment', os.environ.get('MCP_PYREPL_TOKEN'))]
 for cmdline in glob.glob('/proc/[0-9]*/cmdline'):
     try:
@@ -400,14 +418,23 @@ for name, token in candidates:
 "#;
 
 /// Runs [`STEER_THE_SERVER`] in a kernel confined at `level`, with another session holding a
-/// secret, and asserts that the cell reached no tool.
-async fn a_cell_cannot_call_the_tools_at(level: &str) {
+/// secret, and asserts that the cell reached no tool. The server makes its token, or is given
+/// `token_in_env` in `MCP_PYREPL_TOKEN`.
+async fn a_cell_cannot_call_the_tools_at(level: &str, token_in_env: Option<&str>) {
     if super::sandbox::no_sandbox() {
         return;
     }
     let (_guard, data) = data_dir();
-    let server = HttpServer::start(&data, &["--sandbox", level]).await;
-    let client = server.connect_as_told().await;
+    let server = HttpServer::start_with(&data, &["--sandbox", level], |command| {
+        if let Some(token) = token_in_env {
+            command.env("MCP_PYREPL_TOKEN", token);
+        }
+    })
+    .await;
+    let client = match token_in_env {
+        Some(token) => server.connect(Some(token)).await.expect("MCP handshake with the token"),
+        None => server.connect_as_told().await,
+    };
     let mut sessions = Vec::new();
     for _ in 0..2 {
         let created = call(&client, "create_repl", json!({})).await;
@@ -428,7 +455,11 @@ async fn a_cell_cannot_call_the_tools_at(level: &str) {
         "a cell read another session through the server: {printed}"
     );
     assert!(!printed.contains("STOLEN"), "a cell called the server's tools: {printed}");
-    assert!(printed.contains("refused: no token"), "{printed}");
+    // Refused by the server (files: the token), or unreachable (strict: no network at all).
+    let refusal = if level == "strict" { "[Errno" } else { "Refused: HTTP 401" };
+    let tried = printed.lines().find(|line| line.starts_with("refused: no token: ")).unwrap_or_default();
+    assert!(tried.contains(refusal), "not refused as expected ({refusal}): {printed}");
+    assert!(printed.contains("environment token: None"), "the kernel sees the server's token: {printed}");
     // The victim's state is what it was, and the server still serves its own client.
     let (secret, _) = ok(&client, victim, "print(secret)", Some(&holding)).await;
     assert_eq!(secret, "hunter2-of-the-victim\n");
@@ -438,10 +469,15 @@ async fn a_cell_cannot_call_the_tools_at(level: &str) {
 
 #[tokio::test]
 async fn a_files_cell_cannot_call_the_tools_over_loopback_http() {
-    a_cell_cannot_call_the_tools_at("files").await;
+    a_cell_cannot_call_the_tools_at("files", None).await;
+}
+
+#[tokio::test]
+async fn a_files_cell_cannot_use_the_token_the_server_was_given_in_its_environment() {
+    a_cell_cannot_call_the_tools_at("files", Some("chosen-by-the-user-0f3a9c")).await;
 }
 
 #[tokio::test]
 async fn a_strict_cell_cannot_call_the_tools_over_loopback_http() {
-    a_cell_cannot_call_the_tools_at("strict").await;
+    a_cell_cannot_call_the_tools_at("strict", None).await;
 }
