@@ -23,6 +23,9 @@ use tokio::sync::Mutex;
 /// the path (at most 4096 bytes, escaped) and the JSON-RPC fields, with room to spare.
 const ENVELOPE_BYTES: usize = 1 << 20;
 
+/// The line buffer kept between lines; a larger one (a line that carried an upload) is freed.
+const KEPT_LINE_CAPACITY: usize = 1 << 20;
+
 /// The longest line read when uploads may be `max_upload_bytes` long: their base64 (4/3 of
 /// it) even with a line break every 76 characters escaped in the JSON (at most 9/8 of that),
 /// that is 3/2 of the upload, plus [`ENVELOPE_BYTES`].
@@ -161,7 +164,12 @@ where
                 LineRead::End => return None,
             }
             let incoming = read_message(&self.line);
-            self.line.clear();
+            if self.line.capacity() > KEPT_LINE_CAPACITY {
+                // An upload's line: give its memory back rather than keep it for good.
+                self.line = Vec::new();
+            } else {
+                self.line.clear();
+            }
             match incoming {
                 Incoming::Message(message) => return Some(*message),
                 Incoming::Ignored => {}
