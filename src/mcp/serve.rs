@@ -2,10 +2,11 @@
 //! (one client, which started us) or streamable HTTP (any number of clients, all on one
 //! [`SessionManager`], so a client that reconnects finds its sessions by their ids).
 //!
-//! Owns the `serve` command's flags, the rule that only a loopback listener may go without a
-//! bearer token, the token check, and the order of shutdown: the transport first, then every
-//! kernel, each step bounded in time, and what serving can fail with ([`ServeError`]). The
-//! tools themselves live in `tools.rs`.
+//! Owns the `serve` command's flags, the rule of who needs a bearer token (anything off loopback,
+//! and loopback too while sandboxed kernels run: they share the machine's loopback, so without
+//! one a cell could call the tools), the token check, and the order of shutdown: the transport
+//! first, then every kernel, each step bounded in time, and what serving can fail with
+//! ([`ServeError`]). The tools themselves live in `tools.rs`.
 
 use std::future::{Future, IntoFuture};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -24,6 +25,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
+use super::stdio::LineTransport;
 use super::tools::PyReplServer;
 use crate::config::{InRange, Settings};
 use crate::sandbox::{Sandbox, SandboxError};
@@ -65,8 +67,9 @@ pub struct ServeArgs {
     )]
     pub port: u16,
 
-    /// Bearer token every HTTP request must carry (`Authorization: Bearer <token>`); required
-    /// when `--host` is not a loopback address [default: none]
+    /// Bearer token every HTTP request must carry (`Authorization: Bearer <token>`, or
+    /// `?token=<token>` in the URL); required when `--host` is not a loopback address [default:
+    /// none; on loopback while kernels are sandboxed, one is made and printed on stderr]
     #[arg(long, env = "MCP_PYREPL_TOKEN", hide_env_values = true)]
     pub token: Option<Token>,
 }
@@ -103,6 +106,16 @@ pub enum ServeError {
     TokenRequired {
         /// The address asked for.
         host: IpAddr,
+    },
+    /// No random token could be made for a loopback listener.
+    #[error(
+        "cannot make a token for the HTTP server (sandboxed kernels share the loopback, so one is \
+         required): the system's random source failed; set `MCP_PYREPL_TOKEN`"
+    )]
+    Random {
+        /// What the random source said.
+        #[source]
+        source: getrandom::Error,
     },
     /// The address could not be bound.
     #[error("cannot listen on `{address}`")]
@@ -160,6 +173,18 @@ impl std::str::FromStr for Token {
     }
 }
 
+impl Token {
+    /// Bytes of randomness in a token the server makes itself (256 bits).
+    const GENERATED_BYTES: usize = 32;
+
+    /// A fresh random token: [`Self::GENERATED_BYTES`] from the system's random source, in hex.
+    fn generate() -> Result<Self> {
+        let mut bytes = [0; Self::GENERATED_BYTES];
+        getrandom::fill(&mut bytes).map_err(|source| ServeError::Random { source })?;
+        Ok(Token(hex::encode(bytes)))
+    }
+}
+
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Token(<hidden>)")
@@ -178,7 +203,7 @@ pub async fn run(mut settings: Settings, args: &ServeArgs, shutdown: impl Future
     // Bind first: a refused address must not leave spare sessions being built.
     let endpoint = match args.transport {
         Transport::Stdio => None,
-        Transport::Http => Some(HttpEndpoint::bind(args).await?),
+        Transport::Http => Some(HttpEndpoint::bind(args, settings.limits.sandbox.is_enforced()).await?),
     };
     let manager = Arc::new(SessionManager::new(settings).await);
     manager.start_background();
@@ -190,14 +215,17 @@ pub async fn run(mut settings: Settings, args: &ServeArgs, shutdown: impl Future
 
 /// Serves MCP over stdin/stdout until the client closes stdin or `shutdown` completes, then
 /// stops every kernel. Stdout carries only JSON-RPC: logs go to stderr, kernels write to their
-/// own log files.
+/// own log files. Every line that is no message is answered (`stdio.rs`), and a line may hold
+/// an upload of `--max-upload-bytes` in base64.
 ///
 /// # Errors
 /// When the MCP handshake fails.
 pub async fn serve_stdio(manager: Arc<SessionManager>, shutdown: impl Future<Output = ()>) -> Result<()> {
     let server = PyReplServer::new(manager.clone());
+    let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
+    let max_line = super::stdio::max_line_bytes(manager.limits().max_upload_bytes);
     let running = server
-        .serve(rmcp::transport::io::stdio_pipes())
+        .serve(LineTransport::new(stdin, stdout, max_line))
         .await
         .map_err(|source| ServeError::Handshake { source: Box::new(source) })?;
     let cancel = running.cancellation_token();
@@ -218,26 +246,35 @@ pub struct HttpEndpoint {
     listener: tokio::net::TcpListener,
     address: SocketAddr,
     token: Option<Token>,
+    /// Whether the token was made by us (and must be told to the user).
+    generated: bool,
     loopback: bool,
 }
 
 impl HttpEndpoint {
     /// Binds `args.host:args.port`, after checking that a listener reachable from other
-    /// machines has a token.
+    /// machines has a token. A loopback listener without one gets a token made for this run
+    /// when `kernels_confined`: a sandboxed kernel may still connect to the machine's loopback
+    /// (`files` leaves the network alone), and a cell must not call the tools. Telling the
+    /// server's clients from its kernels by the peer of each connection is no guard: a kernel
+    /// reaches the port through any local proxy or forwarder as well.
     ///
     /// # Errors
-    /// When `args.host` is not a loopback address and there is no token, or the address cannot
-    /// be bound.
-    pub async fn bind(args: &ServeArgs) -> Result<Self> {
+    /// When `args.host` is not a loopback address and there is no token, no token could be
+    /// made, or the address cannot be bound.
+    pub async fn bind(args: &ServeArgs, kernels_confined: bool) -> Result<Self> {
         let loopback = args.host.to_canonical().is_loopback();
-        if !loopback && args.token.is_none() {
-            return Err(ServeError::TokenRequired { host: args.host });
-        }
+        let (token, generated) = match &args.token {
+            Some(token) => (Some(token.clone()), false),
+            None if !loopback => return Err(ServeError::TokenRequired { host: args.host }),
+            None if kernels_confined => (Some(Token::generate()?), true),
+            None => (None, false),
+        };
         let address = SocketAddr::new(args.host, args.port);
         let cannot_listen = |source| ServeError::Listen { address, source };
         let listener = tokio::net::TcpListener::bind(address).await.map_err(cannot_listen)?;
         let address = listener.local_addr().map_err(cannot_listen)?;
-        Ok(HttpEndpoint { listener, address, token: args.token.clone(), loopback })
+        Ok(HttpEndpoint { listener, address, token, generated, loopback })
     }
 
     /// The address actually bound (port 0 resolved).
@@ -252,7 +289,8 @@ impl HttpEndpoint {
 ///
 /// Every transport session (every client, every reconnection) gets a server over the same
 /// `manager`: REPL sessions are named by the tools' `session_id`, never by the transport's
-/// session. With a token, a request without `Authorization: Bearer <token>` gets 401. A
+/// session. With a token, a request with neither `Authorization: Bearer <token>` nor
+/// `?token=<token>` gets 401. A
 /// loopback listener also refuses `Host` headers other than loopback names (DNS rebinding); one
 /// reachable from other machines accepts any `Host`, its token being the guard.
 ///
@@ -280,7 +318,8 @@ pub async fn serve_http(
             .layer(axum::middleware::from_fn_with_state(Arc::new(RequiredToken::new(token)), require_token));
     }
 
-    announce(&format!("http://{}{HTTP_PATH}", endpoint.local_addr()), endpoint.token.is_some());
+    let generated = endpoint.token.as_ref().filter(|_| endpoint.generated);
+    announce(&format!("http://{}{HTTP_PATH}", endpoint.local_addr()), endpoint.token.is_some(), generated);
     let serving = axum::serve(endpoint.listener, router)
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .into_future();
@@ -305,12 +344,24 @@ pub async fn serve_http(
 
 /// Tells where the server listens: a tracing event at info, and one line on stderr when that
 /// event would not show (the default filter is `warn`), so a person starting it sees the URL.
-fn announce(url: &str, token: bool) {
+/// A token made for this run is written to stderr whatever the filter (never to the tracing
+/// event), as the header and as a URL carrying it, for clients that take only a URL.
+fn announce(url: &str, token: bool, generated: Option<&Token>) {
+    let say = |lines: String| std::io::Write::write_all(&mut std::io::stderr(), lines.as_bytes());
+    // Before the event, so that whoever waits for it finds the token written.
+    if let Some(Token(token)) = generated {
+        let _ = say(format!(
+            "mcp-pyrepl: sandboxed kernels share this machine's loopback, so requests need this run's \
+             token (set MCP_PYREPL_TOKEN to choose one); clients send\n\
+             mcp-pyrepl:     Authorization: Bearer {token}\n\
+             mcp-pyrepl: or use the URL\n\
+             mcp-pyrepl:     {url}?token={token}\n"
+        ));
+    }
     tracing::info!(%url, token, "serving MCP over streamable HTTP");
     if !tracing::enabled!(tracing::Level::INFO) {
         let auth = if token { " (bearer token required)" } else { "" };
-        let line = format!("mcp-pyrepl: serving MCP over streamable HTTP at {url}{auth}\n");
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        let _ = say(format!("mcp-pyrepl: serving MCP over streamable HTTP at {url}{auth}\n"));
     }
 }
 
@@ -334,12 +385,16 @@ impl RequiredToken {
     }
 
     /// Whether `headers` carry `Authorization: Bearer <the token>` (the scheme is
-    /// case-insensitive, RFC 9110 §11.1).
-    fn admits(&self, headers: &HeaderMap) -> bool {
-        let Some(presented) = headers.get(AUTHORIZATION).and_then(|value| bearer(value.as_bytes())) else {
-            return false;
+    /// case-insensitive, RFC 9110 §11.1), or else `query` has `token=<the token>` (compared as
+    /// sent, not percent-decoded).
+    fn admits(&self, headers: &HeaderMap, query: Option<&str>) -> bool {
+        let presented = match headers.get(AUTHORIZATION) {
+            Some(value) => bearer(value.as_bytes()),
+            None => query
+                .and_then(|query| query.split('&').find_map(|pair| pair.strip_prefix("token=")))
+                .map(str::as_bytes),
         };
-        Sha256::digest(presented).as_slice().ct_eq(&self.0).into()
+        presented.is_some_and(|presented| Sha256::digest(presented).as_slice().ct_eq(&self.0).into())
     }
 }
 
@@ -351,14 +406,15 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
 
 /// Passes requests that carry the token on, and answers the others 401.
 async fn require_token(State(token): State<Arc<RequiredToken>>, request: Request, next: Next) -> Response {
-    if token.admits(request.headers()) {
+    if token.admits(request.headers(), request.uri().query()) {
         return next.run(request).await;
     }
     tracing::info!(method = %request.method(), path = request.uri().path(), "refused a request without the bearer token");
     (
         StatusCode::UNAUTHORIZED,
         [(WWW_AUTHENTICATE, "Bearer realm=\"mcp-pyrepl\"")],
-        "Unauthorized: send `Authorization: Bearer <token>` with the server's token\n",
+        "Unauthorized: send `Authorization: Bearer <token>` (or `?token=<token>` in the URL) with \
+         the server's token: `--token`, `MCP_PYREPL_TOKEN`, or the one it printed on stderr\n",
     )
         .into_response()
 }
@@ -380,9 +436,16 @@ mod tests {
     #[test]
     fn only_the_exact_bearer_token_is_admitted() {
         let required = RequiredToken::new(&"s3cret".parse().unwrap());
-        assert!(required.admits(&headers(Some("Bearer s3cret"))));
-        assert!(required.admits(&headers(Some("bearer s3cret"))));
-        assert!(required.admits(&headers(Some("BEARER  s3cret "))));
+        assert!(required.admits(&headers(Some("Bearer s3cret")), None));
+        assert!(required.admits(&headers(Some("bearer s3cret")), None));
+        assert!(required.admits(&headers(Some("BEARER  s3cret ")), None));
+        assert!(required.admits(&headers(None), Some("token=s3cret")));
+        assert!(required.admits(&headers(None), Some("a=b&token=s3cret")));
+        for query in ["token=s3cre", "token=s3cret2", "token=", "xtoken=s3cret", "s3cret"] {
+            assert!(!required.admits(&headers(None), Some(query)), "{query:?} was admitted");
+        }
+        // A wrong header is not rescued by a right query.
+        assert!(!required.admits(&headers(Some("Bearer nope")), Some("token=s3cret")));
         for refused in [
             None,
             Some(""),
@@ -394,7 +457,7 @@ mod tests {
             Some("Bearers3cret"),
             Some("s3cret"),
         ] {
-            assert!(!required.admits(&headers(refused)), "{refused:?} was admitted");
+            assert!(!required.admits(&headers(refused), None), "{refused:?} was admitted");
         }
     }
 
@@ -419,16 +482,37 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             for host in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
-                let endpoint = HttpEndpoint::bind(&args(host, None)).await;
-                // `::1` may be missing on a machine without IPv6; the rule passed if binding was tried.
-                if let Err(error) = &endpoint {
-                    assert!(error.to_string().starts_with("cannot listen"), "{host}: {error:#}");
+                for confined in [false, true] {
+                    // `::1` may be missing on a machine without IPv6; the rule passed if binding was tried.
+                    match HttpEndpoint::bind(&args(host, None), confined).await {
+                        Ok(endpoint) => {
+                            assert_eq!(endpoint.token.is_some(), confined, "{host}");
+                            assert_eq!(endpoint.generated, confined, "{host}");
+                        }
+                        Err(error) => {
+                            assert!(error.to_string().starts_with("cannot listen"), "{host}: {error:#}")
+                        }
+                    }
                 }
             }
             for host in ["0.0.0.0", "::", "192.0.2.1"] {
-                let error = HttpEndpoint::bind(&args(host, None)).await.unwrap_err().to_string();
-                assert!(error.contains("without a bearer token") && error.contains("--token"), "{error}");
+                for confined in [false, true] {
+                    let error =
+                        HttpEndpoint::bind(&args(host, None), confined).await.unwrap_err().to_string();
+                    assert!(error.contains("without a bearer token") && error.contains("--token"), "{error}");
+                }
             }
+            let given = HttpEndpoint::bind(&args("127.0.0.1", Some("s3cret")), true).await.unwrap();
+            assert!(!given.generated && given.token.is_some_and(|Token(token)| token == "s3cret"));
         });
+    }
+
+    #[test]
+    fn generated_tokens_are_fresh_256_bit_hex() {
+        let (Token(one), Token(two)) = (Token::generate().unwrap(), Token::generate().unwrap());
+        assert_eq!(one.len(), 64);
+        assert!(one.bytes().all(|b| b.is_ascii_hexdigit()), "{one}");
+        assert_ne!(one, two);
+        assert!(one.parse::<Token>().is_ok());
     }
 }

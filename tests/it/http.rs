@@ -1,7 +1,8 @@
 //! The MCP server over streamable HTTP: the built binary listening on a loopback port, driven by
 //! rmcp's streamable HTTP client. A client that reconnects finds its sessions; a token is
-//! enforced when set and required off loopback; SIGTERM stops the server and its kernels.
-//! Nothing here sends a byte to an address other than 127.0.0.1.
+//! enforced when set, required off loopback, and made for the run on loopback while kernels
+//! are sandboxed, so that a cell cannot call the tools; SIGTERM stops the server and its
+//! kernels. Nothing here sends a byte to an address other than 127.0.0.1.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -51,33 +52,53 @@ fn free_port() -> u16 {
 /// A running HTTP server, its stdout and stderr in `<data dir>/server.out` and `server.log`.
 struct HttpServer {
     child: tokio::process::Child,
+    port: u16,
     url: String,
+    /// The token the server made for this run and printed, if it did.
+    token: Option<String>,
     log: PathBuf,
     out: PathBuf,
 }
 
 impl HttpServer {
-    /// Starts the server and waits until its port accepts connections.
+    /// Starts the server and waits until it says where it serves, reading the token it made
+    /// (if any) from its login line, as a user would.
     async fn start(data_dir: &Path, extra: &[&str]) -> HttpServer {
+        HttpServer::start_with(data_dir, extra, |_| {}).await
+    }
+
+    /// [`HttpServer::start`] with `adjust` applied to its command first.
+    async fn start_with(
+        data_dir: &Path,
+        extra: &[&str],
+        adjust: impl FnOnce(&mut tokio::process::Command),
+    ) -> HttpServer {
         let port = free_port();
         let (log, out) = (data_dir.join("server.log"), data_dir.join("server.out"));
         let mut command = command(data_dir, port, extra, uv().await.path());
+        adjust(&mut command);
         command.stdout(std::fs::File::create(&out).unwrap()).stderr(std::fs::File::create(&log).unwrap());
         let child = command.spawn().unwrap();
-        let mut server = HttpServer { child, url: format!("http://127.0.0.1:{port}/mcp"), log, out };
+        let url = format!("http://127.0.0.1:{port}/mcp");
+        let mut server = HttpServer { child, port, url, token: None, log, out };
         within(30, async {
-            loop {
+            while !server.log().contains("serving MCP over streamable HTTP") {
                 if let Some(status) = server.child.try_wait().unwrap() {
                     panic!("the server exited with {status}: {}", server.log());
-                }
-                if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                    break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
         .await;
+        let login = format!("{}?token=", server.url);
+        server.token =
+            server.log().lines().find_map(|line| Some(line.split_once(&login)?.1.trim().to_owned()));
         server
+    }
+
+    /// A client that connects as the README says: with the printed token, if there is one.
+    async fn connect_as_told(&self) -> RunningService<RoleClient, ()> {
+        self.connect(self.token.as_deref()).await.expect("MCP handshake over HTTP")
     }
 
     /// What the server wrote to stderr so far.
@@ -87,12 +108,7 @@ impl HttpServer {
 
     /// A new MCP client (a new transport session), sending `token` as a bearer token if given.
     async fn connect(&self, token: Option<&str>) -> Result<RunningService<RoleClient, ()>, String> {
-        let mut config = StreamableHttpClientTransportConfig::with_uri(self.url.as_str());
-        if let Some(token) = token {
-            config = config.auth_header(token);
-        }
-        let transport = StreamableHttpClientTransport::with_client(http_client(), config);
-        within(30, ().serve(transport)).await.map_err(|error| error.to_string())
+        connect_to(&self.url, token).await
     }
 
     /// SIGTERMs the server and waits for it to exit on its own, asserting it exits cleanly, in
@@ -105,6 +121,16 @@ impl HttpServer {
         let stdout = std::fs::read_to_string(&self.out).unwrap();
         assert!(stdout.is_empty(), "the server wrote to stdout: {stdout:?}");
     }
+}
+
+/// A new MCP client of `url`, sending `token` as a bearer token if given.
+async fn connect_to(url: &str, token: Option<&str>) -> Result<RunningService<RoleClient, ()>, String> {
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url);
+    if let Some(token) = token {
+        config = config.auth_header(token);
+    }
+    let transport = StreamableHttpClientTransport::with_client(http_client(), config);
+    within(30, ().serve(transport)).await.map_err(|error| error.to_string())
 }
 
 /// An HTTP client that goes straight to 127.0.0.1, whatever proxy the environment names.
@@ -176,7 +202,7 @@ async fn a_reconnecting_client_finds_its_sessions_and_sigterm_stops_every_kernel
     let (_guard, data) = data_dir();
     let server = HttpServer::start(&data, &[]).await;
 
-    let first = server.connect(None).await.expect("MCP handshake over HTTP");
+    let first = server.connect_as_told().await;
     assert_tools_listed(&first).await;
 
     let created = call(&first, "create_repl", json!({})).await;
@@ -188,7 +214,7 @@ async fn a_reconnecting_client_finds_its_sessions_and_sigterm_stops_every_kernel
     within(30, first.cancel()).await.unwrap();
 
     // A new client is a new transport session; the REPL session and its cells are still there.
-    let second = server.connect(None).await.expect("a second MCP handshake over HTTP");
+    let second = server.connect_as_told().await;
     let (printed, _) = ok(&second, &session, "print(x)", Some(&assigned)).await;
     assert_eq!(printed, "41\n");
     let (pid, _) = ok(&second, &session, "import os\nprint(os.getpid())", Some(&assigned)).await;
@@ -255,7 +281,7 @@ async fn an_address_other_machines_reach_needs_a_token() {
 async fn a_cut_output_links_its_full_text_which_reads_back_over_http() {
     let (_guard, data) = data_dir();
     let server = HttpServer::start(&data, &["--max-output-bytes", "4096"]).await;
-    let client = server.connect(None).await.expect("MCP handshake over HTTP");
+    let client = server.connect_as_told().await;
     let created = call(&client, "create_repl", json!({})).await;
     let session = created.structured_content.unwrap()["session_id"].as_str().unwrap().to_owned();
 
@@ -292,4 +318,166 @@ async fn a_cut_output_links_its_full_text_which_reads_back_over_http() {
     }
     within(30, client.cancel()).await.unwrap();
     server.terminate().await;
+}
+
+#[tokio::test]
+async fn loopback_needs_a_token_exactly_while_kernels_are_sandboxed() {
+    let (_guard, data) = data_dir();
+    let off = HttpServer::start(&data, &["--sandbox", "off"]).await;
+    assert_eq!(off.token, None, "a token was made for unconfined kernels: {}", off.log());
+    assert_eq!(initialize_status(&off.url, None).await.0, 200);
+    off.terminate().await;
+    if super::sandbox::no_sandbox() {
+        return;
+    }
+
+    let (_guard, data) = data_dir();
+    let server = HttpServer::start(&data, &[]).await;
+    let token = server.token.clone().unwrap_or_else(|| panic!("no token printed: {}", server.log()));
+    assert_eq!(token.len(), 64, "{token}");
+    let (status, challenge) = initialize_status(&server.url, None).await;
+    assert_eq!(status, 401, "loopback let a request without the token in");
+    assert!(challenge.is_some_and(|c| c.starts_with("Bearer")));
+    assert_eq!(initialize_status(&server.url, Some(&format!("Bearer {token}"))).await.0, 200);
+    // For clients that take only a URL, the URL printed with the token.
+    let with_token = format!("{}?token={token}", server.url);
+    assert_eq!(initialize_status(&with_token, None).await.0, 200);
+    assert_eq!(initialize_status(&format!("{}?token=nope", server.url), None).await.0, 401);
+    let client = connect_to(&with_token, None).await.expect("MCP handshake through the printed URL");
+    assert_tools_listed(&client).await;
+    within(30, client.cancel()).await.unwrap();
+    server.terminate().await;
+}
+
+/// A cell that looks for another session through the server's loopback HTTP listener, as a
+/// model's code would: `initialize`, `list_sessions`, `list_cells`, then `run_code` printing
+/// `secret` under every cell of every other session. It tries no token, the one in its environment and any `--token` on a
+/// server's command line, and prints `STOLEN …` or `refused: …` for each.
+const STEER_THE_SERVER: &str = r#"
+import glob, http.client, json, os, re
+PORT = {port}
+
+class Refused(Exception):
+    pass
+
+def rpc(method, params, token, id=None, sid=None):
+    headers = {'content-type': 'application/json', 'accept': 'application/json, text/event-stream'}
+    if sid:
+        headers['mcp-session-id'] = sid
+    if token:
+        headers['authorization'] = 'Bearer ' + token
+    body = {'jsonrpc': '2.0', 'method': method, 'params': params}
+    if id is not None:
+        body['id'] = id
+    connection = http.client.HTTPConnection('127.0.0.1', PORT, timeout=60)
+    connection.request('POST', '/mcp', json.dumps(body), headers)
+    response = connection.getresponse()
+    if response.status >= 300:
+        raise Refused(f'HTTP {response.status}')
+    sid = response.getheader('mcp-session-id') or sid
+    if id is None:
+        return sid, None
+    for line in response:
+        data = line[5:].strip() if line.startswith(b'data:') else b''
+        message = json.loads(data) if data.startswith(b'{') else {}
+        if message.get('id') == id:
+            return sid, message
+    raise RuntimeError('no reply')
+
+def steal(token):
+    hello = {'protocolVersion': '2025-06-18', 'capabilities': {}, 'clientInfo': {'name': 'cell', 'version': '0'}}
+    sid, _ = rpc('initialize', hello, token, id=1)
+    rpc('notifications/initialized', {}, token, sid=sid)
+    _, listed = rpc('tools/call', {'name': 'list_sessions', 'arguments': {}}, token, id=2, sid=sid)
+    mine = os.path.basename(os.path.dirname(os.getcwd()))
+    stolen = []
+    for other in set(re.findall(r'\b[0-9a-f]{16}\b', json.dumps(listed))) - {mine}:
+        cells = {'name': 'list_cells', 'arguments': {'session_id': other}}
+        cells = rpc('tools/call', cells, token, id=3, sid=sid)[1]['result'].get('structuredContent', {})
+        for cell in cells.get('cells', []):
+            code = {'session_id': other, 'code': 'print(secret)', 'parent_cell_id': cell['cell_id']}
+            run = rpc('tools/call', {'name': 'run_code', 'arguments': code}, token, id=4, sid=sid)[1]
+            stolen += [item['text'] for item in run['result']['content'] if item['type'] == 'text']
+    return stolen
+
+print('environment token:', repr(os.environ.get('MCP_PYREPL_TOKEN')))
+candidates = [('no token', None), ('the environment', os.environ.get('MCP_PYREPL_TOKEN'))]
+for cmdline in glob.glob('/proc/[0-9]*/cmdline'):
+    try:
+        argv = open(cmdline, 'rb').read().decode(errors='replace').split('\0')
+    except OSError:
+        continue
+    candidates += [(cmdline, argv[i + 1]) for i, arg in enumerate(argv[:-1]) if arg == '--token']
+for name, token in candidates:
+    if name != 'no token' and not token:
+        continue
+    try:
+        print(f'STOLEN with {name}:', steal(token))
+    except Exception as error:
+        print(f'refused: {name}: {type(error).__name__}: {error}')
+"#;
+
+/// Runs [`STEER_THE_SERVER`] in a kernel confined at `level`, with another session holding a
+/// secret, and asserts that the cell reached no tool. The server makes its token, or is given
+/// `token_in_env` in `MCP_PYREPL_TOKEN`.
+async fn a_cell_cannot_call_the_tools_at(level: &str, token_in_env: Option<&str>) {
+    if super::sandbox::no_sandbox() {
+        return;
+    }
+    let (_guard, data) = data_dir();
+    let server = HttpServer::start_with(&data, &["--sandbox", level], |command| {
+        if let Some(token) = token_in_env {
+            command.env("MCP_PYREPL_TOKEN", token);
+        }
+    })
+    .await;
+    let client = match token_in_env {
+        Some(token) => server.connect(Some(token)).await.expect("MCP handshake with the token"),
+        None => server.connect_as_told().await,
+    };
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let created = call(&client, "create_repl", json!({})).await;
+        let structured =
+            created.structured_content.clone().unwrap_or_else(|| panic!("{:?}", texts(&created)));
+        assert_eq!((&structured["sandbox"], &structured["sandboxed"]), (&json!(level), &json!(true)));
+        sessions.push(structured["session_id"].as_str().unwrap().to_owned());
+    }
+    let [victim, attacker] = sessions.as_slice() else { unreachable!() };
+    let (_, holding) = ok(&client, victim, "secret = 'hunter2' + '-of-the-victim'", None).await;
+
+    let code = STEER_THE_SERVER.replace("{port}", &server.port.to_string());
+    let result = call(&client, "run_code", json!({ "session_id": attacker, "code": code })).await;
+    let printed = texts(&result).join("");
+    assert_ne!(result.is_error, Some(true), "the attack cell itself failed: {printed}");
+    assert!(
+        !printed.contains("hunter2-of-the-victim"),
+        "a cell read another session through the server: {printed}"
+    );
+    assert!(!printed.contains("STOLEN"), "a cell called the server's tools: {printed}");
+    // Refused by the server (files: the token), or unreachable (strict: no network at all).
+    let refusal = if level == "strict" { "[Errno" } else { "Refused: HTTP 401" };
+    let tried = printed.lines().find(|line| line.starts_with("refused: no token: ")).unwrap_or_default();
+    assert!(tried.contains(refusal), "not refused as expected ({refusal}): {printed}");
+    assert!(printed.contains("environment token: None"), "the kernel sees the server's token: {printed}");
+    // The victim's state is what it was, and the server still serves its own client.
+    let (secret, _) = ok(&client, victim, "print(secret)", Some(&holding)).await;
+    assert_eq!(secret, "hunter2-of-the-victim\n");
+    within(30, client.cancel()).await.unwrap();
+    server.terminate().await;
+}
+
+#[tokio::test]
+async fn a_files_cell_cannot_call_the_tools_over_loopback_http() {
+    a_cell_cannot_call_the_tools_at("files", None).await;
+}
+
+#[tokio::test]
+async fn a_files_cell_cannot_use_the_token_the_server_was_given_in_its_environment() {
+    a_cell_cannot_call_the_tools_at("files", Some("chosen-by-the-user-0f3a9c")).await;
+}
+
+#[tokio::test]
+async fn a_strict_cell_cannot_call_the_tools_over_loopback_http() {
+    a_cell_cannot_call_the_tools_at("strict", None).await;
 }

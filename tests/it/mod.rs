@@ -20,4 +20,5 @@ mod sandbox;
 mod settings;
 mod snapshots;
 mod soak;
+mod stdio_lines;
 mod venv;

@@ -13,7 +13,7 @@ use super::mcp_client::{Server, data_dir, images, texts};
 use super::pools::{name, wait_for_spare};
 
 /// Whether this machine is declared unable to confine kernels.
-fn no_sandbox() -> bool {
+pub(super) fn no_sandbox() -> bool {
     std::env::var_os("MCP_PYREPL_TEST_NO_SANDBOX").is_some_and(|value| value == "1")
 }
 
