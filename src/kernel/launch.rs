@@ -232,7 +232,7 @@ impl KernelProcess {
             command.spawn().map_err(|source| KernelError::Spawn { command: argv.join(" "), source })?;
         let pid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
         let command_file = format!("kernel-{instance}.json");
-        let pid_file = write_pid_record(&spec.dir, instance, pid, None)?;
+        let pid_file = write_pid_record(&spec.dir, instance, pid)?;
 
         let (exit_tx, exit) = watch::channel(None);
         tokio::spawn(async move {
@@ -263,7 +263,8 @@ impl KernelProcess {
 
     /// Takes charge of `pid`, a copy forked from the kernel `origin` (a snapshot) that listens
     /// as `connection` says: an orphan the server adopts (`reaper.rs`), in a process group of
-    /// its own, sharing its origin's log.
+    /// its own, sharing its origin's log. The pid file the copy wrote for us in its directory
+    /// is replaced by a record of ours.
     ///
     /// # Errors
     /// When its pid record cannot be written.
@@ -276,7 +277,8 @@ impl KernelProcess {
     ) -> Result<KernelProcess, KernelError> {
         let pid = Pid::from_raw(pid);
         let dir = connection_file.parent().map(Path::to_owned).unwrap_or_default();
-        let pid_file = write_pid_record(&dir, instance, pid, Some(&origin.command_file))?;
+        let pid_file = write_pid_record(&dir, instance, pid)?;
+        let _ = std::fs::remove_file(dir.join(format!("kernel-{instance}.pid")));
         let (exit_tx, exit) = watch::channel(None);
         super::reaper::watch_exit(pid, exit_tx);
         Ok(KernelProcess {
@@ -445,33 +447,57 @@ impl Lineage {
     }
 }
 
-/// Who started a kernel: written next to its connection file so that a server started after a
-/// crash can tell orphans from kernels of a server still running.
-#[derive(Debug, serde::Serialize, Deserialize)]
+/// Who started a kernel, so that a server started after a crash can tell orphans from kernels
+/// of a server still running, and prove that a pid still names the process we started.
+///
+/// Written by the server only, in the kernel directory's records directory
+/// ([`records_dir`]), which no kernel may write: a kernel can write its own directory, so
+/// anything there could name any process on the machine.
+#[derive(Debug, PartialEq, serde::Serialize, Deserialize)]
 struct PidRecord {
     /// The kernel's pid, which is also its process group id.
     kernel: i32,
     /// The pid of the server that started it.
     server: i32,
-    /// For a fork, the connection file its command line names (its origin's); a launched
-    /// kernel's command line names `kernel-<instance>.json`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    command_file: Option<String>,
+    /// When the kernel started, in clock ticks after boot (`/proc/<pid>/stat`), and the boot
+    /// it started in: a pid reused since names another start.
+    started: Start,
 }
 
-/// Writes `kernel-<instance>.pid` in `dir` for the kernel `pid` of this server.
-fn write_pid_record(
-    dir: &Path,
-    instance: &str,
-    pid: Pid,
-    command_file: Option<&str>,
-) -> Result<PathBuf, KernelError> {
+/// When a process started: its boot's id and the clock tick it started at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+struct Start {
+    boot: String,
+    tick: u64,
+}
+
+impl Start {
+    /// The start of process `pid`; `None` when there is no such process.
+    fn of(pid: i32) -> Option<Start> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Field 22; the command name (field 2) is in parentheses and may hold any byte.
+        let tick = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()?;
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        Some(Start { boot: boot.trim().to_owned(), tick })
+    }
+}
+
+/// Where the pid records of the kernels with their files in `kernel_dir` are kept: beside it,
+/// `<kernel dir>.pids`, out of reach of a kernel that writes only its own directory.
+pub fn records_dir(kernel_dir: &Path) -> PathBuf {
+    let name = kernel_dir.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    kernel_dir.with_file_name(format!("{name}.pids"))
+}
+
+/// Writes the record `kernel-<instance>.pid` of the kernel `pid` of this server, whose files are
+/// in `kernel_dir`; returns its path.
+fn write_pid_record(kernel_dir: &Path, instance: &str, pid: Pid) -> Result<PathBuf, KernelError> {
+    let dir = records_dir(kernel_dir);
+    private_dir::create(&dir).map_err(|source| KernelError::Io { path: dir.clone(), source })?;
     let pid_file = dir.join(format!("kernel-{instance}.pid"));
-    let record = PidRecord {
-        kernel: pid.as_raw(),
-        server: std::process::id() as i32,
-        command_file: command_file.map(str::to_owned),
-    };
+    // A process gone already has no start: its record never proves anything.
+    let started = Start::of(pid.as_raw()).unwrap_or(Start { boot: String::new(), tick: 0 });
+    let record = PidRecord { kernel: pid.as_raw(), server: std::process::id() as i32, started };
     std::fs::write(&pid_file, serde_json::to_vec(&record).expect("pid record serialises"))
         .map_err(|source| KernelError::Io { path: pid_file.clone(), source })?;
     Ok(pid_file)
@@ -479,11 +505,21 @@ fn write_pid_record(
 
 /// Cleans a kernel directory after a server crash: kills the process groups of kernels whose
 /// server is gone (user code may have started children that outlived the kernel), and removes
-/// their connection files, sockets and pid files. Kernels of a server still running are left
-/// alone. Returns how many process groups were killed, once they are gone (or a second has
-/// passed).
+/// their connection files, sockets and pid records. Kernels of a server still running are
+/// left alone, and so is every process whose record does not prove it ours: a group is killed
+/// only while its leader is the process recorded, started at the recorded time (a group whose
+/// leader has exited is not). Returns how many process groups were killed, once they are gone
+/// (or a second has passed).
 pub async fn reap_orphans(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    // Pid files in the kernel directory itself are the kernels' to write: never acted on.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".pid") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(records_dir(dir)) else { return 0 };
     let mut killed = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -500,24 +536,10 @@ pub async fn reap_orphans(dir: &Path) -> usize {
             continue;
         }
         let group = Pid::from_raw(record.kernel);
-        // A kernel can write its own directory, pid records included: kill a group only when
-        // its leader is that kernel (its command line names the connection file), or gone (the
-        // kernel exited and left children of its own).
-        let connection_file = format!("kernel-{instance}.json");
-        // A fork's command line is its origin's; the name must still be a kernel file's.
-        let command_file = record
-            .command_file
-            .filter(|name| {
-                name.strip_prefix("kernel-")
-                    .and_then(|n| n.strip_suffix(".json"))
-                    .is_some_and(|n| n.chars().all(|c| c.is_ascii_alphanumeric()))
-            })
-            .unwrap_or_else(|| connection_file.clone());
-        let ours = names_kernel_file(record.kernel, &command_file).unwrap_or(true);
-        if !ours {
-            tracing::warn!(
+        if Start::of(record.kernel).is_none_or(|start| start != record.started) {
+            tracing::info!(
                 pid = record.kernel,
-                "a pid record names a process that is no kernel of ours; not killing it"
+                "an orphaned kernel is gone (its pid names no process we started)"
             );
         } else if killpg(group, None).is_ok() {
             tracing::info!(pid = record.kernel, "killing the process group of an orphaned kernel");
@@ -525,6 +547,7 @@ pub async fn reap_orphans(dir: &Path) -> usize {
             killed.push(group);
         }
         let _ = std::fs::remove_file(entry.path());
+        let connection_file = format!("kernel-{instance}.json");
         // The sockets the connection file names (a fork's carry its origin's prefix), as long
         // as they are in this directory: the kernel could have written anything there.
         let written = ConnectionInfo::read(&dir.join(&connection_file))
@@ -654,25 +677,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_groups_whose_leader_is_the_recorded_kernel_are_reaped() {
-        let dir = tempfile::tempdir().unwrap();
+    async fn only_groups_whose_leader_is_the_recorded_start_of_the_kernel_are_reaped() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("kernel");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(records_dir(&dir)).unwrap();
         let mut gone = std::process::Command::new("true").spawn().unwrap();
         let dead_server = gone.id() as i32;
         gone.wait().unwrap();
-        let record = |name: &str, kernel: &std::process::Child| {
-            let record = PidRecord { kernel: kernel.id() as i32, server: dead_server, command_file: None };
-            std::fs::write(dir.path().join(name), serde_json::to_vec(&record).unwrap()).unwrap();
+        let record = |at: &Path, kernel: &std::process::Child, started: Option<Start>| {
+            let pid = kernel.id() as i32;
+            let started = started.unwrap_or_else(|| Start::of(pid).unwrap());
+            let record = PidRecord { kernel: pid, server: dead_server, started };
+            std::fs::write(at, serde_json::to_vec(&record).unwrap()).unwrap();
         };
-        // A record a kernel forged, naming a process that is no kernel of that connection file.
-        let mut bystander = group_leader("something-else");
-        record("kernel-forged.pid", &bystander);
+        // A record in the kernel's own directory (it could write it), one whose start is not
+        // the process's (its pid reused since), and the record of a real orphan.
+        let mut in_reach = group_leader("kernel-inreach.json");
+        record(&dir.join("kernel-inreach.pid"), &in_reach, None);
+        let mut reused = group_leader("kernel-reused.json");
+        let earlier = Start { tick: 1, ..Start::of(reused.id() as i32).unwrap() };
+        record(&records_dir(&dir).join("kernel-reused.pid"), &reused, Some(earlier));
         let mut orphan = group_leader("kernel-real.json");
-        record("kernel-real.pid", &orphan);
-        assert_eq!(reap_orphans(dir.path()).await, 1);
-        assert!(bystander.try_wait().unwrap().is_none(), "a process named by a forged record was killed");
+        record(&records_dir(&dir).join("kernel-real.pid"), &orphan, None);
+        assert_eq!(reap_orphans(&dir).await, 1);
+        for bystander in [&mut in_reach, &mut reused] {
+            assert!(bystander.try_wait().unwrap().is_none(), "a process no record proves ours was killed");
+            bystander.kill().unwrap();
+            bystander.wait().unwrap();
+        }
         assert!(orphan.wait().unwrap().signal() == Some(9), "the orphaned kernel's group lives on");
-        bystander.kill().unwrap();
-        bystander.wait().unwrap();
+        assert!(
+            !dir.join("kernel-inreach.pid").exists() && !records_dir(&dir).join("kernel-real.pid").exists()
+        );
     }
 
     #[test]
