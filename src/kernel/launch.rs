@@ -258,6 +258,8 @@ impl KernelProcess {
             exit,
         };
         process.wait_for_sockets(spec.startup_timeout).await?;
+        // Listening, a confined kernel is in its namespaces: recorded for a leaderless group.
+        write_pid_record(&spec.dir, instance, pid)?;
         Ok(process)
     }
 
@@ -462,6 +464,10 @@ struct PidRecord {
     /// When the kernel started, in clock ticks after boot (`/proc/<pid>/stat`), and the boot
     /// it started in: a pid reused since names another start.
     started: Start,
+    /// The kernel's user namespace (`user:[…]`), when it has one of its own (a confined
+    /// kernel): what proves the processes of its group ours once it has exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
 }
 
 /// When a process started: its boot's id and the clock tick it started at.
@@ -474,12 +480,52 @@ struct Start {
 impl Start {
     /// The start of process `pid`; `None` when there is no such process.
     fn of(pid: i32) -> Option<Start> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Field 22; the command name (field 2) is in parentheses and may hold any byte.
-        let tick = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()?;
-        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-        Some(Start { boot: boot.trim().to_owned(), tick })
+        Some(Stat::of(pid)?.start)
     }
+}
+
+/// What the server reads of a process to prove it one of its kernels.
+struct Stat {
+    group: i32,
+    start: Start,
+}
+
+impl Stat {
+    fn of(pid: i32) -> Option<Stat> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields 5 and 22; the command name (field 2) is in parentheses and may hold any byte.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let group = fields.get(2)?.parse().ok()?;
+        let tick = fields.get(19)?.parse().ok()?;
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        Some(Stat { group, start: Start { boot: boot.trim().to_owned(), tick } })
+    }
+}
+
+/// The user namespace of `pid`, when it is not the server's own.
+fn own_namespace(pid: i32) -> Option<String> {
+    let of = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+    let namespace = of(&pid.to_string())?;
+    (Some(&namespace) != of("self").as_ref()).then(|| namespace.to_string_lossy().into_owned())
+}
+
+/// The processes of the group `record.kernel` whose leader has exited that the record proves
+/// ours: in the kernel's own user namespace, started since it, in the same boot.
+fn proven_members(record: &PidRecord) -> Vec<Pid> {
+    let Some(namespace) = &record.namespace else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            Stat::of(pid).is_some_and(|stat| {
+                stat.group == record.kernel
+                    && stat.start.boot == record.started.boot
+                    && stat.start.tick >= record.started.tick
+            }) && own_namespace(pid).as_ref() == Some(namespace)
+        })
+        .map(Pid::from_raw)
+        .collect()
 }
 
 /// Where the pid records of the kernels with their files in `kernel_dir` are kept: beside it,
@@ -497,7 +543,8 @@ fn write_pid_record(kernel_dir: &Path, instance: &str, pid: Pid) -> Result<PathB
     let pid_file = dir.join(format!("kernel-{instance}.pid"));
     // A process gone already has no start: its record never proves anything.
     let started = Start::of(pid.as_raw()).unwrap_or(Start { boot: String::new(), tick: 0 });
-    let record = PidRecord { kernel: pid.as_raw(), server: std::process::id() as i32, started };
+    let namespace = own_namespace(pid.as_raw());
+    let record = PidRecord { kernel: pid.as_raw(), server: std::process::id() as i32, started, namespace };
     std::fs::write(&pid_file, serde_json::to_vec(&record).expect("pid record serialises"))
         .map_err(|source| KernelError::Io { path: pid_file.clone(), source })?;
     Ok(pid_file)
@@ -507,9 +554,10 @@ fn write_pid_record(kernel_dir: &Path, instance: &str, pid: Pid) -> Result<PathB
 /// server is gone (user code may have started children that outlived the kernel), and removes
 /// their connection files, sockets and pid records. Kernels of a server still running are
 /// left alone, and so is every process whose record does not prove it ours: a group is killed
-/// only while its leader is the process recorded, started at the recorded time (a group whose
-/// leader has exited is not). Returns how many process groups were killed, once they are gone
-/// (or a second has passed).
+/// while its leader is the process recorded, started at the recorded time; once the leader
+/// has exited, only the processes of its group in its own user namespace are (a confined
+/// kernel's; an unconfined kernel's leaderless group is left alone). Returns how many process
+/// groups were killed, once they are gone (or a second has passed).
 pub async fn reap_orphans(dir: &Path) -> usize {
     // Pid files in the kernel directory itself are the kernels' to write: never acted on.
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -537,10 +585,15 @@ pub async fn reap_orphans(dir: &Path) -> usize {
         }
         let group = Pid::from_raw(record.kernel);
         if Start::of(record.kernel).is_none_or(|start| start != record.started) {
-            tracing::info!(
-                pid = record.kernel,
-                "an orphaned kernel is gone (its pid names no process we started)"
-            );
+            // The kernel exited (its server gone, it does) and may have left processes.
+            let members = proven_members(&record);
+            if !members.is_empty() {
+                tracing::info!(pid = record.kernel, "killing what an exited orphaned kernel left running");
+                for pid in members {
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                }
+                killed.push(group);
+            }
         } else if killpg(group, None).is_ok() {
             tracing::info!(pid = record.kernel, "killing the process group of an orphaned kernel");
             let _ = killpg(group, Signal::SIGKILL);
@@ -688,7 +741,7 @@ mod tests {
         let record = |at: &Path, kernel: &std::process::Child, started: Option<Start>| {
             let pid = kernel.id() as i32;
             let started = started.unwrap_or_else(|| Start::of(pid).unwrap());
-            let record = PidRecord { kernel: pid, server: dead_server, started };
+            let record = PidRecord { kernel: pid, server: dead_server, started, namespace: None };
             std::fs::write(at, serde_json::to_vec(&record).unwrap()).unwrap();
         };
         // A record in the kernel's own directory (it could write it), one whose start is not

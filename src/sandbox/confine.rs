@@ -84,7 +84,7 @@ pub enum ConfineError {
         source: std::io::Error,
     },
     /// The socket filter of `strict` could not be installed.
-    #[error("cannot install the seccomp filter that allows unix and IP sockets only ({step})")]
+    #[error("cannot install the seccomp filter that allows unix, IP and routing sockets only ({step})")]
     Seccomp {
         /// The call that failed.
         step: &'static str,
@@ -131,7 +131,7 @@ pub fn run(args: ConfineArgs) -> Result<(), ConfineError> {
         std::fs::create_dir_all(dir).map_err(|source| ConfineError::Scratch { path: dir.clone(), source })?;
     }
     if policy.no_network {
-        super::sockets::unix_and_ip_only()?;
+        super::sockets::unix_ip_and_route_only()?;
     }
     restrict(&policy)?;
     let Some((program, rest)) = args.argv.split_first() else { return Ok(()) };

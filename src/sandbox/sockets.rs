@@ -1,12 +1,13 @@
-//! `strict`'s socket rule: a seccomp filter under which `socket()` makes unix and IP sockets
-//! only.
+//! `strict`'s socket rule: a seccomp filter under which `socket()` makes unix, IP and
+//! routing-netlink sockets only.
 //!
 //! A network namespace of its own takes TCP, UDP and DNS from a kernel, but not the families
 //! that ignore namespaces (`AF_VSOCK` reaches the hypervisor) or that no namespace empties.
-//! So every family but `AF_UNIX`, `AF_INET` and `AF_INET6` fails with `EAFNOSUPPORT`, as on a
-//! machine built without it. The IP families stay because libzmq aborts the kernel when it
-//! cannot make one (ipykernel binds its iopub pipe on 127.0.0.1); in the kernel's namespace
-//! they reach nothing but a loopback that is down, and Landlock refuses their TCP ports.
+//! So every family but `AF_UNIX`, `AF_INET`, `AF_INET6` and `AF_NETLINK` with `NETLINK_ROUTE`
+//! fails with `EAFNOSUPPORT`, as on a machine built without it. Those stay because libzmq
+//! aborts the kernel when it cannot make them (ipykernel binds its iopub pipe on 127.0.0.1,
+//! and libzmq lists the interfaces through netlink); in the kernel's namespace they reach
+//! nothing but a loopback that is down, and Landlock refuses TCP ports.
 //! `io_uring_setup` fails too (an io_uring can make sockets without the `socket` call), and so
 //! does every call of another architecture's table (x32, or i386 through `int 0x80`, where
 //! sockets come from other call numbers). Runs in `confine`, after `no_new_privs`, before exec.
@@ -31,11 +32,15 @@ const JEQ_K: u16 = 0x05 | 0x10;
 const JGE_K: u16 = 0x05 | 0x30;
 const RET_K: u16 = 0x06;
 
-// Offsets into `struct seccomp_data`: the call number, the architecture, the first argument's
-// low 32 bits (little-endian).
+// Offsets into `struct seccomp_data`: the call number, the architecture, the low 32 bits of
+// the first and third arguments (little-endian).
 const NR: u32 = 0;
 const ARCH_AT: u32 = 4;
 const ARG0: u32 = 16;
+const ARG2: u32 = 32;
+
+/// The netlink protocol of the routing tables and interfaces.
+const NETLINK_ROUTE: u32 = 0;
 
 const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
 const EAFNOSUPPORT: u32 = libc::SECCOMP_RET_ERRNO | libc::EAFNOSUPPORT as u32;
@@ -56,11 +61,14 @@ fn program() -> Vec<libc::sock_filter> {
         op(RET_K, 0, 0, EPERM),
         op(JEQ_K, 0, 1, libc::SYS_io_uring_setup as u32),
         op(RET_K, 0, 0, EPERM),
-        op(JEQ_K, 0, 5, libc::SYS_socket as u32),
+        op(JEQ_K, 0, 8, libc::SYS_socket as u32),
         op(LD_W_ABS, 0, 0, ARG0),
-        op(JEQ_K, 3, 0, libc::AF_UNIX as u32),
-        op(JEQ_K, 2, 0, libc::AF_INET as u32),
-        op(JEQ_K, 1, 0, libc::AF_INET6 as u32),
+        op(JEQ_K, 6, 0, libc::AF_UNIX as u32),
+        op(JEQ_K, 5, 0, libc::AF_INET as u32),
+        op(JEQ_K, 4, 0, libc::AF_INET6 as u32),
+        op(JEQ_K, 0, 2, libc::AF_NETLINK as u32),
+        op(LD_W_ABS, 0, 0, ARG2),
+        op(JEQ_K, 1, 0, NETLINK_ROUTE),
         op(RET_K, 0, 0, EAFNOSUPPORT),
         op(RET_K, 0, 0, ALLOW),
     ]
@@ -68,7 +76,7 @@ fn program() -> Vec<libc::sock_filter> {
 
 /// Installs the filter on this process and what it execs.
 #[allow(unsafe_code)]
-pub(super) fn unix_and_ip_only() -> Result<(), ConfineError> {
+pub(super) fn unix_ip_and_route_only() -> Result<(), ConfineError> {
     let filter = program();
     let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr().cast_mut() };
     let fail = |step| ConfineError::Seccomp { step, source: std::io::Error::last_os_error() };
