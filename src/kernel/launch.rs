@@ -232,7 +232,7 @@ impl KernelProcess {
             command.spawn().map_err(|source| KernelError::Spawn { command: argv.join(" "), source })?;
         let pid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
         let command_file = format!("kernel-{instance}.json");
-        let pid_file = write_pid_record(&spec.dir, instance, pid, None)?;
+        let pid_file = write_pid_record(&spec.dir, instance, pid)?;
 
         let (exit_tx, exit) = watch::channel(None);
         tokio::spawn(async move {
@@ -258,12 +258,15 @@ impl KernelProcess {
             exit,
         };
         process.wait_for_sockets(spec.startup_timeout).await?;
+        // Listening, a confined kernel is in its namespaces: recorded for a leaderless group.
+        write_pid_record(&spec.dir, instance, pid)?;
         Ok(process)
     }
 
     /// Takes charge of `pid`, a copy forked from the kernel `origin` (a snapshot) that listens
     /// as `connection` says: an orphan the server adopts (`reaper.rs`), in a process group of
-    /// its own, sharing its origin's log.
+    /// its own, sharing its origin's log. The pid file the copy wrote for us in its directory
+    /// is replaced by a record of ours.
     ///
     /// # Errors
     /// When its pid record cannot be written.
@@ -276,7 +279,8 @@ impl KernelProcess {
     ) -> Result<KernelProcess, KernelError> {
         let pid = Pid::from_raw(pid);
         let dir = connection_file.parent().map(Path::to_owned).unwrap_or_default();
-        let pid_file = write_pid_record(&dir, instance, pid, Some(&origin.command_file))?;
+        let pid_file = write_pid_record(&dir, instance, pid)?;
+        let _ = std::fs::remove_file(dir.join(format!("kernel-{instance}.pid")));
         let (exit_tx, exit) = watch::channel(None);
         super::reaper::watch_exit(pid, exit_tx);
         Ok(KernelProcess {
@@ -446,33 +450,102 @@ impl Lineage {
     }
 }
 
-/// Who started a kernel: written next to its connection file so that a server started after a
-/// crash can tell orphans from kernels of a server still running.
-#[derive(Debug, serde::Serialize, Deserialize)]
+/// Who started a kernel, so that a server started after a crash can tell orphans from kernels
+/// of a server still running, and prove that a pid still names the process we started.
+///
+/// Written by the server only, in the kernel directory's records directory
+/// ([`records_dir`]), which no kernel may write: a kernel can write its own directory, so
+/// anything there could name any process on the machine.
+#[derive(Debug, PartialEq, serde::Serialize, Deserialize)]
 struct PidRecord {
     /// The kernel's pid, which is also its process group id.
     kernel: i32,
     /// The pid of the server that started it.
     server: i32,
-    /// For a fork, the connection file its command line names (its origin's); a launched
-    /// kernel's command line names `kernel-<instance>.json`.
+    /// When the kernel started, in clock ticks after boot (`/proc/<pid>/stat`), and the boot
+    /// it started in: a pid reused since names another start.
+    started: Start,
+    /// The kernel's user namespace (`user:[…]`), when it has one of its own (a confined
+    /// kernel): what proves the processes of its group ours once it has exited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    command_file: Option<String>,
+    namespace: Option<String>,
 }
 
-/// Writes `kernel-<instance>.pid` in `dir` for the kernel `pid` of this server.
-fn write_pid_record(
-    dir: &Path,
-    instance: &str,
-    pid: Pid,
-    command_file: Option<&str>,
-) -> Result<PathBuf, KernelError> {
+/// When a process started: its boot's id and the clock tick it started at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+struct Start {
+    boot: String,
+    tick: u64,
+}
+
+impl Start {
+    /// The start of process `pid`; `None` when there is no such process.
+    fn of(pid: i32) -> Option<Start> {
+        Some(Stat::of(pid)?.start)
+    }
+}
+
+/// What the server reads of a process to prove it one of its kernels.
+struct Stat {
+    group: i32,
+    start: Start,
+}
+
+impl Stat {
+    fn of(pid: i32) -> Option<Stat> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields 5 and 22; the command name (field 2) is in parentheses and may hold any byte.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let group = fields.get(2)?.parse().ok()?;
+        let tick = fields.get(19)?.parse().ok()?;
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        Some(Stat { group, start: Start { boot: boot.trim().to_owned(), tick } })
+    }
+}
+
+/// The user namespace of `pid`, when it is not the server's own.
+fn own_namespace(pid: i32) -> Option<String> {
+    let of = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+    let namespace = of(&pid.to_string())?;
+    (Some(&namespace) != of("self").as_ref()).then(|| namespace.to_string_lossy().into_owned())
+}
+
+/// The processes of the group `record.kernel` whose leader has exited that the record proves
+/// ours: in the kernel's own user namespace, started since it, in the same boot.
+fn proven_members(record: &PidRecord) -> Vec<Pid> {
+    let Some(namespace) = &record.namespace else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            Stat::of(pid).is_some_and(|stat| {
+                stat.group == record.kernel
+                    && stat.start.boot == record.started.boot
+                    && stat.start.tick >= record.started.tick
+            }) && own_namespace(pid).as_ref() == Some(namespace)
+        })
+        .map(Pid::from_raw)
+        .collect()
+}
+
+/// Where the pid records of the kernels with their files in `kernel_dir` are kept: beside it,
+/// `<kernel dir>.pids`, out of reach of a kernel that writes only its own directory.
+pub fn records_dir(kernel_dir: &Path) -> PathBuf {
+    let name = kernel_dir.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    kernel_dir.with_file_name(format!("{name}.pids"))
+}
+
+/// Writes the record `kernel-<instance>.pid` of the kernel `pid` of this server, whose files are
+/// in `kernel_dir`; returns its path.
+fn write_pid_record(kernel_dir: &Path, instance: &str, pid: Pid) -> Result<PathBuf, KernelError> {
+    let dir = records_dir(kernel_dir);
+    private_dir::create(&dir).map_err(|source| KernelError::Io { path: dir.clone(), source })?;
     let pid_file = dir.join(format!("kernel-{instance}.pid"));
-    let record = PidRecord {
-        kernel: pid.as_raw(),
-        server: std::process::id() as i32,
-        command_file: command_file.map(str::to_owned),
-    };
+    // A process gone already has no start: its record never proves anything.
+    let started = Start::of(pid.as_raw()).unwrap_or(Start { boot: String::new(), tick: 0 });
+    let namespace = own_namespace(pid.as_raw());
+    let record = PidRecord { kernel: pid.as_raw(), server: std::process::id() as i32, started, namespace };
     std::fs::write(&pid_file, serde_json::to_vec(&record).expect("pid record serialises"))
         .map_err(|source| KernelError::Io { path: pid_file.clone(), source })?;
     Ok(pid_file)
@@ -480,11 +553,22 @@ fn write_pid_record(
 
 /// Cleans a kernel directory after a server crash: kills the process groups of kernels whose
 /// server is gone (user code may have started children that outlived the kernel), and removes
-/// their connection files, sockets and pid files. Kernels of a server still running are left
-/// alone. Returns how many process groups were killed, once they are gone (or a second has
-/// passed).
+/// their connection files, sockets and pid records. Kernels of a server still running are
+/// left alone, and so is every process whose record does not prove it ours: a group is killed
+/// while its leader is the process recorded, started at the recorded time; once the leader
+/// has exited, only the processes of its group in its own user namespace are (a confined
+/// kernel's; an unconfined kernel's leaderless group is left alone). Returns how many process
+/// groups were killed, once they are gone (or a second has passed).
 pub async fn reap_orphans(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    // Pid files in the kernel directory itself are the kernels' to write: never acted on.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".pid") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(records_dir(dir)) else { return 0 };
     let mut killed = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -501,31 +585,23 @@ pub async fn reap_orphans(dir: &Path) -> usize {
             continue;
         }
         let group = Pid::from_raw(record.kernel);
-        // A kernel can write its own directory, pid records included: kill a group only when
-        // its leader is that kernel (its command line names the connection file), or gone (the
-        // kernel exited and left children of its own).
-        let connection_file = format!("kernel-{instance}.json");
-        // A fork's command line is its origin's; the name must still be a kernel file's.
-        let command_file = record
-            .command_file
-            .filter(|name| {
-                name.strip_prefix("kernel-")
-                    .and_then(|n| n.strip_suffix(".json"))
-                    .is_some_and(|n| n.chars().all(|c| c.is_ascii_alphanumeric()))
-            })
-            .unwrap_or_else(|| connection_file.clone());
-        let ours = names_kernel_file(record.kernel, &command_file).unwrap_or(true);
-        if !ours {
-            tracing::warn!(
-                pid = record.kernel,
-                "a pid record names a process that is no kernel of ours; not killing it"
-            );
+        if Start::of(record.kernel).is_none_or(|start| start != record.started) {
+            // The kernel exited (its server gone, it does) and may have left processes.
+            let members = proven_members(&record);
+            if !members.is_empty() {
+                tracing::info!(pid = record.kernel, "killing what an exited orphaned kernel left running");
+                for pid in members {
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                }
+                killed.push(group);
+            }
         } else if killpg(group, None).is_ok() {
             tracing::info!(pid = record.kernel, "killing the process group of an orphaned kernel");
             let _ = killpg(group, Signal::SIGKILL);
             killed.push(group);
         }
         let _ = std::fs::remove_file(entry.path());
+        let connection_file = format!("kernel-{instance}.json");
         // The sockets the connection file names (a fork's carry its origin's prefix), as long
         // as they are in this directory: the kernel could have written anything there.
         let written = ConnectionInfo::read(&dir.join(&connection_file))
@@ -655,25 +731,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_groups_whose_leader_is_the_recorded_kernel_are_reaped() {
-        let dir = tempfile::tempdir().unwrap();
+    async fn only_groups_whose_leader_is_the_recorded_start_of_the_kernel_are_reaped() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("kernel");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(records_dir(&dir)).unwrap();
         let mut gone = std::process::Command::new("true").spawn().unwrap();
         let dead_server = gone.id() as i32;
         gone.wait().unwrap();
-        let record = |name: &str, kernel: &std::process::Child| {
-            let record = PidRecord { kernel: kernel.id() as i32, server: dead_server, command_file: None };
-            std::fs::write(dir.path().join(name), serde_json::to_vec(&record).unwrap()).unwrap();
+        let record = |at: &Path, kernel: &std::process::Child, started: Option<Start>| {
+            let pid = kernel.id() as i32;
+            let started = started.unwrap_or_else(|| Start::of(pid).unwrap());
+            let record = PidRecord { kernel: pid, server: dead_server, started, namespace: None };
+            std::fs::write(at, serde_json::to_vec(&record).unwrap()).unwrap();
         };
-        // A record a kernel forged, naming a process that is no kernel of that connection file.
-        let mut bystander = group_leader("something-else");
-        record("kernel-forged.pid", &bystander);
+        // A record in the kernel's own directory (it could write it), one whose start is not
+        // the process's (its pid reused since), and the record of a real orphan.
+        let mut in_reach = group_leader("kernel-inreach.json");
+        record(&dir.join("kernel-inreach.pid"), &in_reach, None);
+        let mut reused = group_leader("kernel-reused.json");
+        let earlier = Start { tick: 1, ..Start::of(reused.id() as i32).unwrap() };
+        record(&records_dir(&dir).join("kernel-reused.pid"), &reused, Some(earlier));
         let mut orphan = group_leader("kernel-real.json");
-        record("kernel-real.pid", &orphan);
-        assert_eq!(reap_orphans(dir.path()).await, 1);
-        assert!(bystander.try_wait().unwrap().is_none(), "a process named by a forged record was killed");
+        record(&records_dir(&dir).join("kernel-real.pid"), &orphan, None);
+        assert_eq!(reap_orphans(&dir).await, 1);
+        for bystander in [&mut in_reach, &mut reused] {
+            assert!(bystander.try_wait().unwrap().is_none(), "a process no record proves ours was killed");
+            bystander.kill().unwrap();
+            bystander.wait().unwrap();
+        }
         assert!(orphan.wait().unwrap().signal() == Some(9), "the orphaned kernel's group lives on");
-        bystander.kill().unwrap();
-        bystander.wait().unwrap();
+        assert!(
+            !dir.join("kernel-inreach.pid").exists() && !records_dir(&dir).join("kernel-real.pid").exists()
+        );
     }
 
     #[test]

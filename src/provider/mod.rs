@@ -16,7 +16,7 @@ mod attached;
 mod gateway;
 mod local;
 
-pub use attached::AttachedProvider;
+pub use attached::{AttachedProvider, refuse_kernel_written};
 pub use gateway::GatewayProvider;
 pub use local::LocalProvider;
 

@@ -3,10 +3,12 @@
 //! Runs in a fresh, single-threaded process (before any runtime exists: `unshare` of a user
 //! namespace fails in a multi-threaded one). It first enters a user namespace of its own,
 //! mapping our own ids (so a kernel of a server run as root keeps no capability over the rest
-//! of the machine: without it, such a kernel reads every process's `/proc/<pid>/environ`), and
-//! for a policy without network a network namespace too; then it applies the Landlock ruleset,
-//! checks that every part of it is enforced, and execs the kernel in place, so the kernel keeps
-//! our pid and process group. What goes into a policy is `mod.rs`'s business.
+//! of the machine: without it, such a kernel reads every process's `/proc/<pid>/environ`), a
+//! mount namespace whose root holds only the policy's paths (`view.rs`), and for a policy
+//! without network a network namespace too and the socket filter (`sockets.rs`); then it
+//! applies the Landlock ruleset, checks that every part of it is enforced, and execs the
+//! kernel in place, so the kernel keeps our pid and process group. What goes into a policy is
+//! `mod.rs`'s business.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -19,7 +21,7 @@ use landlock::{
 use nix::sched::{CloneFlags, unshare};
 use nix::unistd::{getgid, getuid};
 
-use super::Policy;
+use super::{Policy, without_secrets};
 
 /// The Landlock ABI the ruleset is written for: files, TCP ports, signal and abstract-socket
 /// scoping.
@@ -72,6 +74,24 @@ pub enum ConfineError {
         #[source]
         source: std::io::Error,
     },
+    /// The kernel's view of the filesystem could not be built.
+    #[error("cannot build the sandbox's view of the filesystem: {step}")]
+    View {
+        /// The step that failed, with the path involved.
+        step: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The socket filter of `strict` could not be installed.
+    #[error("cannot install the seccomp filter that allows unix, IP and routing sockets only ({step})")]
+    Seccomp {
+        /// The call that failed.
+        step: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Landlock refused the ruleset.
     #[error("cannot apply the Landlock ruleset")]
     Landlock(#[from] RulesetError),
@@ -106,8 +126,12 @@ pub fn run(args: ConfineArgs) -> Result<(), ConfineError> {
         None => Policy::probe(args.strict),
     };
     enter_namespaces(policy.no_network)?;
+    super::view::isolate(&[&policy.read[..], &policy.write[..]].concat())?;
     for dir in policy.scratch.values() {
         std::fs::create_dir_all(dir).map_err(|source| ConfineError::Scratch { path: dir.clone(), source })?;
+    }
+    if policy.no_network {
+        super::sockets::unix_ip_and_route_only()?;
     }
     restrict(&policy)?;
     let Some((program, rest)) = args.argv.split_first() else { return Ok(()) };
@@ -115,13 +139,14 @@ pub fn run(args: ConfineArgs) -> Result<(), ConfineError> {
     Err(ConfineError::Exec { program: program.clone(), source })
 }
 
-/// Enters a user namespace (mapping our own uid and gid, so files keep their owners) and, with
-/// `no_network`, a network namespace of its own: no interface but a loopback that is down.
+/// Enters a user namespace (mapping our own uid and gid, so files keep their owners), a mount
+/// namespace and, with `no_network`, a network namespace of its own: no interface but a
+/// loopback that is down.
 fn enter_namespaces(no_network: bool) -> Result<(), ConfineError> {
     let (uid, gid) = (getuid(), getgid());
     let step =
         |step, result: std::io::Result<()>| result.map_err(|source| ConfineError::Namespace { step, source });
-    let mut namespaces = CloneFlags::CLONE_NEWUSER;
+    let mut namespaces = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS;
     if no_network {
         namespaces |= CloneFlags::CLONE_NEWNET;
     }
@@ -142,8 +167,8 @@ fn restrict(policy: &Policy) -> Result<(), ConfineError> {
     }
     let status = ruleset
         .create()?
-        .add_rules(path_beneath_rules(&policy.read, AccessFs::from_read(LANDLOCK_ABI)))?
-        .add_rules(path_beneath_rules(&policy.write, AccessFs::from_all(LANDLOCK_ABI)))?
+        .add_rules(path_beneath_rules(without_secrets(&policy.read), AccessFs::from_read(LANDLOCK_ABI)))?
+        .add_rules(path_beneath_rules(without_secrets(&policy.write), AccessFs::from_all(LANDLOCK_ABI)))?
         .restrict_self()?;
     match status.ruleset {
         RulesetStatus::FullyEnforced => Ok(()),

@@ -9,6 +9,8 @@
 //! shared bytecode store is, like a kernel); attached kernels are not ours to confine.
 
 mod confine;
+mod sockets;
+mod view;
 
 pub use confine::{ConfineArgs, ConfineError, run as confine};
 
@@ -52,6 +54,21 @@ const OPT_DIR: &str = "/opt";
 /// Devices a confined kernel may write: `/dev/null`, and pseudo-terminals (IPython runs `%pip`
 /// and `!commands` on one).
 const DEVICES: [&str; 3] = ["/dev/null", "/dev/ptmx", "/dev/pts"];
+
+/// Files no kernel may read even where a directory holding them is readable (and the server
+/// runs as root): password hashes and private keys. Besides these, every `*_key` of
+/// [`HOST_KEYS`].
+const SECRETS: [&str; 6] = [
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/security/opasswd",
+    "/etc/ssl/private",
+];
+
+/// The directory of the ssh host keys (`ssh_host_*_key`).
+const HOST_KEYS: &str = "/etc/ssh";
 
 /// What one confined kernel may touch: handed as JSON to `mcp-pyrepl confine --policy`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -182,6 +199,11 @@ impl Sandbox {
         self.level
     }
 
+    /// The directories named with `--sandbox-write`, which confined kernels may write.
+    pub fn writable_dirs(&self) -> &[PathBuf] {
+        &self.write
+    }
+
     /// Whether kernels are confined (false for `off`, and for the default level where the
     /// machine cannot enforce it).
     pub fn is_enforced(&self) -> bool {
@@ -212,7 +234,6 @@ impl Sandbox {
         read.extend(
             std::env::var_os("SSL_CERT_FILE").and_then(|file| Some(Path::new(&file).parent()?.to_owned())),
         );
-        read.extend(std::env::current_dir().ok());
         read.extend(self.read.iter().cloned());
         let (tmp, cache) = (session_dir.join("tmp"), session_dir.join("cache"));
         let mut write = writable.to_vec();
@@ -227,6 +248,30 @@ impl Sandbox {
         let policy = Policy { read, write, no_network: self.level == Level::Strict, scratch };
         Some(Confinement { program: self.program.clone(), policy })
     }
+}
+
+/// `paths` with the [`SECRETS`] and host keys cut out: a path holding one is replaced by its
+/// entries (as they are now), recursively, without the secret ones.
+pub(crate) fn without_secrets(paths: &[PathBuf]) -> Vec<PathBuf> {
+    fn is_secret(path: &Path) -> bool {
+        SECRETS.iter().any(|secret| path == Path::new(secret))
+            || (path.parent() == Some(Path::new(HOST_KEYS))
+                && path.file_name().is_some_and(|name| name.to_string_lossy().ends_with("_key")))
+    }
+    fn split(path: &Path, into: &mut Vec<PathBuf>) {
+        if is_secret(path) {
+            return;
+        }
+        let holds_secret =
+            SECRETS.iter().chain([&HOST_KEYS]).any(|secret| Path::new(secret).starts_with(path));
+        match std::fs::read_dir(path) {
+            Ok(entries) if holds_secret => entries.flatten().for_each(|entry| split(&entry.path(), into)),
+            _ => into.push(path.to_owned()),
+        }
+    }
+    let mut cut = Vec::new();
+    paths.iter().for_each(|path| split(path, &mut cut));
+    cut
 }
 
 fn system_dirs() -> Vec<PathBuf> {
@@ -355,6 +400,18 @@ mod tests {
         assert_eq!(policy.scratch["PYTHONPATH"], packages.join("lib/python3.12/site-packages"));
         let without = enforced().confinement(session.path(), &[], Path::new("/no/venv")).unwrap();
         assert_eq!(without.clone().with_installs_into(&packages, &Venv::at("/no/venv")), without);
+    }
+
+    #[test]
+    fn secrets_are_cut_out_of_a_readable_etc() {
+        let cut = without_secrets(&["/etc".into(), "/usr".into()]);
+        assert!(cut.contains(&PathBuf::from("/usr")));
+        assert!(cut.contains(&PathBuf::from("/etc/passwd")), "{cut:?}");
+        assert!(!cut.contains(&PathBuf::from("/etc")));
+        assert!(cut.iter().all(|path| !SECRETS.iter().any(|secret| path.starts_with(secret))), "{cut:?}");
+        assert!(
+            cut.iter().all(|path| !(path.starts_with(HOST_KEYS) && path.to_string_lossy().ends_with("_key")))
+        );
     }
 
     #[test]

@@ -432,7 +432,8 @@ impl SessionManager {
     /// kernel must answer now; it is never restarted or killed by us.
     ///
     /// # Errors
-    /// A connection file that cannot be read, or a kernel that does not answer.
+    /// A connection file that cannot be read, one a kernel may have written (in the data
+    /// directory or a `--sandbox-write` directory), or a kernel that does not answer.
     pub async fn attach(&self, connection_file: &Path) -> Result<String> {
         if connection_file.as_os_str().is_empty() {
             return Err(Error::InvalidArgument(
@@ -441,6 +442,12 @@ impl SessionManager {
         }
         let connection_file = std::path::absolute(connection_file)
             .map_err(|source| Error::Io { path: connection_file.to_owned(), source })?;
+        let kernel_writable: Vec<PathBuf> = [self.settings.data_dir()]
+            .into_iter()
+            .chain(self.settings.limits.sandbox.writable_dirs().iter().cloned())
+            .collect();
+        crate::provider::refuse_kernel_written(&connection_file, &kernel_writable)
+            .map_err(Error::InvalidArgument)?;
         // The kernel must answer now: an attach that cannot reach it is refused.
         self.add_session(KernelStart::Now, async |paths: SessionPaths, id: String| {
             let record = SessionRecord::new(ProviderRecord::Attached { connection_file });

@@ -147,9 +147,10 @@ async fn interrupt_cell_stops_a_long_cell_as_a_time_limit_would() {
     assert!(texts(&unknown)[0].contains("0123456789ab"), "{:?}", texts(&unknown));
 }
 
-/// The pids of the kernels whose files are in `session_dir`.
+/// The pids of the kernels whose files are in `session_dir` (their records are the server's,
+/// in `kernel.pids`).
 fn kernel_pids(session_dir: &Path) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir(session_dir.join("kernel")) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(session_dir.join("kernel.pids")) else { return Vec::new() };
     entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".pid"))

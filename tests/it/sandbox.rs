@@ -43,11 +43,12 @@ async fn confined_session(server: &Server, level: &str) -> String {
     structured["session_id"].as_str().unwrap().to_owned()
 }
 
-/// Asserts that `result` is the ordinary traceback of a refused access.
+/// Asserts that `result` is the ordinary traceback of a refused access, or of a path that does
+/// not exist for the kernel (outside what its sandbox shows it).
 fn assert_refused(result: &CallToolResult) {
     let text = texts(result).join("\n");
     assert_eq!(result.is_error, Some(true), "{text}");
-    assert!(text.contains("PermissionError: [Errno"), "{text}");
+    assert!(text.contains("PermissionError: [Errno") || text.contains("FileNotFoundError: [Errno"), "{text}");
     assert!(text.contains("Traceback") || text.contains("Cell In["), "not a traceback: {text}");
 }
 
@@ -372,4 +373,269 @@ async fn the_bytecode_compile_of_a_new_pin_set_runs_confined() {
     assert!(!escaped.exists(), "the compile run wrote outside the sandbox");
     let said = std::fs::read_to_string(&refused).expect("the compile run did not run the sitecustomize");
     assert!(said.contains("PermissionError"), "{said}");
+}
+
+/// The ipc sockets in the kernel directory of `session`, once its kernel and at least one
+/// snapshot of it listen (up to 30 s).
+async fn sockets_with_a_snapshot(data: &Path, session: &str) -> Vec<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = data.join("sessions").join(session).join("kernel");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let sockets: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_socket()))
+            .map(|entry| entry.path().to_string_lossy().into_owned())
+            .collect();
+        if sockets.len() >= 10 || std::time::Instant::now() > deadline {
+            assert!(sockets.len() >= 10, "no snapshot of {session} listens: {sockets:?}");
+            return sockets;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A kernel that knows the exact paths of another session's sockets (its kernel's five
+/// channels and its snapshots'), as `/proc/<pid>/cmdline` and `/proc/net/unix` tell anyone,
+/// cannot connect to any of them, nor hear that session's outputs on a SUB socket.
+async fn other_kernels_sockets_are_out_of_reach(level: &str) {
+    let (_guard, data) = data_dir();
+    let Some(server) = start(&data, level, &[]).await else { return };
+    let spy = confined_session(&server, level).await;
+    let victim = confined_session(&server, level).await;
+    server.ok(&victim, "import time\ntime.sleep(0.5)\nx = 1", None).await;
+    let sockets = sockets_with_a_snapshot(&data, &victim).await;
+
+    let listen = format!(
+        "import socket, threading, zmq, json\n\
+         paths = {sockets:?}\n\
+         reached = []\n\
+         for path in paths:\n\
+         \x20   s = socket.socket(socket.AF_UNIX)\n\
+         \x20   try:\n\
+         \x20       s.connect(path)\n\
+         \x20       reached.append(path)\n\
+         \x20   except OSError:\n\
+         \x20       pass\n\
+         \x20   s.close()\n\
+         heard = []\n\
+         context = zmq.Context()\n\
+         sub = context.socket(zmq.SUB)\n\
+         sub.setsockopt(zmq.SUBSCRIBE, b'')\n\
+         dealers = []\n\
+         for path in paths:\n\
+         \x20   sub.connect('ipc://' + path)\n\
+         \x20   dealer = context.socket(zmq.DEALER)\n\
+         \x20   dealer.connect('ipc://' + path)\n\
+         \x20   dealers.append(dealer)\n\
+         def drain():\n\
+         \x20   while True:\n\
+         \x20       heard.append(b''.join(sub.recv_multipart()))\n\
+         threading.Thread(target=drain, daemon=True).start()\n\
+         print('reached', len(reached))"
+    );
+    let (reached, listening) = server.ok(&spy, &listen, None).await;
+    server.ok(&victim, "print('SECRET-OUTPUT-' + 'of-the-victim')", None).await;
+    let (heard, _) = server
+        .ok(
+            &spy,
+            "import time\ntime.sleep(1)\nprint('heard', len(heard), any(b'SECRET-OUTPUT' in m for m in heard))\n\
+             print('connected', reached)",
+            Some(&listening),
+        )
+        .await;
+    assert_eq!(reached, "reached 0\n", "{heard}");
+    assert!(heard.starts_with("heard 0 False\n"), "{heard}");
+}
+
+#[tokio::test]
+async fn files_kernels_cannot_reach_other_kernels_sockets() {
+    other_kernels_sockets_are_out_of_reach("files").await;
+}
+
+#[tokio::test]
+async fn strict_kernels_cannot_reach_other_kernels_sockets() {
+    other_kernels_sockets_are_out_of_reach("strict").await;
+}
+
+/// Starts `sh -c <script> <tag>` in a process group of its own, outside every sandbox.
+fn bystander(script: &str, tag: &str) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("sh").args(["-c", script, tag]).process_group(0).spawn().unwrap()
+}
+
+/// Whether any process of the group `pgid` runs (zombies, which nobody may reap soon once
+/// their server is gone, do not count).
+fn group_lives(pgid: u32) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        fields.len() > 2 && fields[2] == pgid.to_string() && !matches!(fields[0], "Z" | "X")
+    })
+}
+
+/// Pid records a kernel writes in its own directory make the next server kill nothing: not a
+/// group whose leader is gone (its other processes live on), not a process whose command
+/// line names a kernel file. The server's own record of a kernel it started still is acted on,
+/// even for the child it left once it exited.
+async fn forged_pid_records_kill_nothing(level: &str) {
+    let (_guard, data) = data_dir();
+    let Some(server) = start(&data, level, &[]).await else { return };
+    // A group whose leader has exited, and a leader whose command line names a kernel file.
+    let mut exited_leader = bystander("sleep 300 & exit 0", "x");
+    let leaderless = exited_leader.id();
+    exited_leader.wait().unwrap();
+    let mut named = bystander("sleep 300; true", "kernel-bbbb2222.json");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(group_lives(leaderless));
+
+    let session = confined_session(&server, level).await;
+    let kernel_dir = data.join("sessions").join(&session).join("kernel");
+    let forge = format!(
+        "import os, json\n\
+         d = {:?}\n\
+         json.dump({{'kernel': {leaderless}, 'server': 1}}, open(d + '/kernel-aaaa1111.pid', 'w'))\n\
+         json.dump({{'kernel': {}, 'server': 1}}, open(d + '/kernel-bbbb2222.pid', 'w'))\n\
+         import subprocess\n\
+         subprocess.Popen(['sleep', '300'])\n\
+         print(os.getpid())",
+        kernel_dir.to_str().unwrap(),
+        named.id()
+    );
+    // The kernel's own group, with a child that outlives the kernel once the server is gone.
+    let (kernel, _) = server.ok(&session, &forge, None).await;
+    let kernel: u32 = kernel.trim().parse().unwrap();
+    server.kill();
+
+    let restarted = start(&data, level, &[]).await.unwrap();
+    restarted.call("list_sessions", json!({})).await;
+    let (leaderless_lives, named_lives, kernel_lives) =
+        (group_lives(leaderless), named.try_wait().unwrap().is_none(), group_lives(kernel));
+    let _ =
+        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(leaderless as i32), nix::sys::signal::SIGKILL);
+    named.kill().unwrap();
+    named.wait().unwrap();
+    assert!(leaderless_lives, "a forged record killed a group whose leader is gone");
+    assert!(named_lives, "a forged record killed a process naming a kernel file");
+    assert!(!kernel_lives, "the orphaned kernel {kernel} of the killed server, or its child, lives on");
+}
+
+#[tokio::test]
+async fn files_forged_pid_records_kill_nothing() {
+    forged_pid_records_kill_nothing("files").await;
+}
+
+#[tokio::test]
+async fn strict_forged_pid_records_kill_nothing() {
+    forged_pid_records_kill_nothing("strict").await;
+}
+
+/// A server started in `/` shows its kernels no more than one started anywhere else: not
+/// another session's files (its connection key), and not the system's secrets even as root.
+async fn nothing_depends_on_where_the_server_started(level: &str) {
+    let (_guard, data) = data_dir();
+    if no_sandbox() {
+        return;
+    }
+    let server = Server::start_with(&data, "numpy", |command| {
+        command.args(["--sandbox", level]).current_dir("/");
+    })
+    .await;
+    let spy = confined_session(&server, level).await;
+    let victim = confined_session(&server, level).await;
+    server.ok(&victim, "x = 1", None).await;
+    let victim_dir = data.join("sessions").join(&victim);
+    let connection = std::fs::read_dir(victim_dir.join("kernel"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .unwrap();
+    let probes = [
+        format!("open({:?}).read()", connection.to_str().unwrap()),
+        format!("os.listdir({:?})", victim_dir.join("kernel").to_str().unwrap()),
+        format!("open({:?}).read()", victim_dir.join("graph.json").to_str().unwrap()),
+        "open('/etc/shadow').read()".to_owned(),
+        "open('/etc/gshadow').read()".to_owned(),
+        "os.listdir('/root')".to_owned(),
+    ];
+    let code = probes
+        .iter()
+        .map(|probe| {
+            format!(
+                "try:\n    {probe}\n    print('READ', {probe:?})\nexcept OSError as error:\n    \
+                 print('refused', type(error).__name__)"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (seen, _) = server.ok(&spy, &format!("import os\n{code}"), None).await;
+    assert!(!seen.contains("READ"), "{seen}");
+    assert_eq!(seen.matches("refused").count(), probes.len(), "{seen}");
+}
+
+#[tokio::test]
+async fn files_shows_no_other_session_from_a_server_started_in_root_nor_system_secrets() {
+    nothing_depends_on_where_the_server_started("files").await;
+}
+
+#[tokio::test]
+async fn strict_shows_no_other_session_from_a_server_started_in_root_nor_system_secrets() {
+    nothing_depends_on_where_the_server_started("strict").await;
+}
+
+#[tokio::test]
+async fn strict_makes_no_socket_but_unix_ip_and_routing_ones() {
+    let (_guard, data) = data_dir();
+    let Some(server) = start(&data, "strict", &[]).await else { return };
+    let session = confined_session(&server, "strict").await;
+    // AF_VSOCK, AF_PACKET, AF_NETLINK with NETLINK_AUDIT and AF_ALG, each with a type it supports.
+    let probe = "import socket\n\
+                 kinds = {40: (socket.SOCK_STREAM, 0), 17: (socket.SOCK_RAW, 0), 16: (socket.SOCK_RAW, 9), 38: (socket.SOCK_SEQPACKET, 0)}\n\
+                 for family, (kind, protocol) in kinds.items():\n\
+                 \x20   try:\n\
+                 \x20       socket.socket(family, kind, protocol).close()\n\
+                 \x20       print(family, 'made')\n\
+                 \x20   except OSError as error:\n\
+                 \x20       print(family, error.errno)\n\
+                 socket.socket(socket.AF_UNIX).close()\n\
+                 print('unix made')";
+    let (seen, _) = server.ok(&session, probe, None).await;
+    assert_eq!(seen, "40 97\n17 97\n16 97\n38 97\nunix made\n", "not all refused with EAFNOSUPPORT");
+}
+
+#[tokio::test]
+async fn attach_kernel_refuses_connection_files_written_inside_sessions() {
+    let (_guard, data) = data_dir();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let Some(server) = start(&data, "files", &[]).await else { return };
+    let spy = confined_session(&server, "files").await;
+    let victim = confined_session(&server, "files").await;
+    server.ok(&victim, "x = 'the victim'", None).await;
+    // A connection file the kernel writes, naming an address of its choosing.
+    let forged = format!(
+        "import json, os\n\
+         ports = dict((f'{{c}}_port', {port}) for c in ('shell', 'iopub', 'stdin', 'control', 'hb'))\n\
+         json.dump(dict(ports, transport='tcp', ip='127.0.0.1', key='k', signature_scheme='hmac-sha256'), \
+         open('forged.json', 'w'))\n\
+         print(os.path.abspath('forged.json'))"
+    );
+    let (written, _) = server.ok(&spy, &forged, None).await;
+    let victims = std::fs::read_dir(data.join("sessions").join(&victim).join("kernel"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .unwrap();
+    for file in [written.trim(), victims.to_str().unwrap()] {
+        let attached = server.call("attach_kernel", json!({ "connection_file": file })).await;
+        let text = texts(&attached).join("\n");
+        assert_eq!(attached.is_error, Some(true), "{file} was attached: {text}");
+        assert!(text.contains("may have been written by one of them"), "{text}");
+    }
+    let connected = tokio::time::timeout(std::time::Duration::from_millis(200), listener.accept()).await;
+    assert!(connected.is_err(), "the server connected to the address a kernel chose");
 }

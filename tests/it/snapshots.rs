@@ -99,10 +99,12 @@ async fn a_new_root_is_a_fork_of_the_fresh_kernel_not_a_kernel_start() {
 }
 
 /// How many kernels of the session have a pid record: the serving ones and every snapshot,
-/// made or being made.
+/// made (the server's record, in `kernel.pids`) or being made (the copy's, in `kernel`).
 fn kernel_records(data: &std::path::Path, session: &str) -> usize {
-    let dir = data.join("sessions").join(session).join("kernel");
-    let entries = std::fs::read_dir(dir).unwrap().flatten();
+    let session = data.join("sessions").join(session);
+    let entries = ["kernel", "kernel.pids"]
+        .into_iter()
+        .flat_map(|dir| std::fs::read_dir(session.join(dir)).into_iter().flatten().flatten());
     entries.filter(|entry| entry.file_name().to_string_lossy().ends_with(".pid")).count()
 }
 
