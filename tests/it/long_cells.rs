@@ -11,7 +11,8 @@ async fn a_long_cell_answers_early_and_wait_cell_brings_the_rest() {
     let session = server.create_repl().await;
     let (_, a) = server.ok(&session, "x = 1", None).await;
 
-    let flag = data.join("go");
+    // Inside the session: a confined kernel sees nothing of the machine outside its own files.
+    let flag = data.join("sessions").join(&session).join("work").join("go");
     let long = format!(
         "import os, time\nprint('step 1', flush=True)\nwhile not os.path.exists({:?}): time.sleep(0.05)\nprint('step 2')\nx + 1",
         flag.to_str().unwrap()

@@ -49,8 +49,8 @@ async fn reads_answer_while_cells_run_in_that_session_and_others() {
     let (_, first) = server.ok(&busy, "x = 41", None).await;
     let (_, other_cell) = server.ok(&other, "y = 1", None).await;
 
-    let flag = data.join("release");
-    // Written by the kernel, so inside its session: the sandbox lets it write nowhere else.
+    // Both inside its session: a confined kernel sees nothing outside its own files.
+    let flag = data.join("sessions").join(&busy).join("work").join("release");
     let started = data.join("sessions").join(&busy).join("work").join("started");
     let code = format!("open({:?}, 'w').close()\n{}", started.to_str().unwrap(), blocked_on(&flag));
     let running =

@@ -213,17 +213,23 @@ async fn sessions_run_in_parallel_and_calls_on_one_session_in_order() {
     let (_guard, data) = data_dir();
     let server = Server::start(&data).await;
     let (a, b) = tokio::join!(server.create_repl(), server.create_repl());
-    // Written by B's kernel, so inside B's session: the sandbox lets it write nowhere else.
-    let flag = data.join("sessions").join(&b).join("work").join("flag");
-    let flag = flag.to_str().unwrap();
+    // Inside A's session: a confined kernel sees nothing of the machine outside its own files.
+    let flag = data.join("sessions").join(&a).join("work").join("flag");
 
-    // A waits for a file that only B's call creates: if the two sessions were served one after
-    // the other, A would never finish.
-    let wait =
-        format!("import os, time\nwhile not os.path.exists({flag:?}): time.sleep(0.02)\nprint('released')");
-    let create = format!("open({flag:?}, 'w').close()\nprint('created')");
-    let (waited, created) =
-        within(120, async { tokio::join!(server.ok(&a, &wait, None), server.ok(&b, &create, None)) }).await;
+    // A waits for a file the test writes only once B's call has answered: if the two sessions
+    // were served one after the other, B would never answer and A never finish.
+    let wait = format!(
+        "import os, time\nwhile not os.path.exists({:?}): time.sleep(0.02)\nprint('released')",
+        flag.to_str().unwrap()
+    );
+    let (waited, created) = within(120, async {
+        tokio::join!(server.ok(&a, &wait, None), async {
+            let created = server.ok(&b, "print('created')", None).await;
+            std::fs::write(&flag, "").unwrap();
+            created
+        })
+    })
+    .await;
     assert_eq!((waited.0.as_str(), created.0.as_str()), ("released\n", "created\n"));
 
     // Two calls on one session: the second is served after the first, whatever their timing.

@@ -92,7 +92,7 @@ async fn concurrent_creates_never_share_a_spare_and_a_dead_spare_is_replaced() {
 
     // A spare whose kernel dies while it waits is not handed out.
     let doomed = wait_for_spare(&data, Some(&spare)).await;
-    let pid_file = std::fs::read_dir(doomed.join("kernel"))
+    let pid_file = std::fs::read_dir(doomed.join("kernel.pids"))
         .unwrap()
         .flatten()
         .find(|e| e.file_name().to_string_lossy().ends_with(".pid"))

@@ -372,7 +372,8 @@ async fn the_bytecode_compile_of_a_new_pin_set_runs_confined() {
     wait_for_bytecode_store(&data).await;
     assert!(!escaped.exists(), "the compile run wrote outside the sandbox");
     let said = std::fs::read_to_string(&refused).expect("the compile run did not run the sitecustomize");
-    assert!(said.contains("PermissionError"), "{said}");
+    // Refused by Landlock, or not there at all in the kernel's view of the filesystem.
+    assert!(said.contains("PermissionError") || said.contains("FileNotFoundError"), "{said}");
 }
 
 /// The ipc sockets in the kernel directory of `session`, once its kernel and at least one
