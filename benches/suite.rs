@@ -151,6 +151,11 @@ async fn main() {
     )
     .await
     .expect("bench venv");
+    let stand_in_packages = ["mcp".to_owned(), "jupyter_client".to_owned()];
+    let stand_in_venv =
+        within(600, uv.ensure_venv(&data_dir.join("venvs").join("stand-in"), None, &stand_in_packages))
+            .await
+            .expect("stand-in venv");
 
     step("codec");
     let codec = codec(counts);
@@ -167,7 +172,7 @@ async fn main() {
     step("destroy_repl, and list_sessions while a cell runs");
     let admin = admin(&uv, counts).await;
     step("going back: the conversation, retries, background work, snapshot memory");
-    let going_back = going_back::going_back(&uv, counts.going_back).await;
+    let going_back = going_back::going_back(&uv, &stand_in_venv, counts.going_back).await;
 
     let results = Results { counts, build, codec, latency, create, switch, switch_one_kernel, memory, admin };
     let report = results.report(full, started.elapsed()) + &going_back.report();
@@ -554,7 +559,9 @@ async fn admin(uv: &Uv, counts: Counts) -> Admin {
     server.run(&idle_session, "pass", None).await;
     let list_idle = time_each(counts.lists, async || drop(list().await)).await;
     let busy = server.create_repl().await;
-    let flag = server.data_dir.path().join("release");
+    // In the session's working directory: a confined kernel sees nothing of the data directory
+    // outside its session.
+    let flag = server.session_dir(&busy).join("work").join("release");
     let code =
         format!("import os, time\nwhile not os.path.exists({:?}): time.sleep(0.01)", flag.to_str().unwrap());
     let params = CallToolRequestParams::new("run_code")
@@ -574,7 +581,6 @@ async fn admin(uv: &Uv, counts: Counts) -> Admin {
 // ---------------------------------------------------------------------------------------------
 // The server and its client
 
-/// The built `mcp-pyrepl` on a data directory of its own, driven over stdio by rmcp's client.
 /// Waits until the venvs with `packages` that a server (or `Uv`) with data directory `data_dir`
 /// builds share their compiled bytecode: the store that the first such venv has filled in the
 /// background, beside the pinned versions.
@@ -593,7 +599,7 @@ async fn wait_for_shared_bytecode(data_dir: &Path, packages: &[String]) {
     within(300, async {
         loop {
             let mut pins = pins_of_these_packages().peekable();
-            if pins.peek().is_some() && pins.all(|pins| pins.with_extension("pyc").is_dir()) {
+            if pins.peek().is_some() && pins.all(|pins| pins.with_extension("bytecode").is_dir()) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -602,6 +608,8 @@ async fn wait_for_shared_bytecode(data_dir: &Path, packages: &[String]) {
     .await;
 }
 
+/// An MCP server on a data directory of its own, driven over stdio by rmcp's client: the built
+/// `mcp-pyrepl`, or the stand-in.
 struct Server {
     client: RunningService<RoleClient, ()>,
     pid: u32,
@@ -609,9 +617,14 @@ struct Server {
 }
 
 impl Server {
-    /// Starts the server with `base_packages` and `flags`; its logs go to our stderr.
+    /// Starts the server with `base_packages` and `flags` in a new data directory; its logs go
+    /// to our stderr.
     async fn start(uv: &Uv, base_packages: &str, flags: &[&str]) -> Server {
-        let data_dir = tempfile::tempdir().unwrap();
+        Server::start_in(tempfile::tempdir().unwrap(), uv, base_packages, flags).await
+    }
+
+    /// [`Server::start`] on `data_dir`, which an earlier server may have used.
+    async fn start_in(data_dir: tempfile::TempDir, uv: &Uv, base_packages: &str, flags: &[&str]) -> Server {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-pyrepl"));
         command
             .arg("--data-dir")
@@ -621,9 +634,27 @@ impl Server {
             .args(["--base-packages", base_packages])
             .args(flags)
             .env_remove("RUST_LOG");
+        Server::connect(command, data_dir).await
+    }
+
+    /// The stand-in (`benches/stand_in_server.py`, run by the Python of `venv`) with
+    /// `base_packages`, in a new data directory.
+    async fn stand_in(uv: &Uv, venv: &Venv, base_packages: &str) -> Server {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut command = tokio::process::Command::new(venv.python());
+        command
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/stand_in_server.py"))
+            .arg(data_dir.path())
+            .arg(uv.path())
+            .arg(base_packages.replace(' ', ","))
+            .stderr(std::process::Stdio::null());
+        Server::connect(command, data_dir).await
+    }
+
+    async fn connect(command: tokio::process::Command, data_dir: tempfile::TempDir) -> Server {
         let transport = TokioChildProcess::new(command).unwrap();
         let pid = transport.id().unwrap();
-        let client = within(30, ().serve(transport)).await.expect("MCP handshake");
+        let client = within(60, ().serve(transport)).await.expect("MCP handshake");
         Server { client, pid, data_dir }
     }
 
@@ -703,6 +734,21 @@ impl Server {
     /// Closes stdin; the server stops its kernels and exits.
     async fn stop(self) {
         within(60, self.client.cancel()).await.unwrap();
+    }
+
+    /// Stops the server as a client that goes away does and waits until it has exited; its
+    /// data directory stays until the returned handle is dropped.
+    async fn stop_for_restart(self) -> tempfile::TempDir {
+        within(60, self.client.cancel()).await.unwrap();
+        let gone = async {
+            while std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).is_ok_and(|stat| {
+                !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'))
+            }) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        within(120, gone).await;
+        self.data_dir
     }
 }
 

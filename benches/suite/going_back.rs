@@ -1,7 +1,8 @@
-//! Going back: what a model's analysis conversation costs against the cells' own run times, a
-//! retry under the same parent and a return to each of the last five cells against a continue,
-//! a round trip while background work is due against an idle one, and the memory a snapshot
-//! costs.
+//! Going back: what a model's analysis conversation costs against the cells' own run times and
+//! against the stand-in (`benches/stand_in_server.py`), a new server's first session on a warm
+//! data directory, a retry under the same parent and a return to each of the last five cells
+//! against a continue, a round trip while background work is due against an idle one, and the
+//! memory a snapshot costs.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -10,7 +11,17 @@ use serde_json::Value;
 
 use super::{Server, Stats, duration, met, time_each};
 use mcp_pyrepl::session::pool::proportional_bytes;
-use mcp_pyrepl::venv::Uv;
+use mcp_pyrepl::venv::{Uv, Venv};
+
+/// The base packages of every server here, ours and the stand-in.
+const BASE_PACKAGES: &str = "numpy,pandas,matplotlib";
+/// A new server's first `create_repl` on a warm data directory, called as the server starts.
+const WARM_CREATE: Duration = Duration::from_millis(500);
+/// ... and that session's first cell, the base imports.
+const WARM_IMPORTS: Duration = Duration::from_secs(1);
+/// The stand-in's conversation against ours: in a warm data directory, and in a fresh one.
+const STAND_IN_WARM_FACTOR: f64 = 3.0;
+const STAND_IN_FRESH_FACTOR: f64 = 2.0;
 
 /// The conversation's total against create_repl plus the cells' own run times.
 const CONVERSATION_FACTOR: f64 = 1.3;
@@ -152,6 +163,12 @@ pub(super) struct SnapshotMemory {
 pub(super) struct GoingBack {
     fresh: Conversation,
     warm: Conversation,
+    /// The conversation on a new server in the data directory of `fresh` and `warm`: its first
+    /// two calls come as the server starts.
+    restarted: Conversation,
+    /// The stand-in's conversation on a new stand-in, and its second one there.
+    stand_in_fresh: Conversation,
+    stand_in_warm: Conversation,
     retry: Stats,
     continue_cell: Stats,
     last_five: Vec<Duration>,
@@ -163,10 +180,16 @@ pub(super) struct GoingBack {
 }
 
 /// Runs every measurement of this section.
-pub(super) async fn going_back(uv: &Uv, repeats: usize) -> GoingBack {
-    // A fresh data directory (the uv cache is warm): the conversation runs while the shared
-    // venv's bytecode store and the spare session are due in the background.
-    let server = Server::start(uv, "numpy,pandas,matplotlib", &["--spare-sessions", "1"]).await;
+pub(super) async fn going_back(uv: &Uv, stand_in_venv: &Venv, repeats: usize) -> GoingBack {
+    // The stand-in first, on a quiet machine; the uv cache is warm for both.
+    let stand_in = Server::stand_in(uv, stand_in_venv, BASE_PACKAGES).await;
+    let stand_in_fresh = conversation(&stand_in).await;
+    let stand_in_warm = conversation(&stand_in).await;
+    stand_in.stop().await;
+
+    // A fresh data directory: the conversation runs while the shared venv's bytecode store and
+    // the spare session are due in the background.
+    let server = Server::start(uv, BASE_PACKAGES, &["--spare-sessions", "1"]).await;
     let fresh = conversation(&server).await;
     server.wait_for_spare().await;
     let warm = conversation(&server).await;
@@ -206,8 +229,15 @@ pub(super) async fn going_back(uv: &Uv, repeats: usize) -> GoingBack {
         tip = server.cell_id(&server.run(&session, "1+1", Some(&tip)).await);
     })
     .await;
+
+    // A new server in that data directory, called at once.
+    server.wait_for_spare().await;
+    let data_dir = server.stop_for_restart().await;
+    let server = Server::start_in(data_dir, uv, BASE_PACKAGES, &["--spare-sessions", "1"]).await;
+    let restarted = conversation(&server).await;
     server.stop().await;
-    let busy_server = Server::start(uv, "numpy,pandas,matplotlib", &["--spare-sessions", "1"]).await;
+
+    let busy_server = Server::start(uv, BASE_PACKAGES, &["--spare-sessions", "1"]).await;
     let session = busy_server.create_repl().await;
     let mut tip = busy_server.cell_id(&busy_server.run(&session, "1+1", None).await);
     let background = time_each(repeats * 10, async || {
@@ -219,6 +249,9 @@ pub(super) async fn going_back(uv: &Uv, repeats: usize) -> GoingBack {
     GoingBack {
         fresh,
         warm,
+        restarted,
+        stand_in_fresh,
+        stand_in_warm,
         retry: Stats::of(retries),
         continue_cell: Stats::of(continues),
         last_five,
@@ -322,6 +355,48 @@ impl GoingBack {
             duration(self.fresh.total),
             met(fresh <= FRESH_FACTOR)
         );
+        let (create, imports) = (self.restarted.create, self.restarted.calls[0].1);
+        let _ = writeln!(
+            out,
+            "| a new server on a warm data directory: `create_repl` as it starts ≤ {} (stand-in: {}) | {} | {} |",
+            duration(WARM_CREATE),
+            duration(self.stand_in_warm.create),
+            duration(create),
+            met(create <= WARM_CREATE)
+        );
+        let _ = writeln!(
+            out,
+            "| … then the base imports ≤ {} (stand-in: {}) | {} | {} |",
+            duration(WARM_IMPORTS),
+            duration(self.stand_in_warm.calls[0].1),
+            duration(imports),
+            met(imports <= WARM_IMPORTS)
+        );
+        let first_two = |c: &Conversation| c.create + c.calls[0].1;
+        let _ = writeln!(
+            out,
+            "| `create_repl` + the base imports in a fresh data directory ≤ the stand-in's | {} vs {} | {} |",
+            duration(first_two(&self.fresh)),
+            duration(first_two(&self.stand_in_fresh)),
+            met(first_two(&self.fresh) <= first_two(&self.stand_in_fresh))
+        );
+        let faster = |stand_in: &Conversation, ours: &Conversation| ratio(stand_in.total, ours.total);
+        let warm_faster = faster(&self.stand_in_warm, &self.restarted);
+        let _ = writeln!(
+            out,
+            "| the conversation, a new server on a warm data directory, ≥ {STAND_IN_WARM_FACTOR} × faster than the stand-in's second | {} vs {} = {warm_faster:.2}× | {} |",
+            duration(self.restarted.total),
+            duration(self.stand_in_warm.total),
+            met(warm_faster >= STAND_IN_WARM_FACTOR)
+        );
+        let fresh_faster = faster(&self.stand_in_fresh, &self.fresh);
+        let _ = writeln!(
+            out,
+            "| the conversation in a fresh data directory ≥ {STAND_IN_FRESH_FACTOR} × faster than the stand-in's first | {} vs {} = {fresh_faster:.2}× | {} |",
+            duration(self.fresh.total),
+            duration(self.stand_in_fresh.total),
+            met(fresh_faster >= STAND_IN_FRESH_FACTOR)
+        );
         let _ = writeln!(
             out,
             "| retry under the same parent (1M-row frame path) ≤ {GOING_BACK_FACTOR} × a continue | {} vs {} = {retry:.2}× | {} |",
@@ -366,28 +441,37 @@ impl GoingBack {
             self.memory.snapshot_private.len(),
             worst_share * 100.0,
         );
-        let _ = writeln!(out, "\nThe conversation, call by call (fresh data directory | warm):\n");
         let _ = writeln!(
             out,
-            "| call | fresh: wall / own / replayed / snapshot | warm: wall / own / replayed / snapshot |\n|---|---|---|"
+            "\nThe conversation, call by call: in a fresh data directory, again in the same server (warm), on a new server in that directory; wall / own run time / cells replayed / served by a snapshot. The stand-in: wall times of its first and second conversation.\n"
         );
         let _ = writeln!(
             out,
-            "| create_repl | {} | {} |",
+            "| call | fresh | warm | new server | stand-in: first / second |\n|---|---|---|---|---|"
+        );
+        let _ = writeln!(
+            out,
+            "| create_repl | {} | {} | {} | {} / {} |",
             duration(self.fresh.create),
-            duration(self.warm.create)
+            duration(self.warm.create),
+            duration(self.restarted.create),
+            duration(self.stand_in_fresh.create),
+            duration(self.stand_in_warm.create),
         );
-        for (fresh, warm) in self.fresh.calls.iter().zip(&self.warm.calls) {
-            let cell = |c: &(&str, Duration, Duration, usize, bool)| {
-                format!(
-                    "{} / {} / {} / {}",
-                    duration(c.1),
-                    duration(c.2),
-                    c.3,
-                    if c.4 { "yes" } else { "no" }
-                )
-            };
-            let _ = writeln!(out, "| {} | {} | {} |", fresh.0, cell(fresh), cell(warm));
+        let cell = |c: &(&str, Duration, Duration, usize, bool)| {
+            format!("{} / {} / {} / {}", duration(c.1), duration(c.2), c.3, if c.4 { "yes" } else { "no" })
+        };
+        for (i, fresh) in self.fresh.calls.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} / {} |",
+                fresh.0,
+                cell(fresh),
+                cell(&self.warm.calls[i]),
+                cell(&self.restarted.calls[i]),
+                duration(self.stand_in_fresh.calls[i].1),
+                duration(self.stand_in_warm.calls[i].1),
+            );
         }
         out
     }

@@ -364,6 +364,24 @@ impl Kernel {
         self.client.execute(ExecuteRequest::silent(code), OutputLimits::default())?.finish().await
     }
 
+    /// Runs each of `codes` as [`Kernel::execute_silently`] does, in the background, each sent
+    /// once the one before has finished: a cell sent meanwhile waits for one of them at most.
+    pub fn execute_silently_in_turn(&self, codes: Vec<String>) {
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            for code in codes {
+                let finished = match client.execute(ExecuteRequest::silent(&code), OutputLimits::default()) {
+                    Ok(mut running) => running.finish().await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = finished {
+                    tracing::debug!(%error, "silent code did not finish: the rest is not sent");
+                    return;
+                }
+            }
+        });
+    }
+
     /// Queues `code` to run as [`Kernel::execute_silently`] does once `ready` is done (work
     /// that waits for the machine to be free), or at once when [`Deferred::send_now`] comes
     /// first; it is sent once either way, and not at all to a kernel gone by then.

@@ -6,6 +6,12 @@
 //! serves waiters in order) while different sessions run in parallel. A destroyed session's
 //! directory is first renamed to a name no session id can have, then removed in the
 //! background, so a crash half-way leaves nothing a restarted server mistakes for a session.
+//!
+//! Spare sessions are built ahead so that `create_repl` answers at once, and they outlive the
+//! server: a spare's directory (venv, bytecode, font caches) stays on disk at shutdown with the
+//! recipe it was built from written in its marker, and the next server with the same recipe
+//! starts only its kernel. A `create` that finds no spare ready waits for the one being built,
+//! which is further along than anything it could start.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -72,6 +78,10 @@ pub struct SessionManager {
     spares: Mutex<Vec<Session>>,
     /// Held while spares are being built, so one task at a time builds them.
     filling: tokio::sync::Mutex<()>,
+    /// `true` while a spare is being built (not while its builder waits for the machine).
+    building: tokio::sync::watch::Sender<bool>,
+    /// Spares an earlier server left built for this recipe, whose kernels are to be started.
+    left_spares: Mutex<Vec<SessionPaths>>,
 }
 
 impl SessionManager {
@@ -86,8 +96,9 @@ impl SessionManager {
     }
 
     /// A manager keeping its sessions under `settings.data_dir()`. Kernels left running by a
-    /// server that crashed are killed and their files removed first; leftover spares and
-    /// destroyed sessions are removed.
+    /// server that crashed are killed and their files removed first; destroyed sessions and
+    /// spares that were built for other settings (or not finished) are removed, and the spares
+    /// this server can use are kept for it.
     pub async fn new(settings: Settings) -> Self {
         let manager = SessionManager {
             settings,
@@ -96,6 +107,8 @@ impl SessionManager {
             live: Mutex::new(HashMap::new()),
             spares: Mutex::new(Vec::new()),
             filling: tokio::sync::Mutex::new(()),
+            building: tokio::sync::watch::Sender::new(false),
+            left_spares: Mutex::new(Vec::new()),
         };
         // Snapshots are orphans from birth: adopted, the server sees how each one ends.
         crate::kernel::adopt_orphans();
@@ -108,9 +121,12 @@ impl SessionManager {
                 let paths = SessionPaths::new(entry.path());
                 killed += reap_orphans(&paths.kernel()).await;
                 manager.reap_remote_kernels(&paths);
-                // A spare of an earlier server was never handed out: nobody knows its id.
+                // A spare of an earlier server was never handed out: nobody knows its id, and
+                // it is only worth keeping as a spare of this one.
                 let spare = paths.spare_marker().exists();
-                if spare || entry.file_name().to_string_lossy().starts_with(DESTROYED_PREFIX) {
+                if spare && manager.can_use_left_spare(&paths) {
+                    manager.left_spares.lock().expect("left spares lock").push(paths);
+                } else if spare || entry.file_name().to_string_lossy().starts_with(DESTROYED_PREFIX) {
                     remove_in_background(paths.dir().to_owned());
                 }
             }
@@ -170,7 +186,7 @@ impl SessionManager {
     /// Starts the background work of a server: keeping spare sessions ready, and stopping
     /// kernels idle for longer than the settings allow. Both end when the manager is dropped.
     pub fn start_background(self: &Arc<Self>) {
-        self.refill_spares();
+        self.refill_spares(true);
         if self.settings.kernel_idle_timeout > 0.0 {
             let idle = Duration::from_secs_f64(self.settings.kernel_idle_timeout);
             let period = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
@@ -194,7 +210,11 @@ impl SessionManager {
     /// # Errors
     /// When uv or the kernel fails; the error carries their output.
     pub async fn create(self: &Arc<Self>, progress: &Progress) -> Result<String> {
-        let created = match self.take_spare() {
+        let spare = match self.take_spare() {
+            Some(spare) => Some(spare),
+            None => self.spare_under_way(progress).await,
+        };
+        let created = match spare {
             Some(session) => {
                 let id = session.id().to_owned();
                 let marker = SessionPaths::new(self.sessions_dir().join(&id)).spare_marker();
@@ -215,7 +235,7 @@ impl SessionManager {
                 self.add_session(start, build).await
             }
         };
-        self.refill_spares();
+        self.refill_spares(false);
         created
     }
 
@@ -254,6 +274,40 @@ impl SessionManager {
         )
     }
 
+    /// The spare being built now, once it is ready (`None` when none is, or it failed).
+    async fn spare_under_way(&self, progress: &Progress) -> Option<Session> {
+        let mut building = self.building.subscribe();
+        if !*building.borrow_and_update() {
+            return None;
+        }
+        progress.report(1.0, Some(3.0), "waiting for the session being prepared");
+        building.wait_for(|building| !*building).await.ok()?;
+        self.take_spare()
+    }
+
+    /// What a spare of this server is built from, written in its marker once it is ready; a
+    /// spare left by an earlier server is kept when its recipe is this one. `None` for sessions
+    /// on a gateway, whose spares are not kept.
+    fn spare_recipe(&self) -> Option<String> {
+        if self.settings.gateway.url.is_some() {
+            return None;
+        }
+        let recipe = serde_json::json!({
+            "server": env!("CARGO_PKG_VERSION"),
+            "python": self.settings.python,
+            "base_packages": self.settings.base_packages(),
+        });
+        Some(recipe.to_string())
+    }
+
+    /// Whether the spare an earlier server left in `paths` is one this server would have built,
+    /// finished, and wanted (no more spares kept than the settings ask for).
+    fn can_use_left_spare(&self, paths: &SessionPaths) -> bool {
+        let wanted = self.left_spares.lock().expect("left spares lock").len() < self.settings.spare_sessions;
+        let recipe = std::fs::read_to_string(paths.spare_marker()).ok();
+        wanted && recipe.is_some() && recipe == self.spare_recipe()
+    }
+
     /// A ready spare whose kernel still runs; spares whose kernel died meanwhile are thrown away.
     fn take_spare(&self) -> Option<Session> {
         loop {
@@ -267,36 +321,65 @@ impl SessionManager {
     }
 
     /// Builds spares in the background until as many as the settings ask for are ready. A spare
-    /// that fails to build is retried a few times, then given up until the next `create`.
-    fn refill_spares(self: &Arc<Self>) {
+    /// that fails to build is retried a few times, then given up until the next `create`. Each
+    /// build waits for the machine to be free of cells, except a server's first (`at_once`),
+    /// which counts as under way from this call on.
+    fn refill_spares(self: &Arc<Self>, at_once: bool) {
         if self.settings.spare_sessions == 0 {
             return;
+        }
+        if at_once {
+            self.building.send_replace(true);
         }
         let manager = Arc::downgrade(self);
         tokio::spawn(async move {
             let Some(manager) = manager.upgrade() else { return };
-            let Ok(_filling) = manager.filling.try_lock() else { return };
-            let mut failures = 0u32;
-            while manager.spares.lock().expect("spares lock").len() < manager.settings.spare_sessions {
-                crate::background::idle().await;
-                match manager.build_spare().await {
-                    Ok(spare) => manager.spares.lock().expect("spares lock").push(spare),
-                    Err(error) => {
-                        failures += 1;
-                        tracing::warn!(%error, failures, "could not build a spare session");
-                        if failures >= 3 {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_secs(5) * failures).await;
-                    }
-                }
-            }
+            manager.fill_spares(at_once).await;
+            manager.building.send_replace(false);
         });
     }
 
-    /// A session built ahead of time: venv, started kernel with the base packages imported (no
-    /// trace in the user's namespace), marked as a spare on disk until it is handed out.
+    async fn fill_spares(&self, at_once: bool) {
+        let Ok(_filling) = self.filling.try_lock() else { return };
+        let mut failures = 0u32;
+        let mut wait = !at_once;
+        while self.spares.lock().expect("spares lock").len() < self.settings.spare_sessions {
+            if std::mem::replace(&mut wait, true) {
+                crate::background::idle().await;
+            }
+            self.building.send_replace(true);
+            let built = self.build_spare().await;
+            if let Ok(spare) = built {
+                self.spares.lock().expect("spares lock").push(spare);
+                self.building.send_replace(false);
+                continue;
+            }
+            self.building.send_replace(false);
+            failures += 1;
+            if let Err(error) = built {
+                tracing::warn!(%error, failures, "could not build a spare session");
+            }
+            if failures >= 3 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(5) * failures).await;
+        }
+    }
+
+    /// A session built ahead of time, or left built by an earlier server: venv, started kernel
+    /// importing the base packages (no trace in the user's namespace), marked as a spare on disk
+    /// until it is handed out.
     async fn build_spare(&self) -> Result<Session> {
+        loop {
+            let Some(paths) = self.left_spares.lock().expect("left spares lock").pop() else { break };
+            match self.revive_spare(&paths).await {
+                Ok(spare) => return Ok(spare),
+                Err(error) => {
+                    tracing::info!(%error, "a spare left by an earlier server does not start: removing it");
+                    remove_in_background(paths.dir().to_owned());
+                }
+            }
+        }
         let id = new_session_id();
         let paths = SessionPaths::new(self.sessions_dir().join(&id));
         let built = async {
@@ -304,9 +387,7 @@ impl SessionManager {
             let marker = paths.spare_marker();
             std::fs::write(&marker, b"").map_err(|source| Error::Io { path: marker, source })?;
             let mut session = self.new_session(paths.clone(), id.clone(), &Progress::default()).await?;
-            session.start_kernel().await?;
-            session.warm_up(&self.settings.base_packages()).await?;
-            session.save()?;
+            self.ready_spare(&mut session).await?;
             Ok::<_, Error>(session)
         };
         let built = built.await;
@@ -314,6 +395,38 @@ impl SessionManager {
             let _ = std::fs::remove_dir_all(paths.dir());
         }
         built
+    }
+
+    /// The spare an earlier server left in `paths`, ready again.
+    async fn revive_spare(&self, paths: &SessionPaths) -> Result<Session> {
+        let id = paths.dir().file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        let record = SessionRecord::load(paths)?;
+        let (limits, base_packages) = (self.settings.limits.clone(), self.settings.base_packages());
+        let mut spare = Session::open(
+            id,
+            limits,
+            &self.settings.gateway,
+            paths.clone(),
+            &record,
+            Graph::new(),
+            &base_packages,
+        )?;
+        let readied = self.ready_spare(&mut spare).await;
+        if readied.is_err() {
+            spare.discard_kernels().await;
+        }
+        readied.map(|()| spare)
+    }
+
+    /// Starts `spare`'s kernel, sets it importing the base packages and saves it: from then on
+    /// it may be handed out. Its marker gets the recipe, so a later server may keep it.
+    async fn ready_spare(&self, spare: &mut Session) -> Result<()> {
+        spare.start_kernel().await?;
+        spare.warm_up(&self.settings.base_packages()).await?;
+        spare.save()?;
+        let marker = SessionPaths::new(self.sessions_dir().join(spare.id())).spare_marker();
+        let recipe = self.spare_recipe().unwrap_or_default();
+        std::fs::write(&marker, recipe).map_err(|source| Error::Io { path: marker, source })
     }
 
     /// Stops the kernels of sessions nobody has used for `idle`; they come back by replay.
@@ -575,12 +688,15 @@ impl SessionManager {
         self.live.lock().expect("live lock").get(session).filter(|live| live.id() == cell).cloned()
     }
 
-    /// Stops every kernel (on server shutdown), and removes the spares.
+    /// Stops every kernel (on server shutdown). The spares' directories stay for the next
+    /// server, unless no server could keep them (a gateway's).
     pub async fn shutdown(&self) {
         let spares = std::mem::take(&mut *self.spares.lock().expect("spares lock"));
         for mut spare in spares {
             spare.discard_kernels().await;
-            let _ = std::fs::remove_dir_all(self.sessions_dir().join(spare.id()));
+            if self.spare_recipe().is_none() {
+                let _ = std::fs::remove_dir_all(self.sessions_dir().join(spare.id()));
+            }
         }
         for session in self.in_memory() {
             session.lock().await.stop_kernels().await;

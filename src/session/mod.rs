@@ -494,15 +494,17 @@ impl Session {
         Ok(())
     }
 
-    /// Imports `packages` in a kernel without a trace in the user's namespace, history or
-    /// execution counter, so the session's first cells do not pay for them. Packages that do not
-    /// import are skipped.
+    /// Starts importing `packages` in a kernel without a trace in the user's namespace, history
+    /// or execution counter, so the session's first cells do not pay for them: one package at a
+    /// time in the background, so a cell that comes meanwhile waits for one import at most (and
+    /// finds the ones before done). Packages that do not import are skipped.
     ///
     /// # Errors
     /// When the kernel cannot be started or reached.
     pub async fn warm_up(&mut self, packages: &[String]) -> Result<()> {
         let Served { index, .. } = self.serve(None).await?;
-        self.pool.get(index).kernel.execute_silently(&warm_up_code(packages)).await?;
+        let imports = packages.iter().map(|package| warm_up_code(std::slice::from_ref(package))).collect();
+        self.pool.get(index).kernel.execute_silently_in_turn(imports);
         Ok(())
     }
 

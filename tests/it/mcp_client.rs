@@ -154,11 +154,24 @@ impl Server {
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();
-        // Like a crash, the process is gone before anything restarts: wait until it is dead
-        // (a zombie at most), so a new server does not mistake it for a live one.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Like a crash, the process is gone before anything restarts.
+        Server::wait_for_exit(self.pid, 10);
+    }
+
+    /// Stops the server as a client that goes away does (its stdin closes), and waits until it
+    /// has cleaned up and exited.
+    pub async fn stop(self) {
+        let pid = self.pid;
+        let _ = self.client.service.cancel().await;
+        Server::wait_for_exit(pid, 60);
+    }
+
+    /// Waits up to `seconds` until the server `pid` is dead (a zombie at most), so a new server
+    /// does not mistake it for a live one.
+    fn wait_for_exit(pid: u32, seconds: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
         while std::time::Instant::now() < deadline {
-            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             if stat.rsplit(')').next().is_none_or(|rest| rest.trim_start().starts_with('Z'))
                 || stat.is_empty()
             {

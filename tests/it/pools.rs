@@ -108,6 +108,63 @@ async fn concurrent_creates_never_share_a_spare_and_a_dead_spare_is_replaced() {
     assert!(!doomed.exists(), "the dead spare's directory was kept");
 }
 
+fn one_spare(command: &mut tokio::process::Command) {
+    command.args(["--spare-sessions", "1"]);
+}
+
+#[tokio::test]
+async fn a_create_repl_as_the_server_starts_gets_the_spare_being_built() {
+    let (_guard, data) = data_dir();
+    let server = Server::start_with(&data, "six", one_spare).await;
+    let sessions = data.join("sessions");
+    let under_way = within(60, async {
+        loop {
+            if let Some(dir) = std::fs::read_dir(&sessions).into_iter().flatten().flatten().next() {
+                return dir.path();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(ready_spares(&data).is_empty(), "the spare was ready before create_repl: nothing tested");
+    let session = server.create_repl().await;
+    assert_eq!(session, name(&under_way), "create_repl built a session beside the spare under way");
+    let first = server.run(&session, LOOK, None).await;
+    assert!(texts(&first)[0].ends_with(" True\n"), "the spare's base packages: {:?}", texts(&first));
+}
+
+#[tokio::test]
+async fn a_spare_outlives_its_server_for_the_next_one_of_the_same_settings() {
+    let (_guard, data) = data_dir();
+    let server = Server::start_with(&data, "six", one_spare).await;
+    let spare = wait_for_spare(&data, None).await;
+    server.stop().await;
+    assert!(spare.join("spare").exists(), "the spare was removed when its server stopped");
+
+    // The next server of the same settings starts its kernel and hands it out as it would its own.
+    let server = Server::start_with(&data, "six", one_spare).await;
+    let session = server.create_repl().await;
+    assert_eq!(session, name(&spare), "the spare an earlier server left was not handed out");
+    let first = server.run(&session, LOOK, None).await;
+    assert_eq!(first.structured_content.clone().unwrap()["execution_count"], 1, "the warm-up left a count");
+    assert!(texts(&first)[0].ends_with(" True\n"), "the spare's base packages: {:?}", texts(&first));
+    let left = wait_for_spare(&data, Some(&spare)).await;
+    server.stop().await;
+
+    // A server of other settings could not hand it out as its own: it removes it.
+    let server = Server::start_with(&data, "", one_spare).await;
+    within(60, async {
+        while left.exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let session = server.create_repl().await;
+    assert_ne!(session, name(&left));
+    let (out, _) = server.ok(&session, "import sys\nprint('six' in sys.modules)", None).await;
+    assert_eq!(out, "False\n");
+}
+
 #[tokio::test]
 async fn an_idle_kernel_is_stopped_and_comes_back_by_replay() {
     let (_guard, data) = data_dir();
