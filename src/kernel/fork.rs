@@ -24,6 +24,7 @@ use super::{
 use crate::jupyter::connection::{ConnectionInfo, Transport};
 use crate::jupyter::message::ExecuteRequest;
 use crate::jupyter::socket::ClientSockets;
+use crate::util::WriteError;
 
 /// How long a copy may take to listen and answer once the kernel has forked.
 const FORK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -248,7 +249,7 @@ fn read_fork_file(path: &std::path::Path) -> Result<Option<(ConnectionInfo, Fork
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(KernelError::Io { path: path.to_owned(), source }),
+        Err(source) => return Err(KernelError::Io(WriteError { path: path.to_owned(), source })),
     };
     let connection = ConnectionInfo::read(path)?;
     let fork = serde_json::from_slice(&bytes).map_err(|error| KernelError::ForkLost {

@@ -19,6 +19,7 @@ use super::{Death, KernelError};
 use crate::jupyter::connection::{ConnectionInfo, Transport};
 use crate::private_dir;
 use crate::sandbox::Confinement;
+use crate::util::{SpawnError, WriteError};
 
 /// The kernelspec template: argv and env with `{python}`, `{connection_file}` and `{ipython_dir}`.
 const KERNEL_JSON: &str = include_str!("../../kernelspec/kernel.json");
@@ -168,10 +169,10 @@ impl KernelProcess {
     pub async fn start(spec: &LaunchSpec) -> Result<KernelProcess, KernelError> {
         let kernel_spec = kernel_spec();
         private_dir::create(&spec.dir)
-            .map_err(|source| KernelError::Io { path: spec.dir.clone(), source })?;
+            .map_err(|source| KernelError::Io(WriteError { path: spec.dir.clone(), source }))?;
         let working_dir = spec.working_dir.as_ref().unwrap_or(&spec.dir);
         private_dir::create(working_dir)
-            .map_err(|source| KernelError::Io { path: working_dir.clone(), source })?;
+            .map_err(|source| KernelError::Io(WriteError { path: working_dir.clone(), source }))?;
         // Each start gets its own file names, so a kernel being replaced cannot remove or hold
         // the files of the one replacing it.
         let instance = &uuid::Uuid::new_v4().simple().to_string()[..8];
@@ -207,8 +208,10 @@ impl KernelProcess {
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|source| KernelError::Io { path: log_path.clone(), source })?;
-        let log_err = log.try_clone().map_err(|source| KernelError::Io { path: log_path.clone(), source })?;
+            .map_err(|source| KernelError::Io(WriteError { path: log_path.clone(), source }))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|source| KernelError::Io(WriteError { path: log_path.clone(), source }))?;
 
         let mut command = tokio::process::Command::new(&argv[0]);
         command
@@ -228,8 +231,9 @@ impl KernelProcess {
         remove_server_env(&mut command);
         command.env(super::browser::BROWSER_ENV, spec.browser.as_deref().unwrap_or(Path::new("")));
         set_resource_limits(&mut command, spec.memory_limit, spec.cpu_limit);
-        let mut child =
-            command.spawn().map_err(|source| KernelError::Spawn { command: argv.join(" "), source })?;
+        let mut child = command
+            .spawn()
+            .map_err(|source| KernelError::Spawn(SpawnError { command: argv.join(" "), source }))?;
         let pid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
         let command_file = format!("kernel-{instance}.json");
         let pid_file = write_pid_record(&spec.dir, instance, pid)?;
@@ -540,14 +544,14 @@ pub fn records_dir(kernel_dir: &Path) -> PathBuf {
 /// in `kernel_dir`; returns its path.
 fn write_pid_record(kernel_dir: &Path, instance: &str, pid: Pid) -> Result<PathBuf, KernelError> {
     let dir = records_dir(kernel_dir);
-    private_dir::create(&dir).map_err(|source| KernelError::Io { path: dir.clone(), source })?;
+    private_dir::create(&dir).map_err(|source| KernelError::Io(WriteError { path: dir.clone(), source }))?;
     let pid_file = dir.join(format!("kernel-{instance}.pid"));
     // A process gone already has no start: its record never proves anything.
     let started = Start::of(pid.as_raw()).unwrap_or(Start { boot: String::new(), tick: 0 });
     let namespace = own_namespace(pid.as_raw());
     let record = PidRecord { kernel: pid.as_raw(), server: std::process::id() as i32, started, namespace };
     std::fs::write(&pid_file, serde_json::to_vec(&record).expect("pid record serialises"))
-        .map_err(|source| KernelError::Io { path: pid_file.clone(), source })?;
+        .map_err(|source| KernelError::Io(WriteError { path: pid_file.clone(), source }))?;
     Ok(pid_file)
 }
 
@@ -690,7 +694,7 @@ fn remove_stale_sockets(connection: &ConnectionInfo) {
 }
 
 fn write_file(path: &Path, contents: &str) -> Result<(), KernelError> {
-    let io = |source| KernelError::Io { path: path.to_owned(), source };
+    let io = |source| KernelError::Io(WriteError { path: path.to_owned(), source });
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }

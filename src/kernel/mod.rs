@@ -25,6 +25,7 @@ use crate::jupyter::connection::{ConnectionError, ConnectionInfo};
 use crate::jupyter::message::{Content, ExecuteRequest, KernelInfoReply, Shutdown};
 use crate::jupyter::socket::{ClientSockets, SocketError};
 use crate::jupyter::websocket::KernelWebSocket;
+use crate::util::{SpawnError, WriteError};
 use actor::Client;
 pub use actor::{OutputView, RunningExecution};
 pub use fork::PendingFork;
@@ -116,23 +117,11 @@ pub enum KernelError {
         log_tail: String,
     },
     /// The interpreter could not be run at all.
-    #[error("cannot run `{command}`")]
-    Spawn {
-        /// The command line.
-        command: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
     /// A file or directory of the kernel could not be written.
-    #[error("cannot write `{}`", path.display())]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] WriteError),
     /// The connection file could not be read or written.
     #[error(transparent)]
     Connection(#[from] ConnectionError),

@@ -24,6 +24,7 @@ use crate::kernel::launch::reap_orphans;
 use crate::private_dir;
 use crate::provider::ProviderRecord;
 use crate::sandbox::Sandbox;
+use crate::util::WriteError;
 use crate::venv::Uv;
 
 /// Length of a session id: lowercase hex characters.
@@ -198,7 +199,8 @@ impl SessionManager {
             Some(session) => {
                 let id = session.id().to_owned();
                 let marker = SessionPaths::new(self.sessions_dir().join(&id)).spare_marker();
-                std::fs::remove_file(&marker).map_err(|source| Error::Io { path: marker, source })?;
+                std::fs::remove_file(&marker)
+                    .map_err(|source| Error::Io(WriteError { path: marker, source }))?;
                 self.sessions.lock().expect("sessions lock").insert(id.clone(), Entry::new(session));
                 progress.report(3.0, Some(3.0), "a session was ready");
                 Ok(id)
@@ -302,7 +304,7 @@ impl SessionManager {
         let built = async {
             create_session_dir(paths.dir())?;
             let marker = paths.spare_marker();
-            std::fs::write(&marker, b"").map_err(|source| Error::Io { path: marker, source })?;
+            std::fs::write(&marker, b"").map_err(|source| Error::Io(WriteError { path: marker, source }))?;
             let mut session = self.new_session(paths.clone(), id.clone(), &Progress::default()).await?;
             session.start_kernel().await?;
             session.warm_up(&self.settings.base_packages()).await?;
@@ -418,7 +420,7 @@ impl SessionManager {
     /// The files of the session `id`, checked to be a session's.
     fn session_paths(&self, id: &str) -> Result<SessionPaths> {
         if !is_session_id(id) {
-            return Err(Error::InvalidSessionId { given: crate::graph::shown(id) });
+            return Err(Error::InvalidSessionId { given: crate::util::shown(id) });
         }
         let paths = SessionPaths::new(self.sessions_dir().join(id));
         let in_memory = self.sessions.lock().expect("sessions lock").contains_key(id);
@@ -441,7 +443,7 @@ impl SessionManager {
             ));
         }
         let connection_file = std::path::absolute(connection_file)
-            .map_err(|source| Error::Io { path: connection_file.to_owned(), source })?;
+            .map_err(|source| Error::Io(WriteError { path: connection_file.to_owned(), source }))?;
         let kernel_writable: Vec<PathBuf> = [self.settings.data_dir()]
             .into_iter()
             .chain(self.settings.limits.sandbox.writable_dirs().iter().cloned())
@@ -506,7 +508,7 @@ impl SessionManager {
         let trash =
             self.sessions_dir().join(format!("{DESTROYED_PREFIX}{id}-{}", uuid::Uuid::new_v4().simple()));
         std::fs::rename(paths.dir(), &trash)
-            .map_err(|source| Error::Io { path: paths.dir().to_owned(), source })?;
+            .map_err(|source| Error::Io(WriteError { path: paths.dir().to_owned(), source }))?;
         let entry = self.sessions.lock().expect("sessions lock").remove(id);
         let Some(entry) = entry else {
             remove_in_background(trash);
@@ -607,7 +609,7 @@ fn is_session_id(id: &str) -> bool {
 }
 
 fn create_session_dir(dir: &Path) -> Result<()> {
-    private_dir::create(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })
+    private_dir::create(dir).map_err(|source| Error::Io(WriteError { path: dir.to_owned(), source }))
 }
 
 /// Removes a directory nobody uses any more, off the caller's path.

@@ -22,7 +22,6 @@ pub mod workdir;
 
 pub use call::{CallContext, Progress, ProgressUpdate, Stop, StopReason, parse_seconds};
 pub use paths::SessionPaths;
-pub(crate) use run::shorten;
 pub use run::{CellRun, MAX_CODE_BYTES};
 
 use std::sync::Arc;
@@ -418,7 +417,7 @@ impl Session {
         }
         for requirement in requirements {
             validate_requirement(requirement).map_err(|reason| Error::InvalidRequirement {
-                requirement: crate::graph::shown(requirement),
+                requirement: crate::util::shown(requirement),
                 reason,
             })?;
         }
@@ -437,7 +436,7 @@ impl Session {
     ///
     /// # Errors
     /// A session whose kernels' working directory is not ours, or the file's refusal
-    /// ([`workdir::FileError`]: a path leaving the directory, a link in the way).
+    /// ([`FileError`](crate::error::FileError): a path leaving the directory, a link in the way).
     pub fn upload(&mut self, path: &str, bytes: &[u8]) -> Result<()> {
         self.ensure_open()?;
         let Some(work_dir) = self.records.work_dir() else {
