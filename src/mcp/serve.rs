@@ -199,7 +199,7 @@ impl std::fmt::Debug for Token {
 /// the stdio handshake fails.
 pub async fn run(mut settings: Settings, args: &ServeArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
     // Decided once, before anything is served: every kernel of this server gets the same.
-    settings.limits.sandbox = Sandbox::resolve(&settings.sandbox).await?;
+    settings.limits.sandbox = Sandbox::resolve(&settings.sandbox.settings()).await?;
     // Bind first: a refused address must not leave spare sessions being built.
     let endpoint = match args.transport {
         Transport::Stdio => None,

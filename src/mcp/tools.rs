@@ -19,6 +19,7 @@ use super::content::{
     Reply, already_ended_result, cell_detail_result, cell_result, cells_result, error_result, export_result,
     file_result, finished_cell_result, live_result, text_result, variables_result,
 };
+use super::images::ImageLimits;
 use super::resources;
 use crate::error::Error;
 use crate::graph::CellId;
@@ -645,7 +646,7 @@ impl PyReplServer {
 impl PyReplServer {
     /// How a reply about `session` shows its outputs.
     fn reply<'a>(&self, session: &'a str) -> Reply<'a> {
-        Reply { session, images: self.manager.limits().reply_images() }
+        Reply { session, images: ImageLimits::from_limits(self.manager.limits()) }
     }
 }
 
