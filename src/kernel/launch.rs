@@ -563,7 +563,7 @@ fn write_pid_record(kernel_dir: &Path, instance: &str, pid: Pid) -> Result<PathB
 /// has exited, only the processes of its group in its own user namespace are (a confined
 /// kernel's; an unconfined kernel's leaderless group is left alone). Returns how many process
 /// groups were killed, once they are gone (or a second has passed).
-pub async fn reap_orphans(dir: &Path) -> usize {
+pub async fn stop_left_behind(dir: &Path) -> usize {
     // Pid files in the kernel directory itself are the kernels' to write: never acted on.
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
@@ -639,7 +639,7 @@ pub(crate) fn names_kernel_file(pid: i32, command_file: &str) -> Option<bool> {
     }
 }
 
-/// How long [`reap_orphans`] waits for the process groups it killed to be gone.
+/// How long [`stop_left_behind`] waits for the process groups it killed to be gone.
 const ORPHAN_EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// Whether `pid` is a live mcp-pyrepl process (its pid may have been reused by something else).
@@ -735,7 +735,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_groups_whose_leader_is_the_recorded_start_of_the_kernel_are_reaped() {
+    async fn only_groups_whose_leader_is_the_recorded_start_of_the_kernel_are_stopped() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("kernel");
         std::fs::create_dir_all(&dir).unwrap();
@@ -758,7 +758,7 @@ mod tests {
         record(&records_dir(&dir).join("kernel-reused.pid"), &reused, Some(earlier));
         let mut orphan = group_leader("kernel-real.json");
         record(&records_dir(&dir).join("kernel-real.pid"), &orphan, None);
-        assert_eq!(reap_orphans(&dir).await, 1);
+        assert_eq!(stop_left_behind(&dir).await, 1);
         for bystander in [&mut in_reach, &mut reused] {
             assert!(bystander.try_wait().unwrap().is_none(), "a process no record proves ours was killed");
             bystander.kill().unwrap();

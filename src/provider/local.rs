@@ -5,6 +5,7 @@
 //! apart from their own files in `kernel/`, so uploads and downloads never meet connection files.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::{KernelProvider, ProviderContext, ProviderRecord};
 use crate::kernel::{Kernel, KernelError, LaunchSpec, PendingFork};
@@ -72,5 +73,9 @@ impl KernelProvider for LocalProvider {
 
     fn fork(&self, kernel: &Kernel, state: String) -> Result<PendingFork, KernelError> {
         kernel.fork(state)
+    }
+
+    async fn stop_left_behind(self: Arc<Self>) -> usize {
+        crate::kernel::launch::stop_left_behind(&self.spec.dir).await
     }
 }

@@ -20,7 +20,6 @@ use super::{CallContext, Progress, Session, SessionPaths};
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::graph::{CellId, Graph, store};
-use crate::kernel::launch::reap_orphans;
 use crate::private_dir;
 use crate::provider::ProviderRecord;
 use crate::sandbox::Sandbox;
@@ -107,8 +106,7 @@ impl SessionManager {
             let mut killed = 0;
             for entry in sessions.flatten() {
                 let paths = SessionPaths::new(entry.path());
-                killed += reap_orphans(&paths.kernel()).await;
-                manager.reap_remote_kernels(&paths);
+                killed += manager.stop_left_behind(&paths).await;
                 // A spare of an earlier server was never handed out: nobody knows its id.
                 let spare = paths.spare_marker().exists();
                 if spare || entry.file_name().to_string_lossy().starts_with(DESTROYED_PREFIX) {
@@ -125,25 +123,16 @@ impl SessionManager {
         manager
     }
 
-    /// Deletes, in the background, the kernels of the session in `paths` that live elsewhere
-    /// (on a gateway) and that a server which stopped without cleaning up left running.
-    fn reap_remote_kernels(&self, paths: &SessionPaths) {
-        let Ok(record) = SessionRecord::load(paths) else { return };
-        if record.provider == ProviderRecord::Local {
-            return;
-        }
-        let context = crate::provider::ProviderContext {
-            session_dir: paths.dir().to_owned(),
-            venv_dir: paths.venv(),
-            kernel_dir: paths.kernel(),
-            work_dir: paths.work(),
-            limits: self.settings.limits.clone(),
-            gateway: self.settings.gateway.clone(),
-        };
-        match record.provider.open(context) {
-            Ok(provider) => drop(tokio::spawn(async move { provider.reap_left_behind().await })),
+    /// Stops, through its provider, the kernels of the session in `paths` that a server which
+    /// stopped without cleaning up left running (a session without a readable record is taken
+    /// for a local one: its kernels' pid records say what is ours); returns how many stopped.
+    async fn stop_left_behind(&self, paths: &SessionPaths) -> usize {
+        let record = SessionRecord::load(paths).map_or(ProviderRecord::Local, |record| record.provider);
+        match record.open(paths.provider_context(&self.settings.limits, &self.settings.gateway)) {
+            Ok(provider) => provider.stop_left_behind().await,
             Err(error) => {
-                tracing::warn!(%error, "cannot open a session's provider to clean up after a crash")
+                tracing::warn!(%error, "cannot open a session's provider to clean up after a crash");
+                0
             }
         }
     }

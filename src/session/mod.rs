@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::graph::{CellId, CellStatus, Graph, KernelHead};
 use crate::jupyter::message::ExecuteRequest;
 use crate::kernel::{Execution, ExecutionStatus, Output, OutputLimits};
-use crate::provider::{ProviderContext, install_in_kernel};
+use crate::provider::install_in_kernel;
 use crate::venv::{Uv, Venv, validate_requirement, warm_up_code};
 use live::LiveCell;
 use names::Names;
@@ -99,14 +99,7 @@ impl Session {
         graph: Graph,
         base_packages: &[String],
     ) -> Result<Self> {
-        let provider = record.provider.open(ProviderContext {
-            session_dir: paths.dir().to_owned(),
-            venv_dir: paths.venv(),
-            kernel_dir: paths.kernel(),
-            work_dir: paths.work(),
-            limits: limits.clone(),
-            gateway: gateway.clone(),
-        })?;
+        let provider = record.provider.open(paths.provider_context(&limits, gateway))?;
         let work_dir = provider.working_dir().map(WorkDir::new);
         let records = Arc::new(Records::new(paths.clone(), graph, provider.venv().cloned(), work_dir));
         let budget = limits.kernel_pool_memory_mb.map(|mb| mb << 20);
