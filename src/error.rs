@@ -59,7 +59,7 @@ pub enum Error {
     },
     /// Reaching the parent needs a restart the session's kernels cannot have.
     #[error(
-        "this session runs on {provider}, so it cannot be restarted to replay another branch. The kernel holds          {held}: continue from that cell or its descendants, or create_repl for a session of your own to branch          freely"
+        "this session runs on {provider}, so it cannot be restarted to replay another branch. The kernel holds {held}: continue from that cell or its descendants, or create_repl for a session of your own to branch freely"
     )]
     CannotBranch {
         /// Where the kernel runs.
@@ -206,4 +206,43 @@ pub enum FileError {
         #[source]
         source: std::io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every message the model can get from a session error reads as one sentence: no runs of
+    /// spaces left by a string literal broken across lines.
+    #[test]
+    fn no_message_holds_a_run_of_spaces() {
+        let s = || "x".to_owned();
+        let io = || std::io::Error::other("denied");
+        let errors = [
+            Error::InvalidSessionId { given: s() },
+            Error::UnknownSession { id: s() },
+            Error::InvalidArgument(s()),
+            Error::DamagedRecord { path: PathBuf::from("/x"), reason: s() },
+            Error::KernelGone { provider: s(), death: None },
+            Error::CannotBranch { provider: s(), held: s() },
+            Error::Unsupported { operation: "x", provider: s(), advice: "x" },
+            Error::Destroyed { id: s() },
+            Error::InvalidRequirement { requirement: s(), reason: s() },
+            Error::KernelInstallFailed { requirements: s(), provider: s(), output: s() },
+            Error::ReplayFailed { cell: s(), detail: s() },
+            Error::Cancelled,
+            Error::File(FileError::BadPath { path: s(), reason: "x" }),
+            Error::File(FileError::Link { path: s(), component: s() }),
+            Error::File(FileError::NotFound { path: s() }),
+            Error::File(FileError::NotAFile { path: s() }),
+            Error::File(FileError::TooLarge { path: s(), size: 2, limit: 1, setting: "x", advice: "x" }),
+            Error::File(FileError::NotBase64 { path: s(), reason: s() }),
+            Error::File(FileError::Io { operation: "x", path: s(), source: io() }),
+            Error::Io(WriteError { path: PathBuf::from("/x"), source: io() }),
+        ];
+        for error in errors {
+            let text = error.to_string();
+            assert!(!text.contains("   "), "a run of spaces in {error:?}: {text}");
+        }
+    }
 }
