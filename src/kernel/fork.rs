@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use super::actor::Client;
 use super::launch::{KernelProcess, Lineage, names_kernel_file};
+use super::link::ZmqLink;
 use super::reaper::process_lives;
-use super::transport::ZmqTransport;
 use super::{
     Execution, ExecutionStatus, Kernel, KernelAddress, KernelError, Output, OutputLimits, RunningExecution,
     handshake,
@@ -189,7 +189,7 @@ impl PendingFork {
             KernelError::ForkLost { reason: error.to_string() }
         }
         let sockets = ClientSockets::connect(process.connection(), FORK_TIMEOUT).await.map_err(lost)?;
-        let (transport, _heartbeat) = ZmqTransport::new(sockets);
+        let (transport, _heartbeat) = ZmqLink::new(sockets);
         let client = Client::spawn(transport, process.exit());
         let info = handshake(&client, FORK_TIMEOUT).await.map_err(lost)?;
         let address = KernelAddress::ConnectionFile(self.connection_file.clone());
