@@ -84,7 +84,7 @@ pub async fn run(
     let kernel = match &args.connection_file {
         Some(file) => Kernel::attach(file).await?,
         None => {
-            let sandbox = Sandbox::resolve(&settings.sandbox).await?;
+            let sandbox = Sandbox::resolve(&settings.sandbox.settings()).await?;
             let uv = Uv::locate(settings.uv.as_deref(), &data_dir).await?.with_sandbox(sandbox.clone());
             let venv = uv
                 .ensure_venv(
@@ -97,7 +97,7 @@ pub async fn run(
             let confinement = sandbox.confinement(dir.path(), &[dir.path().to_owned()], venv.dir());
             let spec = LaunchSpec::new(venv.python(), dir.path())
                 .with_confinement(confinement)
-                .with_browser(settings.limits.browser());
+                .with_browser(crate::kernel::browser::find(settings.limits.chromium.as_deref()));
             Kernel::launch(spec).await?
         }
     };

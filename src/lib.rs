@@ -26,6 +26,7 @@
 //!   runs its processes at idle priority.
 //! - [`atomic_file`]: replacing a small file atomically and durably.
 //! - [`private_dir`]: directories only the server's user may enter.
+//! - [`util`]: small shared helpers: shortening text, `PATH` lookup, the OS failures errors wrap.
 //! - [`config`]: settings shared by every command (data directory, uv, Python, limits), each
 //!   number checked against its range as the command line is read.
 //! - [`exec`]: the `exec` command, to drive a kernel by hand.
@@ -46,4 +47,5 @@ pub mod private_dir;
 pub mod provider;
 pub mod sandbox;
 pub mod session;
+pub mod util;
 pub mod venv;

@@ -13,9 +13,15 @@ use clap::builder::{OsStringValueParser, TypedValueParser};
 use sha2::Digest;
 
 pub use self::range::{InRange, Number};
-use crate::mcp::images::{DEFAULT_MAX_IMAGE_SIDE, DEFAULT_REPLY_IMAGE_BYTES, ImageLimits};
-use crate::sandbox::{Level, Sandbox};
+use crate::sandbox::{Level, Sandbox, SandboxSettings};
 use crate::venv::BASE_PACKAGES;
+
+/// Base64 characters of image data one reply may carry, by default.
+pub const DEFAULT_REPLY_IMAGE_BYTES: usize = 60_000;
+
+/// Longest side an image is sent with, by default: what models see at most (they downscale
+/// anything larger).
+pub const DEFAULT_MAX_IMAGE_SIDE: u32 = 1568;
 
 /// The longest any seconds setting may be: a week.
 const WEEK_SECONDS: f64 = 7.0 * 86400.0;
@@ -84,7 +90,7 @@ pub struct Settings {
 
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub sandbox: SandboxSettings,
+    pub sandbox: SandboxFlags,
 
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -140,9 +146,9 @@ fn gateway_url(text: &str) -> Result<String, String> {
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
-/// How the kernels we start are confined (`src/sandbox/`).
+/// How the kernels we start are confined: the flags of [`SandboxSettings`].
 #[derive(Debug, Clone, clap::Args)]
-pub struct SandboxSettings {
+pub struct SandboxFlags {
     /// Confinement of every kernel the server starts: `files` (writes only in its session,
     /// reads only the system, its interpreter, uv's cache, its session, the working directory
     /// and `--sandbox-read`), `strict` (`files` and no network) or `off`. An explicit level the
@@ -161,10 +167,25 @@ pub struct SandboxSettings {
     pub sandbox_write: Vec<PathBuf>,
 }
 
-impl SandboxSettings {
-    /// The level asked for, `files` unless one was named.
-    pub fn level(&self) -> Level {
-        self.level.unwrap_or(Level::Files)
+impl SandboxFlags {
+    /// The sandbox these flags ask for.
+    pub fn settings(&self) -> SandboxSettings {
+        SandboxSettings {
+            level: self.level,
+            read: self.sandbox_read.clone(),
+            write: self.sandbox_write.clone(),
+        }
+    }
+}
+
+/// `--sandbox` reads a [`Level`] by its name.
+impl clap::ValueEnum for Level {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Level::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()).help(self.meaning()))
     }
 }
 
@@ -323,18 +344,6 @@ pub struct Limits {
     /// `exec` starts ([`Sandbox::resolve`]), unconfined until then.
     #[arg(skip)]
     pub sandbox: Sandbox,
-}
-
-impl Limits {
-    /// The browser kernels render plotly figures with: `--chromium`, else one found on PATH.
-    pub fn browser(&self) -> Option<PathBuf> {
-        crate::kernel::browser::find(self.chromium.as_deref())
-    }
-
-    /// What the images of one reply may take.
-    pub fn reply_images(&self) -> ImageLimits {
-        ImageLimits { max_side: self.max_image_side, budget: self.max_reply_image_bytes }
-    }
 }
 
 impl Settings {

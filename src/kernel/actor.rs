@@ -1,4 +1,4 @@
-//! The task that owns one kernel connection, over either transport (`transport.rs`: ZeroMQ
+//! The task that owns one kernel connection, over either transport (`link.rs`: ZeroMQ
 //! sockets or a Jupyter server's kernel WebSocket).
 //!
 //! Callers hold a cheap [`Client`] that sends [`Command`]s over a channel; the task sends requests,
@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use std::sync::Arc;
 
+use super::link::{KernelLink, RequestChannel};
 use super::output::{Output, OutputLimits, OutputLog};
-use super::transport::{RequestChannel, Transport};
 use super::{Death, Execution, ExecutionStatus, KernelError};
 use crate::jupyter::message::{Channel, Content, ExecuteRequest, ExecutionState, Message};
 
@@ -89,7 +89,7 @@ pub(crate) struct Client {
 impl Client {
     /// Starts the task on `transport`; `liveness` says when the kernel has died (the
     /// transport may also say so itself).
-    pub(crate) fn spawn(transport: impl Transport, liveness: watch::Receiver<Option<Death>>) -> Client {
+    pub(crate) fn spawn(transport: impl KernelLink, liveness: watch::Receiver<Option<Death>>) -> Client {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (iopub_seen_tx, iopub_seen) = watch::channel(false);
         let (death_tx, death) = watch::channel(None);
@@ -168,7 +168,7 @@ struct Actor<T> {
     death: watch::Sender<Option<Death>>,
 }
 
-impl<T: Transport> Actor<T> {
+impl<T: KernelLink> Actor<T> {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,

@@ -4,8 +4,9 @@
 //! Owns only the finding; the kernel learns the result from `PYREPL_KALEIDO_BROWSER` (empty:
 //! none, and figures come back as text summaries), which the startup file reads.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::util::{is_executable, on_path};
 
 /// The variable that tells a kernel's startup file which browser to use (empty: none).
 pub const BROWSER_ENV: &str = "PYREPL_KALEIDO_BROWSER";
@@ -43,24 +44,16 @@ pub fn find(explicit: Option<&Path>) -> Option<PathBuf> {
     found
 }
 
-/// The first executable `name` in the directories of `PATH`.
-fn on_path(name: &Path) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| is_executable(candidate))
-}
-
 /// The directory a confined kernel must be able to read for `browser` to run: that of the
 /// file it resolves to (Chrome keeps its resources beside its binary).
 pub fn install_dir(browser: &Path) -> Option<PathBuf> {
     Some(browser.canonicalize().ok()?.parent()?.to_owned())
 }
 
-fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use super::actor::Client;
 use super::launch::{KernelProcess, Lineage, names_kernel_file};
+use super::link::ZmqLink;
 use super::reaper::process_lives;
-use super::transport::ZmqTransport;
 use super::{
     Execution, ExecutionStatus, Kernel, KernelAddress, KernelError, Output, OutputLimits, RunningExecution,
     handshake,
@@ -24,6 +24,7 @@ use super::{
 use crate::jupyter::connection::{ConnectionInfo, Transport};
 use crate::jupyter::message::ExecuteRequest;
 use crate::jupyter::socket::ClientSockets;
+use crate::util::WriteError;
 
 /// How long a copy may take to listen and answer once the kernel has forked.
 const FORK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -188,7 +189,7 @@ impl PendingFork {
             KernelError::ForkLost { reason: error.to_string() }
         }
         let sockets = ClientSockets::connect(process.connection(), FORK_TIMEOUT).await.map_err(lost)?;
-        let (transport, _heartbeat) = ZmqTransport::new(sockets);
+        let (transport, _heartbeat) = ZmqLink::new(sockets);
         let client = Client::spawn(transport, process.exit());
         let info = handshake(&client, FORK_TIMEOUT).await.map_err(lost)?;
         let address = KernelAddress::ConnectionFile(self.connection_file.clone());
@@ -248,7 +249,7 @@ fn read_fork_file(path: &std::path::Path) -> Result<Option<(ConnectionInfo, Fork
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(KernelError::Io { path: path.to_owned(), source }),
+        Err(source) => return Err(KernelError::Io(WriteError { path: path.to_owned(), source })),
     };
     let connection = ConnectionInfo::read(path)?;
     let fork = serde_json::from_slice(&bytes).map_err(|error| KernelError::ForkLost {

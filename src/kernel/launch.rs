@@ -19,6 +19,7 @@ use super::{Death, KernelError};
 use crate::jupyter::connection::{ConnectionInfo, Transport};
 use crate::private_dir;
 use crate::sandbox::Confinement;
+use crate::util::{SpawnError, WriteError};
 
 /// The kernelspec template: argv and env with `{python}`, `{connection_file}` and `{ipython_dir}`.
 const KERNEL_JSON: &str = include_str!("../../kernelspec/kernel.json");
@@ -168,10 +169,10 @@ impl KernelProcess {
     pub async fn start(spec: &LaunchSpec) -> Result<KernelProcess, KernelError> {
         let kernel_spec = kernel_spec();
         private_dir::create(&spec.dir)
-            .map_err(|source| KernelError::Io { path: spec.dir.clone(), source })?;
+            .map_err(|source| KernelError::Io(WriteError { path: spec.dir.clone(), source }))?;
         let working_dir = spec.working_dir.as_ref().unwrap_or(&spec.dir);
         private_dir::create(working_dir)
-            .map_err(|source| KernelError::Io { path: working_dir.clone(), source })?;
+            .map_err(|source| KernelError::Io(WriteError { path: working_dir.clone(), source }))?;
         // Each start gets its own file names, so a kernel being replaced cannot remove or hold
         // the files of the one replacing it.
         let instance = &uuid::Uuid::new_v4().simple().to_string()[..8];
@@ -207,8 +208,10 @@ impl KernelProcess {
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|source| KernelError::Io { path: log_path.clone(), source })?;
-        let log_err = log.try_clone().map_err(|source| KernelError::Io { path: log_path.clone(), source })?;
+            .map_err(|source| KernelError::Io(WriteError { path: log_path.clone(), source }))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|source| KernelError::Io(WriteError { path: log_path.clone(), source }))?;
 
         let mut command = tokio::process::Command::new(&argv[0]);
         command
@@ -228,8 +231,9 @@ impl KernelProcess {
         remove_server_env(&mut command);
         command.env(super::browser::BROWSER_ENV, spec.browser.as_deref().unwrap_or(Path::new("")));
         set_resource_limits(&mut command, spec.memory_limit, spec.cpu_limit);
-        let mut child =
-            command.spawn().map_err(|source| KernelError::Spawn { command: argv.join(" "), source })?;
+        let mut child = command
+            .spawn()
+            .map_err(|source| KernelError::Spawn(SpawnError { command: argv.join(" "), source }))?;
         let pid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
         let command_file = format!("kernel-{instance}.json");
         let pid_file = write_pid_record(&spec.dir, instance, pid)?;
@@ -540,14 +544,14 @@ pub fn records_dir(kernel_dir: &Path) -> PathBuf {
 /// in `kernel_dir`; returns its path.
 fn write_pid_record(kernel_dir: &Path, instance: &str, pid: Pid) -> Result<PathBuf, KernelError> {
     let dir = records_dir(kernel_dir);
-    private_dir::create(&dir).map_err(|source| KernelError::Io { path: dir.clone(), source })?;
+    private_dir::create(&dir).map_err(|source| KernelError::Io(WriteError { path: dir.clone(), source }))?;
     let pid_file = dir.join(format!("kernel-{instance}.pid"));
     // A process gone already has no start: its record never proves anything.
     let started = Start::of(pid.as_raw()).unwrap_or(Start { boot: String::new(), tick: 0 });
     let namespace = own_namespace(pid.as_raw());
     let record = PidRecord { kernel: pid.as_raw(), server: std::process::id() as i32, started, namespace };
     std::fs::write(&pid_file, serde_json::to_vec(&record).expect("pid record serialises"))
-        .map_err(|source| KernelError::Io { path: pid_file.clone(), source })?;
+        .map_err(|source| KernelError::Io(WriteError { path: pid_file.clone(), source }))?;
     Ok(pid_file)
 }
 
@@ -559,7 +563,7 @@ fn write_pid_record(kernel_dir: &Path, instance: &str, pid: Pid) -> Result<PathB
 /// has exited, only the processes of its group in its own user namespace are (a confined
 /// kernel's; an unconfined kernel's leaderless group is left alone). Returns how many process
 /// groups were killed, once they are gone (or a second has passed).
-pub async fn reap_orphans(dir: &Path) -> usize {
+pub async fn stop_left_behind(dir: &Path) -> usize {
     // Pid files in the kernel directory itself are the kernels' to write: never acted on.
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
@@ -635,7 +639,7 @@ pub(crate) fn names_kernel_file(pid: i32, command_file: &str) -> Option<bool> {
     }
 }
 
-/// How long [`reap_orphans`] waits for the process groups it killed to be gone.
+/// How long [`stop_left_behind`] waits for the process groups it killed to be gone.
 const ORPHAN_EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// Whether `pid` is a live mcp-pyrepl process (its pid may have been reused by something else).
@@ -690,7 +694,7 @@ fn remove_stale_sockets(connection: &ConnectionInfo) {
 }
 
 fn write_file(path: &Path, contents: &str) -> Result<(), KernelError> {
-    let io = |source| KernelError::Io { path: path.to_owned(), source };
+    let io = |source| KernelError::Io(WriteError { path: path.to_owned(), source });
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
@@ -731,7 +735,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_groups_whose_leader_is_the_recorded_start_of_the_kernel_are_reaped() {
+    async fn only_groups_whose_leader_is_the_recorded_start_of_the_kernel_are_stopped() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("kernel");
         std::fs::create_dir_all(&dir).unwrap();
@@ -754,7 +758,7 @@ mod tests {
         record(&records_dir(&dir).join("kernel-reused.pid"), &reused, Some(earlier));
         let mut orphan = group_leader("kernel-real.json");
         record(&records_dir(&dir).join("kernel-real.pid"), &orphan, None);
-        assert_eq!(reap_orphans(&dir).await, 1);
+        assert_eq!(stop_left_behind(&dir).await, 1);
         for bystander in [&mut in_reach, &mut reused] {
             assert!(bystander.try_wait().unwrap().is_none(), "a process no record proves ours was killed");
             bystander.kill().unwrap();

@@ -5,16 +5,16 @@
 //! of ours, so it is never signalled or stopped, and a kernel behind a Jupyter server's WebSocket
 //! ([`Kernel::over_websocket`]) is stopped through that server's API by its provider. Which
 //! kernels to start, restart or stop is the provider's decision (`crate::provider`). The
-//! connection is owned by one task (`actor.rs`) over either transport (`transport.rs`); outputs
+//! connection is owned by one task (`actor.rs`) over either transport (`link.rs`); outputs
 //! are built in `output.rs`. Knows nothing of venvs, cells or MCP.
 
 mod actor;
 pub mod browser;
 mod fork;
 pub mod launch;
+mod link;
 pub mod output;
 mod reaper;
-mod transport;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,13 +25,14 @@ use crate::jupyter::connection::{ConnectionError, ConnectionInfo};
 use crate::jupyter::message::{Content, ExecuteRequest, KernelInfoReply, Shutdown};
 use crate::jupyter::socket::{ClientSockets, SocketError};
 use crate::jupyter::websocket::KernelWebSocket;
+use crate::util::{SpawnError, WriteError};
 use actor::Client;
 pub use actor::{OutputView, RunningExecution};
 pub use fork::PendingFork;
 pub use launch::{InterruptMode, KernelProcess, LaunchSpec};
+use link::{RequestChannel, WebSocketLink, ZmqLink, heartbeat_watch};
 pub use output::{MimeBundle, Output, OutputLimits, StreamName};
 pub use reaper::adopt_orphans;
-use transport::{RequestChannel, WebSocketTransport, ZmqTransport, heartbeat_watch};
 
 /// How long a kernel we attach to may take to accept our connections.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -116,23 +117,11 @@ pub enum KernelError {
         log_tail: String,
     },
     /// The interpreter could not be run at all.
-    #[error("cannot run `{command}`")]
-    Spawn {
-        /// The command line.
-        command: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
     /// A file or directory of the kernel could not be written.
-    #[error("cannot write `{}`", path.display())]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] WriteError),
     /// The connection file could not be read or written.
     #[error(transparent)]
     Connection(#[from] ConnectionError),
@@ -253,7 +242,7 @@ impl Kernel {
         let process = KernelProcess::start(&spec).await?;
         let started = async {
             let sockets = ClientSockets::connect(process.connection(), spec.startup_timeout).await?;
-            let (transport, _heartbeat) = ZmqTransport::new(sockets);
+            let (transport, _heartbeat) = ZmqLink::new(sockets);
             let client = Client::spawn(transport, process.exit());
             let info = handshake(&client, spec.startup_timeout).await?;
             Ok::<_, KernelError>((client, info))
@@ -277,7 +266,7 @@ impl Kernel {
     pub async fn attach(connection_file: &Path) -> Result<Kernel, KernelError> {
         let connection = ConnectionInfo::read(connection_file)?;
         let sockets = ClientSockets::connect(&connection, ATTACH_TIMEOUT).await?;
-        let (transport, heartbeat) = ZmqTransport::new(sockets);
+        let (transport, heartbeat) = ZmqLink::new(sockets);
         let client = Client::spawn(transport, heartbeat_watch(heartbeat));
         let info = handshake(&client, ATTACH_TIMEOUT).await?;
         let address = KernelAddress::ConnectionFile(connection_file.to_owned());
@@ -296,7 +285,7 @@ impl Kernel {
         liveness: tokio::sync::watch::Receiver<Option<Death>>,
         timeout: Duration,
     ) -> Result<Kernel, KernelError> {
-        let client = Client::spawn(WebSocketTransport::new(socket, address.to_string()), liveness);
+        let client = Client::spawn(WebSocketLink::new(socket, address.to_string()), liveness);
         let info = handshake(&client, timeout).await?;
         Ok(Kernel { client, info, address, process: None })
     }

@@ -29,7 +29,8 @@ use crate::session::live::{LiveCell, Outcome};
 use crate::session::names::Names;
 use crate::session::pool::Snapshots;
 use crate::session::records::KeptFiles;
-use crate::session::{CellRun, Stop, StopReason, shorten};
+use crate::session::{CellRun, Stop, StopReason};
+use crate::util::shorten;
 
 /// Whose outputs a reply shows (for the links to its resources) and what its images may take.
 #[derive(Debug, Clone, Copy)]

@@ -19,15 +19,10 @@ use base64::Engine;
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageFormat, ImageReader, Limits, RgbImage};
 
+use crate::config;
+
 /// Image types passed to the client as images (and read back as such), in order of preference.
 pub const IMAGE_TYPES: [&str; 2] = ["image/png", "image/jpeg"];
-
-/// Base64 characters of image data one reply may carry, by default.
-pub const DEFAULT_REPLY_IMAGE_BYTES: usize = 60_000;
-
-/// Longest side an image is sent with, by default: what models see at most (they downscale
-/// anything larger).
-pub const DEFAULT_MAX_IMAGE_SIDE: u32 = 1568;
 
 /// Smallest long side an image is shrunk to before it is dropped instead.
 const MIN_SIDE: u32 = 256;
@@ -50,9 +45,10 @@ pub struct ImageLimits {
     pub budget: usize,
 }
 
-impl Default for ImageLimits {
-    fn default() -> Self {
-        ImageLimits { max_side: DEFAULT_MAX_IMAGE_SIDE, budget: DEFAULT_REPLY_IMAGE_BYTES }
+impl ImageLimits {
+    /// What `limits` let the images of one reply take.
+    pub fn from_limits(limits: &config::Limits) -> Self {
+        ImageLimits { max_side: limits.max_image_side, budget: limits.max_reply_image_bytes }
     }
 }
 
@@ -213,6 +209,7 @@ fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{DEFAULT_MAX_IMAGE_SIDE, DEFAULT_REPLY_IMAGE_BYTES};
 
     /// A PNG of `width` x `height` with `noise` pixels (noise does not compress).
     fn png(width: u32, height: u32, noise: bool) -> Vec<u8> {
@@ -285,7 +282,10 @@ mod tests {
 
     #[test]
     fn garbage_is_dropped_and_transparency_becomes_white() {
-        let mut fitter = ImageFitter::new(ImageLimits::default());
+        let mut fitter = ImageFitter::new(ImageLimits {
+            max_side: DEFAULT_MAX_IMAGE_SIDE,
+            budget: DEFAULT_REPLY_IMAGE_BYTES,
+        });
         assert!(matches!(fitter.fit(b"not an image"), Fitted::Dropped { original: None, .. }));
         let clear = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(2, 2, image::Rgba([0, 0, 0, 0])));
         assert_eq!(on_white(&clear).get_pixel(0, 0).0, [255, 255, 255]);

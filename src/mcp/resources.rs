@@ -22,11 +22,11 @@ use rmcp::model::{ContentBlock, ListResourcesResult, ReadResourceResult, Resourc
 
 use super::images::IMAGE_TYPES;
 use crate::error::Error;
+use crate::error::FileError;
 use crate::graph::{CellId, GraphError};
 use crate::kernel::Output;
 use crate::session::manager::SessionManager;
 use crate::session::records::{KeptFiles, Records};
-use crate::session::workdir::FileError;
 
 /// The scheme and authority of every URI here.
 const PREFIX: &str = "pyrepl://sessions/";
@@ -294,7 +294,7 @@ fn image_data(output: &Output) -> Option<(&'static str, &str)> {
 
 /// A URI for a message: whole unless absurdly long, escaped.
 fn shown(uri: &str) -> String {
-    crate::graph::shown_up_to(uri, 500)
+    crate::util::shown_up_to(uri, 500)
 }
 
 fn kept_file_mime(file: &str) -> &'static str {

@@ -51,8 +51,8 @@ const KERNEL_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ServeArgs {
     /// How MCP clients reach the server: `stdio` (the client starts the server and talks over
     /// stdin/stdout) or `http` (streamable HTTP at `http://<host>:<port>/mcp`)
-    #[arg(long, value_enum, env = "MCP_PYREPL_TRANSPORT", default_value_t = Transport::Stdio)]
-    pub transport: Transport,
+    #[arg(long, value_enum, env = "MCP_PYREPL_TRANSPORT", default_value_t = ClientTransport::Stdio)]
+    pub transport: ClientTransport,
 
     /// Address `--transport http` listens on; anything but a loopback address needs `--token`
     #[arg(long, env = "MCP_PYREPL_HOST", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
@@ -150,7 +150,7 @@ pub enum ServeError {
 
 /// How MCP clients reach the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Transport {
+pub enum ClientTransport {
     /// JSON-RPC over stdin/stdout, for a client that starts the server.
     Stdio,
     /// Streamable HTTP, for clients that connect to a running server.
@@ -199,11 +199,11 @@ impl std::fmt::Debug for Token {
 /// the stdio handshake fails.
 pub async fn run(mut settings: Settings, args: &ServeArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
     // Decided once, before anything is served: every kernel of this server gets the same.
-    settings.limits.sandbox = Sandbox::resolve(&settings.sandbox).await?;
+    settings.limits.sandbox = Sandbox::resolve(&settings.sandbox.settings()).await?;
     // Bind first: a refused address must not leave spare sessions being built.
     let endpoint = match args.transport {
-        Transport::Stdio => None,
-        Transport::Http => Some(HttpEndpoint::bind(args, settings.limits.sandbox.is_enforced()).await?),
+        ClientTransport::Stdio => None,
+        ClientTransport::Http => Some(HttpEndpoint::bind(args, settings.limits.sandbox.is_enforced()).await?),
     };
     let manager = Arc::new(SessionManager::new(settings).await);
     manager.start_background();
@@ -474,7 +474,7 @@ mod tests {
     #[test]
     fn only_loopback_addresses_go_without_a_token() {
         let args = |host: &str, token: Option<&str>| ServeArgs {
-            transport: Transport::Http,
+            transport: ClientTransport::Http,
             host: host.parse().unwrap(),
             port: 0,
             token: token.map(|t| t.parse().unwrap()),

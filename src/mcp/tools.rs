@@ -19,6 +19,7 @@ use super::content::{
     Reply, already_ended_result, cell_detail_result, cell_result, cells_result, error_result, export_result,
     file_result, finished_cell_result, live_result, text_result, variables_result,
 };
+use super::images::ImageLimits;
 use super::resources;
 use crate::error::Error;
 use crate::graph::CellId;
@@ -26,6 +27,15 @@ use crate::session::Session;
 use crate::session::manager::{SessionManager, SharedSession};
 use crate::session::workdir::decode_upload;
 use crate::session::{CallContext, Progress, ProgressUpdate, copy_when_idle, parse_seconds};
+
+/// A tool's answer: what `done` makes of what the call did, or the error as a tool result the
+/// model sees (only requests that cannot be routed at all are protocol errors).
+fn respond<T>(
+    outcome: crate::error::Result<T>,
+    done: impl FnOnce(T) -> CallToolResult,
+) -> Result<CallToolResult, ErrorData> {
+    Ok(outcome.map_or_else(|error| error_result(&error), done))
+}
 
 /// What the server tells the model about itself.
 const INSTRUCTIONS: &str = "\
@@ -191,27 +201,24 @@ impl PyReplServer {
     async fn create_repl(&self, context: RequestContext<RoleServer>) -> Result<CallToolResult, ErrorData> {
         let outcome =
             with_context(&context, |call| async move { self.manager.create(&call.progress).await }).await;
-        Ok(match outcome {
-            Ok(id) => {
-                let sandbox = self.manager.sandbox();
-                let structured = match self.manager.gateway_url() {
-                    Some(url) => json!({
-                        "session_id": id,
-                        "gateway": url,
-                        "sandbox": "off",
-                        "sandboxed": false,
-                        "sandbox_note": "the kernels run on the Jupyter gateway, confined (or not) by it, not by mcp-pyrepl; \
-                            packages install through the kernel (%pip); snapshots are not available there",
-                    }),
-                    None => json!({
-                        "session_id": id,
-                        "sandbox": sandbox.level().as_str(),
-                        "sandboxed": sandbox.is_enforced(),
-                    }),
-                };
-                text_result(id.clone(), structured)
-            }
-            Err(error) => error_result(&error),
+        respond(outcome, |id| {
+            let sandbox = self.manager.sandbox();
+            let structured = match self.manager.gateway_url() {
+                Some(url) => json!({
+                    "session_id": id,
+                    "gateway": url,
+                    "sandbox": "off",
+                    "sandboxed": false,
+                    "sandbox_note": "the kernels run on the Jupyter gateway, confined (or not) by it, not by mcp-pyrepl; \
+                        packages install through the kernel (%pip); snapshots are not available there",
+                }),
+                None => json!({
+                    "session_id": id,
+                    "sandbox": sandbox.level().as_str(),
+                    "sandboxed": sandbox.is_enforced(),
+                }),
+            };
+            text_result(id.clone(), structured)
         })
     }
 
@@ -252,10 +259,7 @@ impl PyReplServer {
             Ok(run)
         })
         .await;
-        Ok(match outcome {
-            Ok(run) => cell_result(&self.reply(&session_id), &run),
-            Err(error) => error_result(&error),
-        })
+        respond(outcome, |run| cell_result(&self.reply(&session_id), &run))
     }
 
     /// `run_code` with `wait_s`: the cell runs in a task of its own; the reply waits for it at
@@ -308,7 +312,7 @@ impl PyReplServer {
             Ok::<_, Error>(finished_cell_result(&reply, records.graph().cell(&cell)?, &outputs))
         }
         .await;
-        Ok(outcome.unwrap_or_else(|error| error_result(&error)))
+        respond(outcome, |result| result)
     }
 
     #[tool(
@@ -343,7 +347,7 @@ impl PyReplServer {
             Ok::<_, Error>(already_ended_result(finished_cell_result(&reply, &cell, &outputs)))
         }
         .await;
-        Ok(outcome.unwrap_or_else(|error| error_result(&error)))
+        respond(outcome, |result| result)
     }
 
     #[tool(
@@ -370,12 +374,11 @@ impl PyReplServer {
             session.install(uv, &args.packages, &call).await.map(|report| (report, args.packages))
         })
         .await;
-        Ok(match outcome {
-            Ok((report, packages)) => text_result(
+        respond(outcome, |(report, packages)| {
+            text_result(
                 format!("Installed {}; import them directly.\n{report}", packages.join(", ")),
                 json!({ "installed": packages, "report": report }),
-            ),
-            Err(error) => error_result(&error),
+            )
         })
     }
 
@@ -399,15 +402,14 @@ impl PyReplServer {
             session.lock().await.reset().await
         }
         .await;
-        Ok(match outcome {
-            Ok(()) => text_result(
+        respond(outcome, |()| {
+            text_result(
                 format!(
                     "Session {} was reset: its cells are gone and the next run_code starts fresh",
                     args.session_id
                 ),
                 json!({ "session_id": args.session_id }),
-            ),
-            Err(error) => error_result(&error),
+            )
         })
     }
     #[tool(
@@ -427,16 +429,15 @@ impl PyReplServer {
         &self,
         Parameters(args): Parameters<AttachArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(match self.manager.attach(std::path::Path::new(&args.connection_file)).await {
-            Ok(id) => text_result(
+        respond(self.manager.attach(std::path::Path::new(&args.connection_file)).await, |id| {
+            text_result(
                 id.clone(),
                 json!({
                     "session_id": id,
                     "sandboxed": false,
                     "sandbox_note": "attached kernels are not confined by mcp-pyrepl: they keep the rights of whoever started them",
                 }),
-            ),
-            Err(error) => error_result(&error),
+            )
         })
     }
 
@@ -478,7 +479,7 @@ impl PyReplServer {
             Ok::<_, Error>(cells_result(&records.graph(), &held))
         }
         .await;
-        Ok(outcome.unwrap_or_else(|error| error_result(&error)))
+        respond(outcome, |result| result)
     }
 
     #[tool(
@@ -494,7 +495,7 @@ impl PyReplServer {
             Ok::<_, Error>(cell_detail_result(&self.reply(&args.session_id), &cell, &outputs))
         }
         .await;
-        Ok(outcome.unwrap_or_else(|error| error_result(&error)))
+        respond(outcome, |result| result)
     }
 
     #[tool(
@@ -516,10 +517,7 @@ impl PyReplServer {
             session.variables(&cell, &call).await.map(|names| (cell, names))
         })
         .await;
-        Ok(match outcome {
-            Ok((cell, names)) => variables_result(&cell, &names),
-            Err(error) => error_result(&error),
-        })
+        respond(outcome, |(cell, names)| variables_result(&cell, &names))
     }
 
     #[tool(
@@ -544,11 +542,8 @@ impl PyReplServer {
             records.export_notebook(uv, &cell).await
         }
         .await;
-        Ok(match outcome {
-            Ok((notebook, requirements)) => {
-                export_result(&args.session_id, &notebook, requirements.as_deref())
-            }
-            Err(error) => error_result(&error),
+        respond(outcome, |(notebook, requirements)| {
+            export_result(&args.session_id, &notebook, requirements.as_deref())
         })
     }
 
@@ -579,12 +574,11 @@ impl PyReplServer {
             Ok::<_, Error>((args.path, bytes.len()))
         })
         .await;
-        Ok(match outcome {
-            Ok((path, bytes)) => text_result(
+        respond(outcome, |(path, bytes)| {
+            text_result(
                 format!("Wrote {bytes} bytes to `{path}` in the session's working directory"),
                 json!({ "path": path, "bytes": bytes }),
-            ),
-            Err(error) => error_result(&error),
+            )
         })
     }
 
@@ -612,10 +606,7 @@ impl PyReplServer {
             Ok(work_dir.read(&args.path, limit, "--max-download-bytes")?)
         }
         .await;
-        Ok(match outcome {
-            Ok(bytes) => file_result(&self.reply(&args.session_id), &args.path, &bytes),
-            Err(error) => error_result(&error),
-        })
+        respond(outcome, |bytes| file_result(&self.reply(&args.session_id), &args.path, &bytes))
     }
 
     #[tool(
@@ -632,12 +623,11 @@ impl PyReplServer {
         &self,
         Parameters(args): Parameters<SessionArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(match self.manager.destroy(&args.session_id).await {
-            Ok(()) => text_result(
+        respond(self.manager.destroy(&args.session_id).await, |()| {
+            text_result(
                 format!("Session {} was destroyed", args.session_id),
                 json!({ "session_id": args.session_id }),
-            ),
-            Err(error) => error_result(&error),
+            )
         })
     }
 }
@@ -645,7 +635,7 @@ impl PyReplServer {
 impl PyReplServer {
     /// How a reply about `session` shows its outputs.
     fn reply<'a>(&self, session: &'a str) -> Reply<'a> {
-        Reply { session, images: self.manager.limits().reply_images() }
+        Reply { session, images: ImageLimits::from_limits(self.manager.limits()) }
     }
 }
 
@@ -718,4 +708,20 @@ where
         operation(CallContext { progress: Progress::to(sender), cancel, ..CallContext::default() }).await;
     let _ = forwarder.await;
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the model reads of the server before any call (instructions, tool descriptions,
+    /// argument schemas) holds no run of spaces left by a string broken across lines.
+    #[test]
+    fn no_tool_text_holds_a_run_of_spaces() {
+        assert!(!INSTRUCTIONS.contains("   "), "{INSTRUCTIONS}");
+        for tool in PyReplServer::tool_router().list_all() {
+            let text = serde_json::to_string(&tool).unwrap();
+            assert!(!text.contains("   "), "a run of spaces in tool `{}`: {text}", tool.name);
+        }
+    }
 }

@@ -5,6 +5,7 @@
 //! apart from their own files in `kernel/`, so uploads and downloads never meet connection files.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::{KernelProvider, ProviderContext, ProviderRecord};
 use crate::kernel::{Kernel, KernelError, LaunchSpec, PendingFork};
@@ -29,13 +30,17 @@ impl LocalProvider {
         let writable = [context.kernel_dir.clone(), context.work_dir.clone()];
         let confinement =
             context.limits.sandbox.confinement(&context.session_dir, &writable, venv.dir()).map(
-                |confinement| confinement.with_installs_into(&context.session_dir.join("packages"), &venv),
+                |confinement| {
+                    let site_packages = venv.site_packages().ok();
+                    let packages = context.session_dir.join("packages");
+                    confinement.with_installs_into(&packages, venv.dir(), site_packages.as_deref())
+                },
             );
         let spec = LaunchSpec::new(venv.python(), context.kernel_dir)
             .with_working_dir(context.work_dir.clone())
             .with_resource_limits(memory, context.limits.kernel_cpu_seconds)
             .with_confinement(confinement)
-            .with_browser(context.limits.browser());
+            .with_browser(crate::kernel::browser::find(context.limits.chromium.as_deref()));
         LocalProvider { venv, work_dir: context.work_dir, spec }
     }
 }
@@ -68,5 +73,9 @@ impl KernelProvider for LocalProvider {
 
     fn fork(&self, kernel: &Kernel, state: String) -> Result<PendingFork, KernelError> {
         kernel.fork(state)
+    }
+
+    async fn stop_left_behind(self: Arc<Self>) -> usize {
+        crate::kernel::launch::stop_left_behind(&self.spec.dir).await
     }
 }

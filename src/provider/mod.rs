@@ -75,11 +75,14 @@ pub trait KernelProvider: Send + Sync {
     /// started later (and the session's record).
     fn remember_installs(&self, _requirements: &[String]) {}
 
-    /// Gets rid of the kernels an earlier server started from this provider and left running
-    /// when it stopped without cleaning up (a crash). Local kernels are reaped through their
-    /// pid records (`kernel::launch::reap_orphans`) and attached ones are not ours, so the
-    /// default does nothing.
-    async fn reap_left_behind(&self) {}
+    /// Stops the kernels an earlier server started from this provider and left running when it
+    /// stopped without cleaning up (a crash); returns how many were stopped by the time it
+    /// returns. Local kernels are killed through their pid records
+    /// ([`stop_left_behind`](crate::kernel::launch::stop_left_behind)), a gateway's are deleted in
+    /// the background, and attached ones are not ours, so the default does nothing.
+    async fn stop_left_behind(self: Arc<Self>) -> usize {
+        0
+    }
 
     /// A new kernel, answering requests, with a fresh state (or, for a kernel somebody else
     /// started, whatever state it holds).

@@ -17,11 +17,8 @@ pub use confine::{ConfineArgs, ConfineError, run as confine};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::SandboxSettings;
-use crate::venv::Venv;
-
 /// How much a kernel we start is confined (`--sandbox`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Not at all: the kernel has every right of the server's user.
@@ -34,6 +31,23 @@ pub enum Level {
 }
 
 impl Level {
+    /// Every level, in the order `--sandbox` lists them.
+    pub const ALL: [Level; 3] = [Level::Off, Level::Files, Level::Strict];
+
+    /// What the level confines, in a sentence (the help `--sandbox` shows for it).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Level::Off => "Not at all: the kernel has every right of the server's user",
+            Level::Files => {
+                "Writes only inside its session directory (never its venv), reads only the system, its \
+                 interpreter, uv's cache, its session and the directories named readable; network as usual"
+            }
+            Level::Strict => {
+                "`files`, and no network at all (no TCP, UDP or DNS); the kernel's own ipc sockets work"
+            }
+        }
+    }
+
     /// The level as `--sandbox` spells it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,6 +55,26 @@ impl Level {
             Level::Files => "files",
             Level::Strict => "strict",
         }
+    }
+}
+
+/// What the sandbox is asked for (`--sandbox`, `--sandbox-read`, `--sandbox-write`), before
+/// [`Sandbox::resolve`] checks that this machine can enforce it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxSettings {
+    /// The level named, if one was: `None` means the default, `files`, which only warns when it
+    /// cannot be enforced.
+    pub level: Option<Level>,
+    /// Directories confined kernels may read.
+    pub read: Vec<PathBuf>,
+    /// Directories confined kernels may read and write.
+    pub write: Vec<PathBuf>,
+}
+
+impl SandboxSettings {
+    /// The level asked for, `files` unless one was named.
+    pub fn level(&self) -> Level {
+        self.level.unwrap_or(Level::Files)
     }
 }
 
@@ -103,13 +137,18 @@ pub struct Confinement {
 
 impl Confinement {
     /// Lets `%pip install` (and `!pip install`) in the confined kernel install into `prefix`
-    /// rather than into `venv`, which it may only read: `prefix` is writable, pip is pointed at
-    /// it (`PIP_PREFIX`) and Python at its site-packages (`PYTHONPATH`, made before the kernel
-    /// starts, so a package installed there imports at once). Unchanged when `venv` has no
-    /// site-packages (then such an install is refused like any write to the venv).
-    pub fn with_installs_into(mut self, prefix: &Path, venv: &Venv) -> Self {
-        let Ok(site_packages) = venv.site_packages() else { return self };
-        let Ok(relative) = site_packages.strip_prefix(venv.dir()) else { return self };
+    /// rather than into the venv at `venv_dir`, which it may only read: `prefix` is writable, pip
+    /// is pointed at it (`PIP_PREFIX`) and Python at its site-packages (`PYTHONPATH`, made before
+    /// the kernel starts, so a package installed there imports at once). Unchanged when the venv
+    /// has no `site_packages` (then such an install is refused like any write to the venv).
+    pub fn with_installs_into(
+        mut self,
+        prefix: &Path,
+        venv_dir: &Path,
+        site_packages: Option<&Path>,
+    ) -> Self {
+        let Some(site_packages) = site_packages else { return self };
+        let Ok(relative) = site_packages.strip_prefix(venv_dir) else { return self };
         self.policy.write.push(prefix.to_owned());
         self.policy.scratch.insert("PIP_PREFIX".to_owned(), prefix.to_owned());
         self.policy.scratch.insert("PYTHONPATH".to_owned(), prefix.join(relative));
@@ -178,8 +217,8 @@ impl Sandbox {
             level,
             enforced,
             program,
-            read: settings.sandbox_read.clone(),
-            write: settings.sandbox_write.clone(),
+            read: settings.read.clone(),
+            write: settings.write.clone(),
         };
         match probe(level).await {
             Ok(program) => Ok(sandbox(true, program)),
@@ -337,7 +376,7 @@ mod tests {
     async fn a_default_level_that_cannot_be_enforced_confines_nothing_and_an_explicit_one_is_refused() {
         // Our own binary is this test binary here, which has no `confine` command: its probe
         // fails as on a machine without Landlock or user namespaces.
-        let settings = |level| SandboxSettings { level, sandbox_read: Vec::new(), sandbox_write: Vec::new() };
+        let settings = |level| SandboxSettings { level, read: Vec::new(), write: Vec::new() };
         let default = Sandbox::resolve(&settings(None)).await.unwrap();
         assert_eq!((default.level(), default.is_enforced()), (Level::Files, false));
         assert_eq!(default.confinement(Path::new("/s/1"), &[], Path::new("/s/1/venv")), None);
@@ -389,17 +428,18 @@ mod tests {
         let venv = session.path().join("venv");
         std::fs::create_dir_all(venv.join("lib/python3.12/site-packages")).unwrap();
         let packages = session.path().join("packages");
-        let confinement = enforced()
-            .confinement(session.path(), &[], &venv)
-            .unwrap()
-            .with_installs_into(&packages, &Venv::at(&venv));
+        let confinement = enforced().confinement(session.path(), &[], &venv).unwrap().with_installs_into(
+            &packages,
+            &venv,
+            Some(&venv.join("lib/python3.12/site-packages")),
+        );
         let policy = confinement.policy;
         assert!(policy.write.contains(&packages));
         assert!(policy.write.iter().all(|dir| !dir.starts_with(&venv)), "the venv is writable");
         assert_eq!(policy.scratch["PIP_PREFIX"], packages);
         assert_eq!(policy.scratch["PYTHONPATH"], packages.join("lib/python3.12/site-packages"));
         let without = enforced().confinement(session.path(), &[], Path::new("/no/venv")).unwrap();
-        assert_eq!(without.clone().with_installs_into(&packages, &Venv::at("/no/venv")), without);
+        assert_eq!(without.clone().with_installs_into(&packages, Path::new("/no/venv"), None), without);
     }
 
     #[test]

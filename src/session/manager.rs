@@ -26,10 +26,10 @@ use super::{CallContext, Progress, Session, SessionPaths};
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::graph::{CellId, Graph, store};
-use crate::kernel::launch::reap_orphans;
 use crate::private_dir;
 use crate::provider::ProviderRecord;
 use crate::sandbox::Sandbox;
+use crate::util::WriteError;
 use crate::venv::Uv;
 
 /// Length of a session id: lowercase hex characters.
@@ -119,8 +119,7 @@ impl SessionManager {
             let mut killed = 0;
             for entry in sessions.flatten() {
                 let paths = SessionPaths::new(entry.path());
-                killed += reap_orphans(&paths.kernel()).await;
-                manager.reap_remote_kernels(&paths);
+                killed += manager.stop_left_behind(&paths).await;
                 // A spare of an earlier server was never handed out: nobody knows its id, and
                 // it is only worth keeping as a spare of this one.
                 let spare = paths.spare_marker().exists();
@@ -140,25 +139,16 @@ impl SessionManager {
         manager
     }
 
-    /// Deletes, in the background, the kernels of the session in `paths` that live elsewhere
-    /// (on a gateway) and that a server which stopped without cleaning up left running.
-    fn reap_remote_kernels(&self, paths: &SessionPaths) {
-        let Ok(record) = SessionRecord::load(paths) else { return };
-        if record.provider == ProviderRecord::Local {
-            return;
-        }
-        let context = crate::provider::ProviderContext {
-            session_dir: paths.dir().to_owned(),
-            venv_dir: paths.venv(),
-            kernel_dir: paths.kernel(),
-            work_dir: paths.work(),
-            limits: self.settings.limits.clone(),
-            gateway: self.settings.gateway.clone(),
-        };
-        match record.provider.open(context) {
-            Ok(provider) => drop(tokio::spawn(async move { provider.reap_left_behind().await })),
+    /// Stops, through its provider, the kernels of the session in `paths` that a server which
+    /// stopped without cleaning up left running (a session without a readable record is taken
+    /// for a local one: its kernels' pid records say what is ours); returns how many stopped.
+    async fn stop_left_behind(&self, paths: &SessionPaths) -> usize {
+        let record = SessionRecord::load(paths).map_or(ProviderRecord::Local, |record| record.provider);
+        match record.open(paths.provider_context(&self.settings.limits, &self.settings.gateway)) {
+            Ok(provider) => provider.stop_left_behind().await,
             Err(error) => {
-                tracing::warn!(%error, "cannot open a session's provider to clean up after a crash")
+                tracing::warn!(%error, "cannot open a session's provider to clean up after a crash");
+                0
             }
         }
     }
@@ -218,7 +208,8 @@ impl SessionManager {
             Some(session) => {
                 let id = session.id().to_owned();
                 let marker = SessionPaths::new(self.sessions_dir().join(&id)).spare_marker();
-                std::fs::remove_file(&marker).map_err(|source| Error::Io { path: marker, source })?;
+                std::fs::remove_file(&marker)
+                    .map_err(|source| Error::Io(WriteError { path: marker, source }))?;
                 self.sessions.lock().expect("sessions lock").insert(id.clone(), Entry::new(session));
                 progress.report(3.0, Some(3.0), "a session was ready");
                 Ok(id)
@@ -385,7 +376,7 @@ impl SessionManager {
         let built = async {
             create_session_dir(paths.dir())?;
             let marker = paths.spare_marker();
-            std::fs::write(&marker, b"").map_err(|source| Error::Io { path: marker, source })?;
+            std::fs::write(&marker, b"").map_err(|source| Error::Io(WriteError { path: marker, source }))?;
             let mut session = self.new_session(paths.clone(), id.clone(), &Progress::default()).await?;
             self.ready_spare(&mut session).await?;
             Ok::<_, Error>(session)
@@ -426,7 +417,7 @@ impl SessionManager {
         spare.save()?;
         let marker = SessionPaths::new(self.sessions_dir().join(spare.id())).spare_marker();
         let recipe = self.spare_recipe().unwrap_or_default();
-        std::fs::write(&marker, recipe).map_err(|source| Error::Io { path: marker, source })
+        std::fs::write(&marker, recipe).map_err(|source| Error::Io(WriteError { path: marker, source }))
     }
 
     /// Stops the kernels of sessions nobody has used for `idle`; they come back by replay.
@@ -531,7 +522,7 @@ impl SessionManager {
     /// The files of the session `id`, checked to be a session's.
     fn session_paths(&self, id: &str) -> Result<SessionPaths> {
         if !is_session_id(id) {
-            return Err(Error::InvalidSessionId { given: crate::graph::shown(id) });
+            return Err(Error::InvalidSessionId { given: crate::util::shown(id) });
         }
         let paths = SessionPaths::new(self.sessions_dir().join(id));
         let in_memory = self.sessions.lock().expect("sessions lock").contains_key(id);
@@ -554,7 +545,7 @@ impl SessionManager {
             ));
         }
         let connection_file = std::path::absolute(connection_file)
-            .map_err(|source| Error::Io { path: connection_file.to_owned(), source })?;
+            .map_err(|source| Error::Io(WriteError { path: connection_file.to_owned(), source }))?;
         let kernel_writable: Vec<PathBuf> = [self.settings.data_dir()]
             .into_iter()
             .chain(self.settings.limits.sandbox.writable_dirs().iter().cloned())
@@ -619,7 +610,7 @@ impl SessionManager {
         let trash =
             self.sessions_dir().join(format!("{DESTROYED_PREFIX}{id}-{}", uuid::Uuid::new_v4().simple()));
         std::fs::rename(paths.dir(), &trash)
-            .map_err(|source| Error::Io { path: paths.dir().to_owned(), source })?;
+            .map_err(|source| Error::Io(WriteError { path: paths.dir().to_owned(), source }))?;
         let entry = self.sessions.lock().expect("sessions lock").remove(id);
         let Some(entry) = entry else {
             remove_in_background(trash);
@@ -723,7 +714,7 @@ fn is_session_id(id: &str) -> bool {
 }
 
 fn create_session_dir(dir: &Path) -> Result<()> {
-    private_dir::create(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })
+    private_dir::create(dir).map_err(|source| Error::Io(WriteError { path: dir.to_owned(), source }))
 }
 
 /// Removes a directory nobody uses any more, off the caller's path.

@@ -22,7 +22,6 @@ pub mod workdir;
 
 pub use call::{CallContext, Progress, ProgressUpdate, Stop, StopReason, parse_seconds};
 pub use paths::SessionPaths;
-pub(crate) use run::shorten;
 pub use run::{CellRun, MAX_CODE_BYTES};
 
 use std::sync::Arc;
@@ -33,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::graph::{CellId, CellStatus, Graph, KernelHead};
 use crate::jupyter::message::ExecuteRequest;
 use crate::kernel::{Execution, ExecutionStatus, Output, OutputLimits};
-use crate::provider::{ProviderContext, install_in_kernel};
+use crate::provider::install_in_kernel;
 use crate::venv::{Uv, Venv, validate_requirement, warm_up_code};
 use live::LiveCell;
 use names::Names;
@@ -45,16 +44,12 @@ use workdir::WorkDir;
 /// How long the names of a cell that raised may take (they come in a second request).
 const NAMES_AFTER_ERROR_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A kernel of the pool brought to a parent's state.
+/// A kernel the pool served, brought to a parent's state.
 struct Reached {
-    /// Its place in the pool.
-    index: usize,
+    /// The kernel, as the pool served it.
+    served: Served,
     /// The cells replayed on it, in order.
     replayed: Vec<CellId>,
-    /// Whether it was (re)started first.
-    started: bool,
-    /// Whether it was a snapshot until now.
-    snapshot: bool,
 }
 
 /// Once no cell has run for a moment (the model is thinking), keeps a copy of the state the
@@ -100,14 +95,7 @@ impl Session {
         graph: Graph,
         base_packages: &[String],
     ) -> Result<Self> {
-        let provider = record.provider.open(ProviderContext {
-            session_dir: paths.dir().to_owned(),
-            venv_dir: paths.venv(),
-            kernel_dir: paths.kernel(),
-            work_dir: paths.work(),
-            limits: limits.clone(),
-            gateway: gateway.clone(),
-        })?;
+        let provider = record.provider.open(paths.provider_context(&limits, gateway))?;
         let work_dir = provider.working_dir().map(WorkDir::new);
         let records = Arc::new(Records::new(paths.clone(), graph, provider.venv().cloned(), work_dir));
         let budget = limits.kernel_pool_memory_mb.map(|mb| mb << 20);
@@ -172,7 +160,8 @@ impl Session {
         live: Option<&LiveCell>,
     ) -> Result<CellRun> {
         let replay_started = Instant::now();
-        let Reached { index, replayed, started, snapshot } = self.reach(parent, timeout, context).await?;
+        let Reached { served: Served { index, started, snapshot }, replayed } =
+            self.reach(parent, timeout, context).await?;
         self.pool.keep_copy(index);
         let replay_time = replay_started.elapsed();
         let parent_head = self.pool.get(index).head;
@@ -249,7 +238,7 @@ impl Session {
         let timeout = Duration::from_secs_f64(self.limits.cell_timeout);
         let reached = self.reach(Some(cell), timeout, context).await;
         self.publish_kernels();
-        let Reached { index, .. } = reached?;
+        let Reached { served: Served { index, .. }, .. } = reached?;
         let values = self.pool.get(index).kernel.evaluate(names::whole_namespace(), timeout).await?;
         Ok(names::parse(&values))
     }
@@ -262,7 +251,8 @@ impl Session {
         timeout: Duration,
         context: &CallContext,
     ) -> Result<Reached> {
-        let Served { index, started, snapshot } = self.serve(parent).await?;
+        let served = self.serve(parent).await?;
+        let index = served.index;
         let plan = self.records.graph().plan(self.pool.get(index).head, parent)?;
         debug_assert!(!plan.restart, "the pool serves kernels that reach the parent without a restart");
         let total = plan.replay.len() as f64 + 1.0;
@@ -275,7 +265,7 @@ impl Session {
             context.progress.report(step as f64, Some(total), message);
             self.replay(index, id, timeout, context).await?;
         }
-        Ok(Reached { index, replayed: plan.replay, started, snapshot })
+        Ok(Reached { served, replayed: plan.replay })
     }
 
     /// A kernel of the pool that reaches `parent` without a restart; readers learn of the
@@ -284,16 +274,13 @@ impl Session {
         let records = self.records.clone();
         let served = self.pool.serve(|head| records.graph().reach(head, parent)).await;
         self.publish_kernels();
-        match served {
-            Err(Error::CannotBranch { provider, .. }) => {
-                let held = self.records.held_cells().last().map_or_else(
-                    || "the state it had when attached".to_owned(),
-                    |id| format!("the state after cell `{id}`"),
-                );
-                Err(Error::CannotBranch { provider, held })
-            }
-            served => served,
-        }
+        served?.ok_or_else(|| Error::CannotBranch {
+            provider: self.pool.provider().describe(),
+            held: self.records.held_cells().last().map_or_else(
+                || "the state it had when attached".to_owned(),
+                |id| format!("the state after cell `{id}`"),
+            ),
+        })
     }
 
     /// Replays one recorded cell on the kernel at `index`. One that succeeded before must
@@ -418,7 +405,7 @@ impl Session {
         }
         for requirement in requirements {
             validate_requirement(requirement).map_err(|reason| Error::InvalidRequirement {
-                requirement: crate::graph::shown(requirement),
+                requirement: crate::util::shown(requirement),
                 reason,
             })?;
         }
@@ -437,7 +424,7 @@ impl Session {
     ///
     /// # Errors
     /// A session whose kernels' working directory is not ours, or the file's refusal
-    /// ([`workdir::FileError`]: a path leaving the directory, a link in the way).
+    /// ([`FileError`](crate::error::FileError): a path leaving the directory, a link in the way).
     pub fn upload(&mut self, path: &str, bytes: &[u8]) -> Result<()> {
         self.ensure_open()?;
         let Some(work_dir) = self.records.work_dir() else {

@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::{GatewaySettings, Limits};
+use crate::provider::ProviderContext;
+
 /// A session's files: `<dir>/session.json`, `<dir>/venv`, `<dir>/graph.json`, `<dir>/kernel/`,
 /// `<dir>/work/`, ...
 #[derive(Debug, Clone)]
@@ -18,6 +21,19 @@ impl SessionPaths {
     /// The session directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// What a provider of this session's kernels needs: its directories, `limits` and the
+    /// `gateway` settings.
+    pub fn provider_context(&self, limits: &Limits, gateway: &GatewaySettings) -> ProviderContext {
+        ProviderContext {
+            session_dir: self.dir.clone(),
+            venv_dir: self.venv(),
+            kernel_dir: self.kernel(),
+            work_dir: self.work(),
+            limits: limits.clone(),
+            gateway: gateway.clone(),
+        }
     }
 
     /// The venv.

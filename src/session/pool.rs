@@ -9,41 +9,22 @@
 //! cannot restart gets a pool of one kernel that refuses to. Which cells to replay is the
 //! graph's (`Graph::plan`); running them is the session's.
 //!
-//! Snapshots are kernels too: while the session is idle the state its last cell left is
-//! forked ([`KernelPool::keep_copy_of`]); before a kernel runs code that changes the state it
-//! holds, the pool asks the provider to fork it ([`KernelPool::keep_copy`]) when nothing else
-//! holds that state and rebuilding it from the nearest state kept would cost more than
-//! [`SNAPSHOT_WORTH`] (so calls back to back on cheap cells fork once in a while). The copy is
-//! parked at the same head and serves like any kernel when it is the cheapest way to a parent;
-//! the copy of a fresh kernel (with the base packages imported) is kept always, so a restart is
-//! a fork, not a kernel start. Snapshots are capped by count, the one whose loss costs least
-//! going first, aged as others go (GreedyDual: an old snapshot of an expensive state loses to a
-//! new one eventually), and, with the kernels, by memory (PSS, which counts the pages a copy
-//! still shares with its origin once).
+//! Snapshots are kernels too: forked copies parked in the pool at the state they hold, serving
+//! like any kernel when they are the cheapest way to a parent. Which states get one, what each
+//! is worth and how a copy joins the pool is the snapshot policy's (`pool/snapshots.rs`); the
+//! pool calls it when it serves, before a kernel's state changes, and when it stops.
 
-use std::collections::HashMap;
+mod snapshots;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::task::JoinHandle;
-
+use self::snapshots::SnapshotPolicy;
+pub use self::snapshots::{SNAPSHOT_WORTH, Snapshots};
 use crate::error::{Error, Result};
 use crate::graph::{ChainHash, GraphError, KernelHead, Reach};
-use crate::kernel::{Deferred, Kernel, KernelError};
+use crate::kernel::{Deferred, Kernel};
 use crate::provider::KernelProvider;
-
-/// Rebuilding a state by replay from the nearest state kept must cost at least this much for a
-/// snapshot of it to be made before the next cell: a fork costs that cell some 20 ms and the
-/// kernel's following cells their first writes to each page, so calls back to back on cheap
-/// cells pay about a tenth of this once in a while. (While the model thinks, the last state is
-/// copied whatever it cost: see `copy_when_idle`.)
-pub const SNAPSHOT_WORTH: Duration = Duration::from_millis(250);
-
-/// The shortest and longest a call waits for a snapshot still coming up that would serve it
-/// (it waits about what replaying that state would cost): a copy comes up in some 60 ms, but
-/// one that is slow, stuck or dead must not hold the call up longer than replay would.
-const FORK_WAIT_MIN: Duration = Duration::from_millis(500);
-const FORK_WAIT_MAX: Duration = Duration::from_secs(3);
 
 /// A kernel of the pool and the state it holds.
 pub struct HeldKernel {
@@ -76,28 +57,6 @@ impl HeldKernel {
     }
 }
 
-/// A snapshot being made: the kernel has been asked to fork; the copy comes up in the
-/// background.
-struct PendingSnapshot {
-    head: KernelHead,
-    /// Its place in the order forks were asked for: what the latest one found is what
-    /// [`KernelPool::snapshots`] says.
-    asked: u64,
-    copy: JoinHandle<std::result::Result<Kernel, KernelError>>,
-}
-
-/// Whether the pool's kernels can be snapshotted, as last found out.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Snapshots {
-    /// Not tried yet.
-    #[default]
-    Untried,
-    /// The last fork worked.
-    Available,
-    /// The last fork was refused or failed, and why.
-    Unavailable(String),
-}
-
 /// How the pool serves a parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Choice {
@@ -126,20 +85,7 @@ pub struct KernelPool {
     kernels: Vec<HeldKernel>,
     capacity: usize,
     memory_budget: Option<u64>,
-    /// How many snapshots (besides the fresh one) may be kept; 0 for none.
-    snapshot_limit: usize,
-    pending: Vec<PendingSnapshot>,
-    snapshots: Snapshots,
-    /// How many forks were asked for, and which of them last set `snapshots`.
-    forks_asked: u64,
-    snapshots_from: u64,
-    /// Code that imports the base packages without a trace, run in a fresh snapshot.
-    warm_up: Option<String>,
-    /// What rebuilding each state by replay from the nearest state kept then cost, as measured
-    /// when its cells last ran.
-    rebuild_cost: HashMap<ChainHash, Duration>,
-    /// The rank of the last snapshot dropped for the count limit: new ones rank above it.
-    dropped_rank: Duration,
+    snapshots: SnapshotPolicy,
     /// What the next kernel started holds. Fresh, except for a provider that cannot restart:
     /// its kernel outlives us and our connection, so it holds what it held when last seen (the
     /// session record says, after a server restart), or something unknown once it was seen dead.
@@ -156,14 +102,7 @@ impl KernelPool {
             kernels: Vec::new(),
             capacity,
             memory_budget,
-            snapshot_limit: 0,
-            pending: Vec::new(),
-            snapshots: Snapshots::Untried,
-            forks_asked: 0,
-            snapshots_from: 0,
-            warm_up: None,
-            rebuild_cost: HashMap::new(),
-            dropped_rank: Duration::ZERO,
+            snapshots: SnapshotPolicy::new(),
             next_head: KernelHead::Fresh,
         }
     }
@@ -171,35 +110,20 @@ impl KernelPool {
     /// The same pool, keeping up to `limit` snapshots; a fresh snapshot is warmed up with
     /// `warm_up` (silent code importing the base packages).
     pub fn with_snapshots(mut self, limit: usize, warm_up: String) -> Self {
-        self.snapshot_limit = limit;
-        if limit == 0 {
-            self.snapshots = Snapshots::Unavailable("snapshots are off (`--snapshots-per-session 0`)".into());
-        }
-        self.warm_up = Some(warm_up);
+        self.snapshots = self.snapshots.with_limit(limit, warm_up);
         self
     }
 
     /// Whether snapshots work for these kernels, as last found out.
     pub fn snapshots(&self) -> &Snapshots {
-        &self.snapshots
+        self.snapshots.status()
     }
 
     /// Records that reaching the state `head` by replay costs `run_time` (the time its own
     /// cell just took) over its parent state, which costs nothing more when it is kept (fresh,
     /// or a snapshot made or being made).
     pub fn note_cost(&mut self, parent: KernelHead, head: ChainHash, run_time: Duration) {
-        let kept = self.kernels.iter().any(|held| held.snapshot && held.head == parent)
-            || self.pending.iter().any(|pending| pending.head == parent);
-        let before = match parent {
-            KernelHead::Fresh => Some(Duration::ZERO),
-            KernelHead::At(_) if kept => Some(Duration::ZERO),
-            KernelHead::At(hash) => self.rebuild_cost.get(&hash).copied(),
-            KernelHead::Unknown => None,
-        };
-        // A state whose path cost is unknown (cells run before a server restart) counts as
-        // expensive: it is snapshotted.
-        self.rebuild_cost
-            .insert(head, before.map_or(Duration::MAX, |before| before.saturating_add(run_time)));
+        self.snapshots.note_cost(&self.kernels, parent, head, run_time);
     }
 
     /// The same pool, its next kernel known to hold `head` already (a kernel that outlived the
@@ -233,17 +157,21 @@ impl KernelPool {
     }
 
     /// A kernel that reaches the state `reach` weighs without a restart: the cheapest one held,
-    /// or one started or restarted for it. Dead kernels are dropped first.
+    /// or one started or restarted for it. Dead kernels are dropped first. `None` when the
+    /// kernel of a provider that cannot restart would need a restart (the caller says what it
+    /// holds instead).
     ///
     /// # Errors
-    /// [`Error::KernelGone`] when the kernel of a provider that cannot restart has died;
-    /// [`Error::CannotBranch`] (with `held` empty, for the caller to fill) when that kernel
-    /// would need a restart; a kernel that does not start; `reach`'s own errors.
-    pub async fn serve(&mut self, reach: impl Fn(KernelHead) -> Result<Reach, GraphError>) -> Result<Served> {
+    /// [`Error::KernelGone`] when the kernel of a provider that cannot restart has died; a
+    /// kernel that does not start; `reach`'s own errors.
+    pub async fn serve(
+        &mut self,
+        reach: impl Fn(KernelHead) -> Result<Reach, GraphError>,
+    ) -> Result<Option<Served>> {
         // A copy still coming up is waited for once per call, for about what it saves.
         let mut waited = false;
         let choice = loop {
-            self.collect_snapshots(false).await;
+            self.snapshots.collect(&mut self.kernels, &self.provider, false).await;
             // After the snapshots come in: one may have died since it came up.
             self.drop_dead().await?;
             let held = self.kernels.iter().map(|held| (held.head, held.last_used, held.snapshot));
@@ -252,31 +180,10 @@ impl KernelPool {
                 Choice::Use(index) => reach(self.kernels[index].head)?,
                 Choice::Start | Choice::Restart(_) => Reach { restart: true, replay: usize::MAX },
             };
-            // A snapshot still coming up that beats the choice is worth its last milliseconds,
-            // but no more than rebuilding its state would cost: one that is slow to come up
-            // goes on in the background, and the call is served without it.
-            let mut better = None;
-            for (position, pending) in self.pending.iter().enumerate() {
-                if reach(pending.head)? < chosen {
-                    better = Some(position);
-                    break;
-                }
+            if !self.snapshots.wait_for_better(&mut self.kernels, &reach, chosen, !waited).await? {
+                break choice;
             }
-            match better {
-                Some(position) if !waited => {
-                    waited = true;
-                    let mut pending = self.pending.swap_remove(position);
-                    let wait = self.copy_wait(pending.head);
-                    match tokio::time::timeout(wait, &mut pending.copy).await {
-                        Ok(copy) => self.adopt_snapshot(pending.head, pending.asked, copy),
-                        Err(_) => {
-                            tracing::info!(?wait, "a snapshot is slow to come up: serving without it");
-                            self.pending.push(pending);
-                        }
-                    }
-                }
-                _ => break choice,
-            }
+            waited = true;
         };
         let index = match choice {
             Choice::Use(index) => {
@@ -286,7 +193,7 @@ impl KernelPool {
                 if let Some(warm_up) = held.warm_up.take() {
                     warm_up.send_now();
                 }
-                return Ok(Served { index, started: false, snapshot });
+                return Ok(Some(Served { index, started: false, snapshot }));
             }
             Choice::Start => {
                 let kernel = self.provider.start().await?;
@@ -294,9 +201,7 @@ impl KernelPool {
                 self.kernels.push(HeldKernel::serving(kernel, head));
                 self.kernels.len() - 1
             }
-            Choice::Restart(_) if !self.provider.can_restart() => {
-                return Err(Error::CannotBranch { provider: self.provider.describe(), held: String::new() });
-            }
+            Choice::Restart(_) if !self.provider.can_restart() => return Ok(None),
             Choice::Restart(index) => {
                 let old = self.kernels.remove(index);
                 self.provider.discard(old.kernel).await;
@@ -305,7 +210,7 @@ impl KernelPool {
                 index
             }
         };
-        Ok(Served { index, started: true, snapshot: false })
+        Ok(Some(Served { index, started: true, snapshot: false }))
     }
 
     /// Keeps a copy of the state the kernel at `index` holds before code changes it: forks it
@@ -315,36 +220,8 @@ impl KernelPool {
     /// is queued ahead of whatever is sent to the kernel next; the copy comes up in the
     /// background.
     pub fn keep_copy(&mut self, index: usize) {
-        let head = self.kernels[index].head;
-        let worth = match head {
-            KernelHead::Fresh => true,
-            KernelHead::At(hash) => self.rebuild_cost.get(&hash).is_none_or(|cost| *cost >= SNAPSHOT_WORTH),
-            KernelHead::Unknown => false,
-        };
-        if worth {
-            self.fork_unless_held(index);
-        }
-    }
-
-    /// Forks the kernel at `index` unless another kernel holds, or is being made to hold, its
-    /// state.
-    fn fork_unless_held(&mut self, index: usize) {
-        let head = self.kernels[index].head;
-        let state = match head {
-            KernelHead::Fresh => String::new(),
-            KernelHead::At(hash) => hash.to_hex(),
-            KernelHead::Unknown => return,
-        };
-        let held_elsewhere = self.kernels.iter().enumerate().any(|(i, held)| i != index && held.head == head)
-            || self.pending.iter().any(|pending| pending.head == head);
-        if self.snapshot_limit == 0 || held_elsewhere {
-            return;
-        }
-        self.forks_asked += 1;
-        let asked = self.forks_asked;
-        match self.provider.fork(&self.kernels[index].kernel, state) {
-            Ok(fork) => self.pending.push(PendingSnapshot { head, asked, copy: tokio::spawn(fork.finish()) }),
-            Err(error) => self.found(asked, Snapshots::Unavailable(error.to_string())),
+        if self.snapshots.worth_keeping(self.kernels[index].head) {
+            self.snapshots.fork_unless_held(&*self.provider, &self.kernels, index);
         }
     }
 
@@ -355,101 +232,14 @@ impl KernelPool {
     pub fn keep_copy_of(&mut self, head: KernelHead) {
         let held = self.kernels.iter().position(|held| !held.snapshot && held.head == head);
         if let (Some(index), KernelHead::At(_)) = (held, head) {
-            self.fork_unless_held(index);
-        }
-    }
-
-    /// Records what fork number `asked` found, unless a later one has said already.
-    fn found(&mut self, asked: u64, snapshots: Snapshots) {
-        if asked > self.snapshots_from {
-            self.snapshots_from = asked;
-            self.snapshots = snapshots;
+            self.snapshots.fork_unless_held(&*self.provider, &self.kernels, index);
         }
     }
 
     /// Takes in the snapshots that have come up or failed by now (a refused fork fails at
     /// once, so the reply of the cell it preceded can say so).
     pub async fn settle(&mut self) {
-        self.collect_snapshots(false).await;
-    }
-
-    /// How long a call may wait for the copy of `head` to come up: what rebuilding that state
-    /// by replay was measured to cost, within bounds.
-    fn copy_wait(&self, head: KernelHead) -> Duration {
-        let rebuild = match head {
-            KernelHead::At(hash) => self.rebuild_cost.get(&hash).copied().unwrap_or(FORK_WAIT_MAX),
-            KernelHead::Fresh | KernelHead::Unknown => FORK_WAIT_MAX,
-        };
-        rebuild.clamp(FORK_WAIT_MIN, FORK_WAIT_MAX)
-    }
-
-    /// Moves the snapshots that have come up into the pool (all of them, waiting for each,
-    /// when `wait`), then drops the lowest ranked beyond the count limit.
-    async fn collect_snapshots(&mut self, wait: bool) {
-        let mut index = 0;
-        while index < self.pending.len() {
-            if wait || self.pending[index].copy.is_finished() {
-                let pending = self.pending.swap_remove(index);
-                let copy = pending.copy.await;
-                self.adopt_snapshot(pending.head, pending.asked, copy);
-            } else {
-                index += 1;
-            }
-        }
-        // The fresh state's copy is kept besides the limit.
-        let counted = |held: &&HeldKernel| held.snapshot && held.head != KernelHead::Fresh;
-        while self.kernels.iter().filter(counted).count() > self.snapshot_limit {
-            let lowest = self
-                .lowest(|_, held| counted(&held), |held| held.rank)
-                .expect("a snapshot is over the limit");
-            let evicted = self.kernels.remove(lowest);
-            self.dropped_rank = evicted.rank;
-            self.discard_in_background(evicted.kernel);
-        }
-    }
-
-    /// Parks the snapshot of `head` (fork number `asked`) that has come up (a fresh one imports
-    /// the base packages once no cell runs, or before its first cell). One the kernel refused is
-    /// said in the replies; one that was lost on the way is only logged: the call it would have
-    /// served is served by replay, and the next fork may work.
-    fn adopt_snapshot(
-        &mut self,
-        head: KernelHead,
-        asked: u64,
-        copy: std::result::Result<std::result::Result<Kernel, KernelError>, tokio::task::JoinError>,
-    ) {
-        let copy = copy.unwrap_or_else(|join| {
-            Err(KernelError::ForkLost { reason: format!("the snapshot task failed: {join}") })
-        });
-        match copy {
-            Ok(kernel) => {
-                let warm_up = match (&self.warm_up, head) {
-                    (Some(code), KernelHead::Fresh) => {
-                        Some(kernel.execute_silently_after(code.clone(), crate::background::idle()))
-                    }
-                    _ => None,
-                };
-                self.found(asked, Snapshots::Available);
-                // What losing it would cost (going back without it forks the nearest state kept
-                // and replays from there, however cheap the cells), over the rank of the last one
-                // dropped: recent states outrank old ones unless those are much dearer.
-                let saves = match head {
-                    KernelHead::At(hash) => {
-                        self.rebuild_cost.get(&hash).map_or(Duration::MAX, |cost| SNAPSHOT_WORTH + *cost)
-                    }
-                    KernelHead::Fresh | KernelHead::Unknown => Duration::MAX,
-                };
-                let rank = self.dropped_rank.saturating_add(saves);
-                let held =
-                    HeldKernel { kernel, head, last_used: Instant::now(), snapshot: true, rank, warm_up };
-                self.kernels.push(held);
-            }
-            Err(error @ KernelError::ForkLost { .. }) => tracing::info!(%error),
-            Err(error) => {
-                tracing::info!(%error, "no snapshot");
-                self.found(asked, Snapshots::Unavailable(error.to_string()));
-            }
-        }
+        self.snapshots.collect(&mut self.kernels, &self.provider, false).await;
     }
 
     /// Drops the kernels that have died. For a provider that cannot restart that is the end of
@@ -481,7 +271,9 @@ impl KernelPool {
         let mut total: u64 = self.kernels.iter().map(resident).sum();
         let mut keep = keep;
         while total > budget {
-            let Some(oldest) = self.lowest(|index, _| index != keep, |held| held.last_used) else { break };
+            let Some(oldest) = lowest(&self.kernels, |index, _| index != keep, |held| held.last_used) else {
+                break;
+            };
             let evicted;
             (evicted, keep) = self.remove_keeping(oldest, keep);
             total = total.saturating_sub(resident(&evicted));
@@ -495,34 +287,14 @@ impl KernelPool {
     /// is then.
     async fn fit_capacity(&mut self, mut keep: usize) -> usize {
         while self.kernels.iter().filter(|held| !held.snapshot).count() > self.capacity {
-            let oldest = self
-                .lowest(|index, held| !held.snapshot && index != keep, |held| held.last_used)
-                .expect("more kernels serve than the one kept");
+            let oldest =
+                lowest(&self.kernels, |index, held| !held.snapshot && index != keep, |held| held.last_used)
+                    .expect("more kernels serve than the one kept");
             let evicted;
             (evicted, keep) = self.remove_keeping(oldest, keep);
-            self.discard_in_background(evicted.kernel);
+            discard_in_background(&self.provider, evicted.kernel);
         }
         keep
-    }
-
-    /// The kernel among those `eligible` says may go with the lowest `key` (its last use, its
-    /// rank).
-    fn lowest<K: Ord>(
-        &self,
-        eligible: impl Fn(usize, &HeldKernel) -> bool,
-        key: impl Fn(&HeldKernel) -> K,
-    ) -> Option<usize> {
-        let kernels = self.kernels.iter().enumerate();
-        kernels
-            .filter(|&(index, held)| eligible(index, held))
-            .min_by_key(|(_, held)| key(held))
-            .map(|(i, _)| i)
-    }
-
-    /// Discards `kernel` without waiting for it to end (a call is waiting for the pool).
-    fn discard_in_background(&self, kernel: Kernel) {
-        let provider = self.provider.clone();
-        tokio::spawn(async move { provider.discard(kernel).await });
     }
 
     /// Removes the kernel at `index`; returns it and where the kernel at `keep` is now.
@@ -543,16 +315,14 @@ impl KernelPool {
     /// Stops every kernel gracefully, all at once (snapshots being made are waited for, so
     /// that none comes up after).
     pub async fn stop_all(&mut self) {
-        self.collect_snapshots(true).await;
+        self.snapshots.collect(&mut self.kernels, &self.provider, true).await;
         self.end_all(true).await;
     }
 
     /// Gets rid of every kernel at once, their states being thrown away: copies still coming
     /// up are not waited for (a pending fork dropped kills its copy).
     pub async fn discard_all(&mut self) {
-        for pending in self.pending.drain(..) {
-            pending.copy.abort();
-        }
+        self.snapshots.abort_pending();
         self.end_all(false).await;
     }
 
@@ -571,6 +341,28 @@ impl KernelPool {
         }
         ending.join_all().await;
     }
+}
+
+/// The kernel among those `eligible` says may go with the lowest `key` (its last use, its
+/// rank).
+fn lowest<K: Ord>(
+    kernels: &[HeldKernel],
+    eligible: impl Fn(usize, &HeldKernel) -> bool,
+    key: impl Fn(&HeldKernel) -> K,
+) -> Option<usize> {
+    kernels
+        .iter()
+        .enumerate()
+        .filter(|&(index, held)| eligible(index, held))
+        .min_by_key(|(_, held)| key(held))
+        .map(|(i, _)| i)
+}
+
+/// Discards `kernel` through `provider` without waiting for it to end (a call is waiting for
+/// the pool).
+fn discard_in_background(provider: &Arc<dyn KernelProvider>, kernel: Kernel) {
+    let provider = provider.clone();
+    tokio::spawn(async move { provider.discard(kernel).await });
 }
 
 /// How to serve a parent with kernels holding `held` (head, last use, whether a snapshot): the

@@ -16,13 +16,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::SessionPaths;
 use super::kept_outputs::KeptOutputs;
-use super::workdir::{FileError, WorkDir};
+use super::workdir::WorkDir;
 use crate::atomic_file;
+use crate::error::FileError;
 use crate::error::{Error, Result};
 use crate::graph::{CellId, ChainHash, Graph, KernelHead, store};
 use crate::kernel::{Death, Output};
 use crate::notebook;
 use crate::provider::ProviderRecord;
+use crate::util::WriteError;
 use crate::venv::{Uv, Venv};
 
 /// The session's directories of files the server wrote and offers as resources.
@@ -167,7 +169,7 @@ impl Records {
     pub fn read_kept_file(&self, kind: KeptFiles, name: &str, limit: u64) -> Result<Vec<u8>, FileError> {
         if name.contains('/') {
             return Err(FileError::BadPath {
-                path: crate::graph::shown(name),
+                path: crate::util::shown(name),
                 reason: "it is not a file name",
             });
         }
@@ -233,7 +235,7 @@ impl Records {
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_owned();
-    move |source| Error::Io { path, source }
+    move |source| Error::Io(WriteError { path, source })
 }
 
 /// What `<session>/session.json` says: where the session's kernels come from and, for kernels

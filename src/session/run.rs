@@ -9,6 +9,7 @@ use super::pool::Snapshots;
 use crate::error::{Error, Result};
 use crate::graph::{Cell, CellId, CellStatus};
 use crate::kernel::{Execution, ExecutionStatus, Output};
+use crate::util::shorten;
 
 /// Largest code accepted in one cell.
 pub const MAX_CODE_BYTES: usize = 1 << 20;
@@ -81,12 +82,4 @@ pub(super) fn summarize(outputs: &[Output]) -> String {
         .collect::<Vec<_>>()
         .join("");
     shorten(text.trim(), SUMMARY_CHARS)
-}
-
-/// The first `max` characters of `text`, with `…` when it was cut.
-pub(crate) fn shorten(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
 }

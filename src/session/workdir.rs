@@ -21,81 +21,10 @@ use nix::fcntl::{OFlag, open, openat, renameat};
 use nix::sys::stat::{Mode, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
+use crate::error::FileError;
+
 /// Longest path accepted, in bytes.
 const MAX_PATH_BYTES: usize = 4096;
-
-/// Why a file could not be written into or read out of the working directory.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum FileError {
-    /// A path that is not a plain relative path inside the directory.
-    #[error(
-        "refused path `{path}`: {reason}; give a path relative to the session's working directory, such as `data/input.csv`"
-    )]
-    BadPath {
-        /// The path as given.
-        path: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// A component of the path is a symbolic link (or not a directory where one is needed).
-    #[error(
-        "refused path `{path}`: `{component}` is a symbolic link or not a directory; only files inside the working directory are reached, never through links"
-    )]
-    Link {
-        /// The path as given.
-        path: String,
-        /// The component that is a link.
-        component: String,
-    },
-    /// No such file.
-    #[error("no file `{path}`")]
-    NotFound {
-        /// The path as given.
-        path: String,
-    },
-    /// Something that is not a regular file (a directory, a FIFO, a socket).
-    #[error("`{path}` is not a regular file (a directory, a FIFO or a device); only regular files are read")]
-    NotAFile {
-        /// The path as given.
-        path: String,
-    },
-    /// A file over the size limit.
-    #[error("`{path}` is {size} bytes, over the limit of {limit} bytes ({setting}); {advice}")]
-    TooLarge {
-        /// The path as given.
-        path: String,
-        /// Its size (at least; a read stops past the limit).
-        size: u64,
-        /// The limit.
-        limit: u64,
-        /// The setting that sets the limit.
-        setting: &'static str,
-        /// What to do instead.
-        advice: &'static str,
-    },
-    /// Upload content that is not base64.
-    #[error(
-        "content_base64 for `{path}` is not valid base64 ({reason}); send the file's bytes in standard base64"
-    )]
-    NotBase64 {
-        /// The path as given.
-        path: String,
-        /// What the decoder said.
-        reason: String,
-    },
-    /// The OS refused.
-    #[error("cannot {operation} `{path}` in the session's working directory")]
-    Io {
-        /// What was being done.
-        operation: &'static str,
-        /// The path as given.
-        path: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// A session's working directory.
 #[derive(Debug, Clone)]
@@ -261,7 +190,7 @@ fn split(path: &str) -> Result<(Vec<&OsStr>, &OsStr), FileError> {
 
 /// A path for a message: whole unless absurdly long, escaped.
 fn named(path: &str) -> String {
-    crate::graph::shown_up_to(path, 300)
+    crate::util::shown_up_to(path, 300)
 }
 
 fn io(path: &str, operation: &'static str) -> impl FnOnce(std::io::Error) -> FileError {

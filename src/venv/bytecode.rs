@@ -26,6 +26,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{Uv, Venv, VenvError, run, warm_up_code};
+use crate::util::WriteError;
 
 /// What a kernel imports as it starts and runs its first cell, besides the packages a venv was
 /// built with: ipykernel's app and debugger (with debugpy), and what IPython and tornado import
@@ -89,8 +90,8 @@ impl BytecodeStore {
         packages: &[String],
     ) -> Result<(), VenvError> {
         let lock_path = self.dir.with_extension("bytecode.lock");
-        let lock =
-            fs::File::create(&lock_path).map_err(|source| VenvError::Io { path: lock_path, source })?;
+        let lock = fs::File::create(&lock_path)
+            .map_err(|source| VenvError::Io(WriteError { path: lock_path, source }))?;
         if lock.try_lock().is_err() || self.dir.is_dir() {
             return Ok(());
         }
@@ -114,7 +115,8 @@ impl BytecodeStore {
         let venv = uv.empty_venv(&dir.join("venv"), python).await?;
         uv.install_pinned(&venv, pins).await?;
         let compiled = dir.join("bytecode");
-        fs::create_dir_all(&compiled).map_err(|source| VenvError::Io { path: compiled.clone(), source })?;
+        fs::create_dir_all(&compiled)
+            .map_err(|source| VenvError::Io(WriteError { path: compiled.clone(), source }))?;
         let mut modules: Vec<String> = KERNEL_MODULES.iter().map(|&m| m.to_owned()).collect();
         modules.extend(packages.iter().cloned());
         let mut argv =
@@ -128,11 +130,12 @@ impl BytecodeStore {
         run(import).await?;
 
         // Python mirrors each source's absolute directory below the prefix.
-        let site_packages =
-            venv.site_packages().map_err(|source| VenvError::Io { path: dir.to_owned(), source })?;
+        let site_packages = venv
+            .site_packages()
+            .map_err(|source| VenvError::Io(WriteError { path: dir.to_owned(), source }))?;
         let relative = site_packages.strip_prefix("/").unwrap_or(&site_packages);
         let from = compiled.join(relative);
-        fs::rename(&from, &self.dir).map_err(|source| VenvError::Io { path: from, source })
+        fs::rename(&from, &self.dir).map_err(|source| VenvError::Io(WriteError { path: from, source }))
     }
 
     /// A new directory name beside the store, ending in `.<kind>`.

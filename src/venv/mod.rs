@@ -20,6 +20,7 @@ use tokio::process::Command;
 
 use crate::atomic_file;
 use crate::sandbox::Sandbox;
+use crate::util::{SpawnError, WriteError};
 use bytecode::BytecodeStore;
 
 /// The packages a session's venv gets besides ipykernel.
@@ -66,23 +67,11 @@ pub enum VenvError {
         stderr: String,
     },
     /// A command could not be started.
-    #[error("cannot run `{command}`")]
-    Spawn {
-        /// The command line.
-        command: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
     /// A file or directory could not be written.
-    #[error("cannot write `{}`", path.display())]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] WriteError),
 }
 
 /// The `uv` executable we use.
@@ -142,7 +131,7 @@ impl Uv {
         let install_dir = path.parent().and_then(Path::parent).expect("uv's path has two parents");
         let parent = install_dir.parent().expect("install dir has a parent");
         std::fs::create_dir_all(parent)
-            .map_err(|source| VenvError::Io { path: parent.to_owned(), source })?;
+            .map_err(|source| VenvError::Io(WriteError { path: parent.to_owned(), source }))?;
         let staging = parent.join(format!(".uv-{}", uuid::Uuid::new_v4().simple()));
         tracing::info!(target = %install_dir.display(), "installing uv from PyPI");
         let mut pip = Command::new(python);
@@ -168,7 +157,7 @@ impl Uv {
                 let _ = std::fs::remove_dir_all(&staging);
                 Ok(path)
             }
-            Err(source) => Err(VenvError::Io { path: install_dir.to_owned(), source }),
+            Err(source) => Err(VenvError::Io(WriteError { path: install_dir.to_owned(), source })),
         }
     }
 
@@ -269,7 +258,7 @@ impl Uv {
         let written = async {
             let frozen = self.freeze(venv).await?;
             std::fs::create_dir_all(&self.pins_dir)
-                .map_err(|source| VenvError::Io { path: self.pins_dir.clone(), source })?;
+                .map_err(|source| VenvError::Io(WriteError { path: self.pins_dir.clone(), source }))?;
             let frozen = frozen + "\n";
             if std::fs::read_to_string(pins).is_ok_and(|old| old == frozen) {
                 // Touched, so that it counts as fresh for another day.
@@ -277,11 +266,11 @@ impl Uv {
                     .append(true)
                     .open(pins)
                     .and_then(|file| file.set_modified(std::time::SystemTime::now()))
-                    .map_err(|source| VenvError::Io { path: pins.to_owned(), source });
+                    .map_err(|source| VenvError::Io(WriteError { path: pins.to_owned(), source }));
             }
             BytecodeStore::for_pins(pins).discard();
             atomic_file::replace(pins, frozen.as_bytes())
-                .map_err(|error| VenvError::Io { path: error.path, source: error.source })
+                .map_err(|error| VenvError::Io(WriteError { path: error.path, source: error.source }))
         };
         if let Err(error) = written.await {
             tracing::warn!(%error, "cannot pin the versions of a new venv");
@@ -304,7 +293,7 @@ impl Uv {
         let marker = dir.join(READY_MARKER);
         let io = |path: &Path| {
             let path = path.to_owned();
-            move |source| VenvError::Io { path, source }
+            move |source| VenvError::Io(WriteError { path, source })
         };
         let parent = dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(io(parent))?;
@@ -529,7 +518,7 @@ async fn run(mut command: Command) -> Result<(String, String), VenvError> {
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|source| VenvError::Spawn { command: line.clone(), source })?;
+        .map_err(|source| VenvError::Spawn(SpawnError { command: line.clone(), source }))?;
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
     if !output.status.success() {
         return Err(VenvError::CommandFailed { command: line, status: output.status, stderr });
@@ -551,13 +540,7 @@ fn which(program: &Path) -> Option<PathBuf> {
     if program.components().count() > 1 {
         return program.is_file().then(|| program.to_owned());
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    crate::util::on_path(program)
 }
 
 #[cfg(test)]

@@ -166,6 +166,7 @@ async fn attach_kernel_makes_a_session_that_goes_forward_and_never_stops_the_ker
     assert_eq!(branch.is_error, Some(true));
     let text = texts(&branch).join("\n");
     assert!(text.contains("cannot be restarted") && text.contains("lab-kernel.json"), "{text}");
+    assert!(!text.contains("   "), "a run of spaces in the refusal: {text}");
 
     let install = server.call("install_packages", json!({"session_id": session, "packages": ["six"]})).await;
     assert!(texts(&install)[0].contains("%pip install"), "{:?}", texts(&install));

@@ -21,4 +21,5 @@ mod settings;
 mod snapshots;
 mod soak;
 mod stdio_lines;
+mod tidy;
 mod venv;

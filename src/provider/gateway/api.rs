@@ -234,7 +234,7 @@ fn error_message(body: &str) -> String {
         return if body.is_empty() {
             String::new()
         } else {
-            format!(": {}", crate::session::shorten(body, 300))
+            format!(": {}", crate::util::shorten(body, 300))
         };
     };
     let field =
@@ -246,7 +246,7 @@ fn error_message(body: &str) -> String {
         (Some(message), _) => message.to_owned(),
         (None, None) => return field("reason").map_or_else(String::new, |reason| format!(": {reason}")),
     };
-    format!(": {}", crate::session::shorten(&text, 300))
+    format!(": {}", crate::util::shorten(&text, 300))
 }
 
 /// An error and its causes, `: `-separated (reqwest's own text leaves the cause out).

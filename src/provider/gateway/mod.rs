@@ -14,7 +14,7 @@ mod api;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -195,7 +195,16 @@ impl KernelProvider for GatewayProvider {
         self.installs.lock().expect("installs lock").extend(requirements.iter().cloned());
     }
 
-    async fn reap_left_behind(&self) {
+    async fn stop_left_behind(self: Arc<Self>) -> usize {
+        drop(tokio::spawn(async move { self.delete_left_behind().await }));
+        0
+    }
+}
+
+impl GatewayProvider {
+    /// Deletes the kernels the started-kernels file names: an earlier server started them and
+    /// did not delete them.
+    async fn delete_left_behind(&self) {
         let Some(file) = &self.started_file else { return };
         let Ok(text) = std::fs::read_to_string(file) else { return };
         for id in text.lines().map(str::trim).filter(|id| !id.is_empty()) {

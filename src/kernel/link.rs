@@ -1,6 +1,6 @@
-//! How the actor (`actor.rs`) reaches its kernel: a [`Transport`] sends a request on a channel and
-//! yields the next message from any channel. Two of them: [`ZmqTransport`], the five ZeroMQ
-//! sockets of a connection file, and [`WebSocketTransport`], a Jupyter server's kernel WebSocket.
+//! How the actor (`actor.rs`) reaches its kernel: a [`KernelLink`] sends a request on a channel and
+//! yields the next message from any channel. Two of them: [`ZmqLink`], the five ZeroMQ
+//! sockets of a connection file, and [`WebSocketLink`], a Jupyter server's kernel WebSocket.
 //!
 //! Owns what a transport itself says about the kernel's life: a closed ZeroMQ socket says nothing
 //! (liveness comes from the process or the heartbeat, `watch_heartbeat_until_silent`), while a
@@ -30,7 +30,7 @@ pub(crate) enum RequestChannel {
 }
 
 /// A connection to one kernel, owned by its actor.
-pub(crate) trait Transport: Send + 'static {
+pub(crate) trait KernelLink: Send + 'static {
     /// Sends `message` on `channel`.
     fn send(
         &mut self,
@@ -44,7 +44,7 @@ pub(crate) trait Transport: Send + 'static {
 }
 
 /// The ZeroMQ sockets of one connection file (the heartbeat is watched apart, when needed).
-pub(crate) struct ZmqTransport {
+pub(crate) struct ZmqLink {
     shell_tx: Sender,
     control_tx: Sender,
     shell_rx: Receiver<zeromq::DealerRecvHalf>,
@@ -56,18 +56,18 @@ pub(crate) struct ZmqTransport {
     open: [bool; 4],
 }
 
-impl ZmqTransport {
+impl ZmqLink {
     /// The transport over `sockets`, and their heartbeat.
-    pub(crate) fn new(sockets: ClientSockets) -> (ZmqTransport, Heartbeat) {
+    pub(crate) fn new(sockets: ClientSockets) -> (ZmqLink, Heartbeat) {
         let ClientSockets { shell_tx, shell_rx, control_tx, control_rx, stdin_rx, iopub, heartbeat } =
             sockets;
         let transport =
-            ZmqTransport { shell_tx, control_tx, shell_rx, control_rx, stdin_rx, iopub, open: [true; 4] };
+            ZmqLink { shell_tx, control_tx, shell_rx, control_rx, stdin_rx, iopub, open: [true; 4] };
         (transport, heartbeat)
     }
 }
 
-impl Transport for ZmqTransport {
+impl KernelLink for ZmqLink {
     async fn send(&mut self, channel: RequestChannel, message: &Message) -> Result<(), KernelError> {
         let socket = match channel {
             RequestChannel::Shell => &mut self.shell_tx,
@@ -102,20 +102,20 @@ impl Transport for ZmqTransport {
 /// A Jupyter server's kernel WebSocket. The server keeps the kernel's ZeroMQ sockets; its own
 /// status messages (no parent: `restarting` after the kernel's process died, `dead`) and the
 /// socket closing (the kernel deleted, culled, or the server gone) end the kernel for us.
-pub(crate) struct WebSocketTransport {
+pub(crate) struct WebSocketLink {
     socket: KernelWebSocket,
     /// The kernel, in words, for the cause of its death: "the kernel `…` on the gateway `…`".
     kernel: String,
     closed: bool,
 }
 
-impl WebSocketTransport {
+impl WebSocketLink {
     pub(crate) fn new(socket: KernelWebSocket, kernel: String) -> Self {
-        WebSocketTransport { socket, kernel, closed: false }
+        WebSocketLink { socket, kernel, closed: false }
     }
 }
 
-impl Transport for WebSocketTransport {
+impl KernelLink for WebSocketLink {
     async fn send(&mut self, channel: RequestChannel, message: &Message) -> Result<(), KernelError> {
         let channel = match channel {
             RequestChannel::Shell => Channel::Shell,
