@@ -581,6 +581,26 @@ async fn admin(uv: &Uv, counts: Counts) -> Admin {
 // ---------------------------------------------------------------------------------------------
 // The server and its client
 
+/// The pids of the kernels of the session in `dir`, from its pid records.
+fn kernel_pids(dir: &Path) -> Vec<u32> {
+    let records = std::fs::read_dir(dir.join("kernel.pids")).into_iter().flatten().flatten();
+    records
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".pid"))
+        .filter_map(|entry| {
+            let record: Value = serde_json::from_slice(&std::fs::read(entry.path()).ok()?).ok()?;
+            Some(record["kernel"].as_u64()? as u32)
+        })
+        .collect()
+}
+
+/// User and system CPU time of `pid` so far, in clock ticks (0 once it is gone).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based, of the whole line).
+    fields.get(11..13).map_or(0, |times| times.iter().filter_map(|t| t.parse::<u64>().ok()).sum())
+}
+
 /// Waits until the venvs with `packages` that a server (or `Uv`) with data directory `data_dir`
 /// builds share their compiled bytecode: the store that the first such venv has filled in the
 /// background, beside the pinned versions.
@@ -695,22 +715,40 @@ impl Server {
 
     /// Waits until a spare session is ready: built, its kernel started and its graph saved,
     /// which is the last step before the server hands it out.
+    /// Waits until a spare session is ready and warm: built, its kernel started and its graph
+    /// saved (the last step before the server hands it out), and its kernel done importing the
+    /// base packages (no CPU used for half a second).
     async fn wait_for_spare(&self) {
         let sessions = self.data_dir.path().join("sessions");
         let ready = || {
-            std::fs::read_dir(&sessions).into_iter().flatten().flatten().any(|entry| {
+            std::fs::read_dir(&sessions).into_iter().flatten().flatten().find_map(|entry| {
                 let dir = entry.path();
-                dir.join("spare").exists() && dir.join("graph.json").exists()
+                (dir.join("spare").exists() && dir.join("graph.json").exists()).then_some(dir)
             })
         };
-        within(600, async {
-            while !ready() {
+        let spare = within(600, async {
+            loop {
+                if let Some(spare) = ready() {
+                    return spare;
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
         .await;
-        // Past the save, the spare joins the list: a moment later it is there.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let kernels = kernel_pids(&spare);
+        let cpu = || kernels.iter().map(|&pid| cpu_ticks(pid)).sum::<u64>();
+        within(600, async {
+            let mut before = cpu();
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let now = cpu();
+                if now == before {
+                    return;
+                }
+                before = now;
+            }
+        })
+        .await;
     }
 
     fn cell_id(&self, result: &CallToolResult) -> String {

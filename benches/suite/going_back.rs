@@ -289,7 +289,7 @@ async fn back_to_each_of_the_last_five(
 /// The PSS of the session's serving kernel and the private memory of each of its snapshots,
 /// the newest apart, from the pid records in its kernel directory.
 fn snapshot_memory(server: &Server, session: &str) -> SnapshotMemory {
-    let dir = server.session_dir(session).join("kernel");
+    let dir = server.session_dir(session).join("kernel.pids");
     let mut kernels: Vec<(u32, u64, u64, std::time::SystemTime)> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
