@@ -340,20 +340,17 @@ impl SessionManager {
             }
             self.building.send_replace(true);
             let built = self.build_spare().await;
-            if let Ok(spare) = built {
-                self.spares.lock().expect("spares lock").push(spare);
-                self.building.send_replace(false);
-                continue;
-            }
+            // The spare joins the list before a `create` waiting for it is woken.
+            let failed = built.map(|spare| self.spares.lock().expect("spares lock").push(spare)).err();
             self.building.send_replace(false);
-            failures += 1;
-            if let Err(error) = built {
+            if let Some(error) = failed {
+                failures += 1;
                 tracing::warn!(%error, failures, "could not build a spare session");
+                if failures >= 3 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(5) * failures).await;
             }
-            if failures >= 3 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_secs(5) * failures).await;
         }
     }
 
